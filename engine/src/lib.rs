@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod keys;
+pub mod packet_id;
 pub mod reliable;
 pub mod tls;
 pub mod wire;
