@@ -1,1 +1,210 @@
+//! vpnsyncd.conf(5): the configuration of the daemon, its grammar and its
+//! canonical form (what `vpnsyncd -n` prints and what the parent hands to
+//! each child, so that the children parse the very text the parent checked).
 
+mod error;
+mod lexer;
+mod net;
+mod parser;
+mod print;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfError, ConfErrors, Pos};
+pub use net::Ipv4Net;
+
+/// The OpenVPN port.
+pub const DEFAULT_PORT: u16 = 1194;
+/// The sync defaults of the VPNSync lineage.
+pub const DEFAULT_SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 2, 0);
+pub const DEFAULT_SYNC_PORT: u16 = 1196;
+pub const DEFAULT_SOCKET: &str = "/var/run/vpnsyncd.sock";
+pub const DEFAULT_USER: &str = "_vpnsyncd";
+
+/// A data-channel cipher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    Aes256Gcm,
+    Aes128Gcm,
+    Chacha20Poly1305,
+    Aes256Cbc,
+}
+
+impl Cipher {
+    pub const ALL: [Cipher; 4] = [
+        Cipher::Aes256Gcm,
+        Cipher::Aes128Gcm,
+        Cipher::Chacha20Poly1305,
+        Cipher::Aes256Cbc,
+    ];
+
+    /// The name OpenVPN uses on the wire (IV_CIPHERS, `cipher` push).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::Aes256Gcm => "AES-256-GCM",
+            Cipher::Aes128Gcm => "AES-128-GCM",
+            Cipher::Chacha20Poly1305 => "CHACHA20-POLY1305",
+            Cipher::Aes256Cbc => "AES-256-CBC",
+        }
+    }
+
+    /// Case-insensitive, as OpenVPN accepts it.
+    pub fn from_name(s: &str) -> Option<Cipher> {
+        Cipher::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn is_aead(self) -> bool {
+        self != Cipher::Aes256Cbc
+    }
+}
+
+/// An HMAC digest (`auth`, tls-auth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Digest {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Digest {
+    pub const ALL: [Digest; 3] = [Digest::Sha1, Digest::Sha256, Digest::Sha512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Digest::Sha1 => "SHA1",
+            Digest::Sha256 => "SHA256",
+            Digest::Sha512 => "SHA512",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Digest> {
+        Digest::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Output length in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            Digest::Sha1 => 20,
+            Digest::Sha256 => 32,
+            Digest::Sha512 => 64,
+        }
+    }
+}
+
+/// The control-channel wrapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wrap {
+    /// HMAC over control packets. `direction` is OpenVPN's key-direction
+    /// (the server normally uses 0, the client 1); `None` uses one key both
+    /// ways.
+    TlsAuth {
+        path: PathBuf,
+        direction: Option<u8>,
+        digest: Digest,
+    },
+    /// Encryption and authentication of control packets (AES-256-CTR +
+    /// HMAC-SHA256).
+    TlsCrypt { path: PathBuf },
+}
+
+/// Where the machine's role (master or backup) comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoleSource {
+    /// OpenBSD: the state of a carp interface.
+    Carp { interface: String },
+    /// Linux: master while the VIP is on the interface (keepalived, ucarp).
+    Vip { address: IpAddr, interface: String },
+}
+
+/// How sync datagrams travel between cluster members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncTransport {
+    Multicast {
+        group: Ipv4Addr,
+        port: u16,
+        interface: String,
+    },
+    /// The local port is the first peer's port.
+    Unicast { peers: Vec<SocketAddr> },
+}
+
+/// How this machine tells CARP/VRRP not to make it master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Demote {
+    /// OpenBSD interface group whose carp demote counter is raised.
+    pub group: String,
+    /// Linux: the file keepalived's `track_file` reads.
+    pub file: Option<PathBuf>,
+    pub value: u8,
+}
+
+/// The `sync` block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub role: RoleSource,
+    pub transport: SyncTransport,
+    /// The pre-shared key of the cluster.
+    pub key: PathBuf,
+    pub demote: Demote,
+    /// After a takeover every session is renegotiated within this many
+    /// seconds, spread evenly, so that clients do not all rekey at once.
+    pub rekey_window: u32,
+}
+
+/// A parsed and checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub tun_device: String,
+    pub network: Ipv4Net,
+    /// First and last address handed to clients.
+    pub pool: (Ipv4Addr, Ipv4Addr),
+    pub max_clients: u32,
+    pub user: String,
+    pub socket: PathBuf,
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub crl: Option<PathBuf>,
+    pub wrap: Option<Wrap>,
+    pub data_ciphers: Vec<Cipher>,
+    /// For clients that do not negotiate (before 2.4, or NCP disabled).
+    pub fallback_cipher: Option<Cipher>,
+    /// The HMAC of CBC data channels.
+    pub auth: Digest,
+    /// Ping interval and restart timeout (seconds), pushed to the clients.
+    pub keepalive: (u32, u32),
+    pub reneg_sec: u32,
+    pub push_routes: Vec<Ipv4Net>,
+    pub push_dns: Vec<IpAddr>,
+    pub push_domain: Option<String>,
+    pub sync: Option<SyncConfig>,
+}
+
+impl Config {
+    /// The server's own address in the client network: the first host.
+    pub fn server_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network.addr) + 1)
+    }
+}
+
+/// Parses the file at `path`. `macros` come from `-D name=value` and take
+/// precedence over definitions in the file.
+pub fn parse_file(path: &Path, macros: &[(String, String)]) -> Result<Config, ConfErrors> {
+    parser::parse(parser::Source::File(path), macros)
+}
+
+/// Parses `text` named `name` in messages. `include` is refused: this is
+/// how children read the canonical text the parent sent them.
+pub fn parse_str(
+    name: &str,
+    text: &str,
+    macros: &[(String, String)],
+) -> Result<Config, ConfErrors> {
+    parser::parse(parser::Source::Text { name, text }, macros)
+}

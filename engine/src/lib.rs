@@ -1,11 +1,18 @@
 //! The tunnel engine: the OpenVPN protocol as a server, as sans-IO layers
 //! (`wire` -> `wrap` -> `reliable` -> `tls` -> `keys` -> `data`) under a thin
-//! event loop.
+//! event loop (`io`), with the session table (`server`) and the control
+//! socket (`control`).
 
+pub mod batch;
+pub mod control;
 pub mod data;
+pub mod io;
 pub mod keys;
 pub mod packet_id;
+pub mod pool;
+pub mod push;
 pub mod reliable;
+pub mod server;
 pub mod tls;
 pub mod wire;
 pub mod wrap;

@@ -61,7 +61,11 @@ impl ReplayWindow {
 
     /// Rebuilds a window from [`ReplayWindow::parts`], e.g. from a sync record.
     pub fn from_parts(time: u32, highest: u32, seen: u64) -> Self {
-        Self { time, highest, seen }
+        Self {
+            time,
+            highest,
+            seen,
+        }
     }
 
     /// `(time, highest id, seen bitmap)`, for serialisation.
@@ -100,10 +104,18 @@ impl ReplayWindow {
     pub fn accept(&mut self, id: u32, time: u32) -> Result<(), ReplayError> {
         self.check(id, time)?;
         if time > self.time {
-            *self = Self { time, highest: id, seen: 1 };
+            *self = Self {
+                time,
+                highest: id,
+                seen: 1,
+            };
         } else if id > self.highest {
             let shift = id - self.highest;
-            self.seen = if shift >= Self::SIZE { 0 } else { self.seen << shift };
+            self.seen = if shift >= Self::SIZE {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.highest = id;
         } else {
@@ -156,7 +168,7 @@ impl PacketIdSend {
     }
 
     /// The next short-form id.
-    pub fn next(&mut self) -> Result<u32, PacketIdExhausted> {
+    pub fn next_short(&mut self) -> Result<u32, PacketIdExhausted> {
         self.last = self.last.checked_add(1).ok_or(PacketIdExhausted)?;
         Ok(self.last)
     }
@@ -264,11 +276,11 @@ mod tests {
     #[test]
     fn send_counter() {
         let mut s = PacketIdSend::new();
-        assert_eq!(s.next(), Ok(1));
-        assert_eq!(s.next(), Ok(2));
+        assert_eq!(s.next_short(), Ok(1));
+        assert_eq!(s.next_short(), Ok(2));
         let mut s = PacketIdSend::from_parts(u32::MAX - 1, 0);
-        assert_eq!(s.next(), Ok(u32::MAX));
-        assert_eq!(s.next(), Err(PacketIdExhausted));
+        assert_eq!(s.next_short(), Ok(u32::MAX));
+        assert_eq!(s.next_short(), Err(PacketIdExhausted));
         assert!(s.needs_rekey());
         assert!(!PacketIdSend::from_parts(0xFEFF_FFFF, 0).needs_rekey());
     }

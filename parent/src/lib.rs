@@ -1,1 +1,604 @@
+//! The privileged parent of vpnsyncd: reads the configuration and key files,
+//! opens every device and socket, starts the children with what each needs,
+//! relays role changes and control requests, and tears everything down when
+//! told to or when any child dies.
 
+mod children;
+pub mod demote;
+mod sockets;
+mod tun;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use vpnsyncd_common::codec::{Reader, Writer};
+use vpnsyncd_common::ctl;
+use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
+use vpnsyncd_config::{ConfErrors, Config, SyncTransport, Wrap};
+
+use children::{Child, ChildKind, ExecArgs};
+use demote::Demoter;
+
+/// Command-line options of the parent.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub foreground: bool,
+    pub verbose: u8,
+    pub configtest: bool,
+    pub file: PathBuf,
+    pub macros: Vec<(String, String)>,
+}
+
+/// The default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/vpnsyncd.conf";
+
+/// The key files named by a configuration, read into memory.
+struct KeyFiles(Vec<(KeyKind, Vec<u8>)>);
+
+impl KeyFiles {
+    fn load(conf: &Config) -> io::Result<KeyFiles> {
+        let mut files: Vec<(KeyKind, &Path)> = vec![
+            (KeyKind::Ca, &conf.ca),
+            (KeyKind::Certificate, &conf.certificate),
+            (KeyKind::Key, &conf.key),
+        ];
+        if let Some(crl) = &conf.crl {
+            files.push((KeyKind::Crl, crl));
+        }
+        match &conf.wrap {
+            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => {
+                files.push((KeyKind::Wrap, path))
+            }
+            None => {}
+        }
+        if let Some(sync) = &conf.sync {
+            files.push((KeyKind::Sync, &sync.key));
+        }
+        let mut out = Vec::new();
+        for (kind, path) in files {
+            let bytes = std::fs::read(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            out.push((kind, bytes));
+        }
+        Ok(KeyFiles(out))
+    }
+
+    /// Which key files each child gets: the engine the TLS and wrap keys, the
+    /// syncer only the sync key, carpwatch nothing.
+    fn for_child(&self, kind: ChildKind) -> impl Iterator<Item = &(KeyKind, Vec<u8>)> {
+        self.0.iter().filter(move |(k, _)| match kind {
+            ChildKind::Engine => *k != KeyKind::Sync,
+            ChildKind::Syncer => *k == KeyKind::Sync,
+            ChildKind::Carpwatch => false,
+        })
+    }
+}
+
+fn load_config(opts: &Options) -> Result<Config, ConfErrors> {
+    vpnsyncd_config::parse_file(&opts.file, &opts.macros)
+}
+
+/// `vpnsyncd -n`: parse and print the canonical configuration. Key files that
+/// cannot be read are reported as warnings, not errors, so that a
+/// configuration can be checked away from the machine that holds the keys
+/// (the daemon itself refuses to start without them). Returns the exit status.
+pub fn configtest(opts: &Options) -> i32 {
+    let conf = match load_config(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = KeyFiles::load(&conf) {
+        eprintln!("{}: warning: {e}", opts.file.display());
+    }
+    print!("{conf}");
+    0
+}
+
+/// The descriptors the parent created for the children.
+struct Resources {
+    tun: OwnedFd,
+    listeners: Vec<OwnedFd>,
+    control: OwnedFd,
+    sync: Option<OwnedFd>,
+    route: Option<OwnedFd>,
+}
+
+fn open_resources(conf: &Config) -> io::Result<Resources> {
+    let tun = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
+    log::info!(
+        "{}: {}/{} up",
+        conf.tun_device,
+        conf.server_address(),
+        conf.network.prefix
+    );
+    let listeners = conf
+        .listen
+        .iter()
+        .map(|a| sockets::listener(*a))
+        .collect::<io::Result<Vec<_>>>()?;
+    let control = sockets::control(&conf.socket)?;
+    let (sync, route) = match &conf.sync {
+        None => (None, None),
+        Some(s) => {
+            let sock = match &s.transport {
+                SyncTransport::Multicast {
+                    group,
+                    port,
+                    interface,
+                } => sockets::sync(*port, Some((*group, interface)))?,
+                SyncTransport::Unicast { peers } => {
+                    sockets::sync(peers.first().map_or(1196, |p| p.port()), None)?
+                }
+            };
+            (Some(sock), Some(sockets::route_events()?))
+        }
+    };
+    Ok(Resources {
+        tun,
+        listeners,
+        control,
+        sync,
+        route,
+    })
+}
+
+/// Signals arrive as bytes on these sockets (signal-hook's self-pipe).
+struct SignalPipes {
+    term: UnixStream,
+    hup: UnixStream,
+    chld: UnixStream,
+}
+
+impl SignalPipes {
+    fn register() -> io::Result<SignalPipes> {
+        let pipe = |sigs: &[i32]| -> io::Result<UnixStream> {
+            let (r, w) = UnixStream::pair()?;
+            r.set_nonblocking(true)?;
+            for s in sigs {
+                signal_hook::low_level::pipe::register(*s, w.try_clone()?)?;
+            }
+            Ok(r)
+        };
+        Ok(SignalPipes {
+            term: pipe(&[libc::SIGTERM, libc::SIGINT])?,
+            hup: pipe(&[libc::SIGHUP])?,
+            chld: pipe(&[libc::SIGCHLD])?,
+        })
+    }
+}
+
+fn drain(s: &UnixStream) {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    while matches!((&mut &*s).read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Why the main loop ended.
+enum Exit {
+    Shutdown,
+    ChildDied,
+}
+
+struct Parent {
+    opts: Options,
+    conf: Config,
+    children: Vec<Child>,
+    demoter: Option<Demoter>,
+    control_path: PathBuf,
+}
+
+/// Runs the daemon. Returns the exit status.
+pub fn run(opts: Options) -> i32 {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("vpnsyncd: need root privileges");
+        return 1;
+    }
+    let conf = match load_config(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return 1;
+        }
+    };
+    let keys = match KeyFiles::load(&conf) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("vpnsyncd: {e}");
+            return 1;
+        }
+    };
+    let (uid, gid) = match vpnsyncd_common::sandbox::resolve_user(&conf.user) {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("vpnsyncd: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) =
+        vpnsyncd_common::sandbox::prepare_chroot(Path::new(vpnsyncd_common::sandbox::CHROOT_DIR))
+    {
+        eprintln!("vpnsyncd: {e}");
+        return 1;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vpnsyncd: cannot find my own executable to re-execute: {e}");
+            return 1;
+        }
+    };
+    if !opts.foreground {
+        if let Err(e) = nix::unistd::daemon(false, false) {
+            eprintln!("vpnsyncd: daemon: {e}");
+            return 1;
+        }
+    }
+    vpnsyncd_common::log::init(opts.foreground, opts.verbose, "parent");
+    log::info!("starting vpnsyncd {}", vpnsyncd_common::VERSION);
+
+    let demoter = conf.sync.as_ref().map(|s| {
+        Demoter::new(
+            s.demote.group.clone(),
+            s.demote.file.clone(),
+            s.demote.value,
+        )
+    });
+    let mut parent = Parent {
+        control_path: conf.socket.clone(),
+        opts,
+        conf,
+        children: Vec::new(),
+        demoter,
+    };
+    let code = match parent.start(&exe, uid, gid, &keys) {
+        Ok(signals) => match parent.main_loop(&signals) {
+            Exit::Shutdown => 0,
+            Exit::ChildDied => 1,
+        },
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    };
+    parent.teardown(code != 0);
+    code
+}
+
+impl Parent {
+    fn start(
+        &mut self,
+        exe: &Path,
+        uid: u32,
+        gid: u32,
+        keys: &KeyFiles,
+    ) -> io::Result<SignalPipes> {
+        let signals = SignalPipes::register()?;
+        let res = open_resources(&self.conf)?;
+        let args = ExecArgs {
+            exe,
+            uid,
+            gid,
+            foreground: self.opts.foreground,
+            verbose: self.opts.verbose,
+        };
+        for kind in ChildKind::ALL {
+            let child = children::spawn(kind, &args)?;
+            log::debug!("started {} (pid {})", kind.name(), child.pid);
+            self.children.push(child);
+        }
+        let (engine_peer, syncer_peer) = vpnsyncd_common::imsg::socketpair()?;
+        let conf_text = self.conf.to_string();
+        let Resources {
+            tun,
+            listeners,
+            control,
+            sync,
+            route,
+        } = res;
+        for child in &mut self.children {
+            child
+                .ibuf
+                .compose(ImsgType::Conf as u32, 0, None, conf_text.as_bytes())?;
+            for (kind, bytes) in keys.for_child(child.kind) {
+                send_key(child, *kind, bytes)?;
+            }
+        }
+        let mut fds: Vec<(ChildKind, FdKind, OwnedFd)> = vec![
+            (ChildKind::Engine, FdKind::Tun, tun),
+            (ChildKind::Engine, FdKind::Control, control),
+            (ChildKind::Engine, FdKind::Peer, engine_peer),
+            (ChildKind::Syncer, FdKind::Peer, syncer_peer),
+        ];
+        fds.extend(
+            listeners
+                .into_iter()
+                .map(|l| (ChildKind::Engine, FdKind::Listener, l)),
+        );
+        fds.extend(sync.map(|s| (ChildKind::Syncer, FdKind::Sync, s)));
+        fds.extend(route.map(|r| (ChildKind::Carpwatch, FdKind::Route, r)));
+        for (to, kind, fd) in fds {
+            let child = self.child_mut(to);
+            child
+                .ibuf
+                .compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
+        }
+        for child in &mut self.children {
+            child
+                .ibuf
+                .compose(ImsgType::ConfDone as u32, 0, None, &[])?;
+            child
+                .ibuf
+                .flush()
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
+        }
+        log::info!("started engine, syncer and carpwatch");
+        Ok(signals)
+    }
+
+    fn child_mut(&mut self, kind: ChildKind) -> &mut Child {
+        self.children
+            .iter_mut()
+            .find(|c| c.kind == kind)
+            .expect("every kind is started")
+    }
+
+    fn main_loop(&mut self, sig: &SignalPipes) -> Exit {
+        loop {
+            let mut fds = vec![
+                PollFd::new(sig.term.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sig.hup.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sig.chld.as_fd(), PollFlags::POLLIN),
+            ];
+            for c in &self.children {
+                let mut ev = PollFlags::POLLIN;
+                if c.ibuf.queued() > 0 {
+                    ev |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.ibuf.as_fd(), ev));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    return Exit::ChildDied;
+                }
+            }
+            let ready: Vec<PollFlags> = fds
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            drop(fds);
+            if !ready[2].is_empty() {
+                drain(&sig.chld);
+                if self.reap() {
+                    return Exit::ChildDied;
+                }
+            }
+            if !ready[0].is_empty() {
+                drain(&sig.term);
+                log::info!("terminating on signal");
+                return Exit::Shutdown;
+            }
+            if !ready[1].is_empty() {
+                drain(&sig.hup);
+                match self.reload() {
+                    Ok(m) => log::info!("{m}"),
+                    Err(e) => log::error!("{e}"),
+                }
+            }
+            for (i, ev) in ready[3..].iter().enumerate() {
+                if ev.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.handle_child(i, *ev) {
+                    let kind = self.children[i].kind;
+                    log::error!("{}: {e}", kind.name());
+                    // The child is gone or broken: find out how and stop.
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.reap();
+                    return Exit::ChildDied;
+                }
+            }
+        }
+    }
+
+    /// Collects dead children. Returns true when one of ours died.
+    fn reap(&mut self) -> bool {
+        let mut died = false;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return died,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { return died };
+                    if let Some(pos) = self.children.iter().position(|c| c.pid == pid.as_raw()) {
+                        let c = self.children.remove(pos);
+                        log::error!(
+                            "{} (pid {}) {}",
+                            c.kind.name(),
+                            c.pid,
+                            children::describe_exit(status)
+                        );
+                        died = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_child(&mut self, i: usize, ev: PollFlags) -> io::Result<()> {
+        if ev.contains(PollFlags::POLLOUT) {
+            self.children[i].ibuf.write()?;
+        }
+        if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            match self.children[i].ibuf.read() {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "channel closed",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        while let Some(m) = self.children[i].ibuf.get()? {
+            self.dispatch(self.children[i].kind, m)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one message from a child, checking that this child may send it.
+    fn dispatch(&mut self, from: ChildKind, m: vpnsyncd_common::imsg::Imsg) -> io::Result<()> {
+        let bad =
+            |e: vpnsyncd_common::codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+        let ty = ImsgType::from_u32(m.hdr.ty).map_err(bad)?;
+        match (from, ty) {
+            (ChildKind::Carpwatch, ImsgType::Role) => {
+                let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
+                log::info!("role is now {}", role.name());
+                for to in [ChildKind::Engine, ChildKind::Syncer] {
+                    self.child_mut(to).ibuf.compose(
+                        ImsgType::Role as u32,
+                        0,
+                        None,
+                        &[role as u8],
+                    )?;
+                }
+            }
+            (ChildKind::Engine, ImsgType::CtlReload) => {
+                let res = self.reload();
+                match &res {
+                    Ok(m) => log::info!("{m}"),
+                    Err(e) => log::error!("{e}"),
+                }
+                let reply = ctl::encode_result(&res);
+                self.child_mut(ChildKind::Engine).ibuf.compose(
+                    ImsgType::CtlResult as u32,
+                    m.hdr.peerid,
+                    None,
+                    &reply,
+                )?;
+            }
+            (ChildKind::Engine, ImsgType::Verbose) => {
+                let level = Reader::new(&m.data).u8().map_err(bad)?;
+                vpnsyncd_common::log::set_verbose(level);
+                for c in &mut self.children {
+                    c.ibuf
+                        .compose(ImsgType::Verbose as u32, 0, None, &[level])?;
+                }
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {ty:?} from {}", from.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the configuration and key files and hands them to the
+    /// children. An invalid configuration is refused and the old one stays.
+    fn reload(&mut self) -> Result<String, String> {
+        let conf = load_config(&self.opts)
+            .map_err(|e| format!("reload refused, keeping the running configuration:\n{e}"))?;
+        let keys = KeyFiles::load(&conf)
+            .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
+        for what in restart_needed(&self.conf, &conf) {
+            log::warn!("reload: {what} changed; restart vpnsyncd to apply it");
+        }
+        let text = conf.to_string();
+        let send = |c: &mut Child| -> io::Result<()> {
+            for (kind, bytes) in keys.for_child(c.kind) {
+                send_key(c, *kind, bytes)?;
+            }
+            c.ibuf
+                .compose(ImsgType::Reload as u32, 0, None, text.as_bytes())
+        };
+        for c in &mut self.children {
+            send(c).map_err(|e| format!("reload: {}: {e}", c.kind.name()))?;
+        }
+        self.conf = conf;
+        Ok(format!("reloaded {}", self.opts.file.display()))
+    }
+
+    /// Stops the children and removes what we created. `failed`: demote so
+    /// that another cluster member takes over.
+    fn teardown(&mut self, failed: bool) {
+        if let Some(d) = &mut self.demoter {
+            if let Err(e) = d.set(true) {
+                log::error!("demote: {e}");
+            }
+        }
+        for c in &self.children {
+            let _ = kill(Pid::from_raw(c.pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.children.is_empty() && Instant::now() < deadline {
+            self.children.retain(|c| {
+                !matches!(waitpid(Pid::from_raw(c.pid), Some(WaitPidFlag::WNOHANG)), Ok(s) if s != WaitStatus::StillAlive)
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in self.children.drain(..) {
+            log::warn!("{} (pid {}) did not stop; killing it", c.kind.name(), c.pid);
+            let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(c.pid), None);
+        }
+        let _ = std::fs::remove_file(&self.control_path);
+        log::info!(
+            "{}",
+            if failed {
+                "exiting after a failure"
+            } else {
+                "terminated"
+            }
+        );
+    }
+}
+
+fn send_key(c: &mut Child, kind: KeyKind, bytes: &[u8]) -> io::Result<()> {
+    let mut w = Writer::new();
+    w.u8(kind as u8);
+    w.0.extend_from_slice(bytes);
+    c.ibuf
+        .compose(ImsgType::KeyMaterial as u32, 0, None, &w.finish())
+}
+
+/// The settings a reload cannot change in place (they are devices and
+/// sockets the parent opened at start).
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.listen != new.listen {
+        v.push("listen");
+    }
+    if old.tun_device != new.tun_device || old.network != new.network {
+        v.push("tun device or client network");
+    }
+    if old.user != new.user {
+        v.push("user");
+    }
+    if old.socket != new.socket {
+        v.push("socket");
+    }
+    let transport = |c: &Config| {
+        c.sync
+            .as_ref()
+            .map(|s| (s.transport.clone(), s.role.clone()))
+    };
+    if transport(old) != transport(new) {
+        v.push("sync transport or role source");
+    }
+    v
+}

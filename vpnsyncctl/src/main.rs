@@ -1,1 +1,136 @@
-fn main() {}
+//! vpnsyncctl: look inside a running vpnsyncd and steer it, over the
+//! root-only control socket.
+//!
+//! `vpnsyncctl [-j] [-s socket] command [argument ...]`
+
+mod output;
+mod parser;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::exit;
+
+use parser::Command;
+use vpnsyncd_common::codec::Writer;
+use vpnsyncd_common::ctl::{self, ClientInfo, Summary, SyncInfo};
+use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
+use vpnsyncd_common::msg::ImsgType;
+
+const DEFAULT_SOCKET: &str = "/var/run/vpnsyncd.sock";
+
+fn usage() -> ! {
+    eprintln!("usage: vpnsyncctl [-j] [-s socket] command [argument ...]");
+    exit(1)
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("vpnsyncctl: {msg}");
+    exit(1)
+}
+
+/// Sends the request and collects the answer up to `CtlEnd` or `CtlResult`.
+fn request(sock: &str, cmd: &Command) -> io::Result<Vec<Imsg>> {
+    let stream = UnixStream::connect(sock)
+        .map_err(|e| io::Error::new(e.kind(), format!("connect: {sock}: {e}")))?;
+    stream.set_nonblocking(true)?;
+    let mut ibuf = ImsgBuf::new(OwnedFd::from(stream));
+    ibuf.set_maxsize(16384);
+    let (ty, data) = match cmd {
+        Command::ShowSummary => (ImsgType::CtlShowSummary, Vec::new()),
+        Command::ShowClients => (ImsgType::CtlShowClients, Vec::new()),
+        Command::ShowSync => (ImsgType::CtlShowSync, Vec::new()),
+        Command::Reload => (ImsgType::CtlReload, Vec::new()),
+        Command::Log { verbose } => {
+            let mut w = Writer::new();
+            w.bool(*verbose);
+            (ImsgType::CtlLog, w.finish())
+        }
+        Command::KillClient(name) => {
+            let mut w = Writer::new();
+            w.str(name);
+            (ImsgType::CtlKillClient, w.finish())
+        }
+    };
+    ibuf.compose(ty as u32, 0, None, &data)?;
+    ibuf.flush()?;
+    let mut out = Vec::new();
+    loop {
+        let m = ibuf.recv_blocking().map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(e.kind(), "the daemon closed the connection (not root?)")
+            } else {
+                e
+            }
+        })?;
+        let done = matches!(
+            ImsgType::from_u32(m.hdr.ty),
+            Ok(ImsgType::CtlEnd) | Ok(ImsgType::CtlResult)
+        );
+        out.push(m);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+fn decode<T>(r: Result<T, vpnsyncd_common::codec::DecodeError>) -> T {
+    r.unwrap_or_else(|e| die(format!("bad answer from the daemon: {e}")))
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let (mut json, mut sock) = (false, DEFAULT_SOCKET.to_string());
+    while let Some(a) = args.first().filter(|a| a.starts_with('-')).cloned() {
+        args.remove(0);
+        match a.as_str() {
+            "-j" => json = true,
+            "-s" if !args.is_empty() => sock = args.remove(0),
+            "--" => break,
+            _ => usage(),
+        }
+    }
+    let cmd = parser::parse(&args).unwrap_or_else(|e| die(e));
+    let answer = request(&sock, &cmd).unwrap_or_else(|e| die(e));
+    let now = vpnsyncd_common::unix_now();
+    let mut summaries = Vec::new();
+    let mut clients = Vec::new();
+    let mut syncs = Vec::new();
+    for m in &answer {
+        match ImsgType::from_u32(m.hdr.ty) {
+            Ok(ImsgType::CtlSummary) => summaries.push(decode(Summary::decode(&m.data))),
+            Ok(ImsgType::CtlClient) => clients.push(decode(ClientInfo::decode(&m.data))),
+            Ok(ImsgType::CtlSync) => syncs.push(decode(SyncInfo::decode(&m.data))),
+            Ok(ImsgType::CtlResult) => match decode(ctl::decode_result(&m.data)) {
+                Ok(msg) if json => {
+                    println!("{}", serde_json::json!({ "result": "ok", "message": msg }))
+                }
+                Ok(msg) => println!("{msg}"),
+                Err(msg) => die(msg),
+            },
+            Ok(ImsgType::CtlEnd) => {}
+            _ => die(format!(
+                "unexpected answer type {} from the daemon",
+                m.hdr.ty
+            )),
+        }
+    }
+    let text = match (&cmd, json) {
+        (Command::ShowSummary, false) => {
+            summaries.iter().map(|s| output::summary(s, now)).collect()
+        }
+        (Command::ShowSummary, true) => summaries
+            .iter()
+            .map(|s| output::summary_json(s, now).to_string() + "\n")
+            .collect(),
+        (Command::ShowClients, false) => output::clients(&clients, now),
+        (Command::ShowClients, true) => output::clients_json(&clients, now).to_string() + "\n",
+        (Command::ShowSync, false) => syncs.iter().map(|s| output::sync(s, now)).collect(),
+        (Command::ShowSync, true) => syncs
+            .iter()
+            .map(|s| output::sync_json(s).to_string() + "\n")
+            .collect(),
+        _ => String::new(),
+    };
+    print!("{text}");
+}

@@ -1,0 +1,98 @@
+//! The log backend of every vpnsyncd process: stderr in the foreground (-d),
+//! syslog(3) (facility daemon) otherwise, like OpenBSD's log.c.
+//!
+//! syslog is opened with `LOG_NDELAY` before a child chroots, so that the
+//! socket to the log daemon is already connected when the filesystem is gone
+//! (on OpenBSD syslog(3) uses sendsyslog(2) and needs no socket at all).
+//! Each line is prefixed with the process name ("engine: ...") so that the
+//! parent and its children can be told apart in one log.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::OnceLock;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger {
+    foreground: bool,
+    procname: &'static str,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// The level for a count of -v flags: info, debug, then trace.
+pub fn level_for(verbose: u8) -> LevelFilter {
+    match verbose {
+        0 => LevelFilter::Info,
+        1 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Installs the logger once per process. `procname` tags every line.
+pub fn init(foreground: bool, verbose: u8, procname: &'static str) {
+    if !foreground {
+        // The identity string must outlive every syslog call.
+        static IDENT: &std::ffi::CStr = c"vpnsyncd";
+        // SAFETY: IDENT is a static NUL-terminated string.
+        unsafe {
+            libc::openlog(
+                IDENT.as_ptr(),
+                libc::LOG_PID | libc::LOG_NDELAY,
+                libc::LOG_DAEMON,
+            )
+        };
+    }
+    if LOGGER
+        .set(Logger {
+            foreground,
+            procname,
+        })
+        .is_ok()
+    {
+        let _ = log::set_logger(LOGGER.get().expect("just set"));
+    }
+    set_verbose(verbose);
+}
+
+/// Changes the verbosity at run time (`vpnsyncctl log verbose|brief`).
+pub fn set_verbose(verbose: u8) {
+    log::set_max_level(level_for(verbose));
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let line = format!("{}: {}", self.procname, r.args());
+        if self.foreground {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            return;
+        }
+        let prio = match r.level() {
+            Level::Error => libc::LOG_ERR,
+            Level::Warn => libc::LOG_WARNING,
+            Level::Info => libc::LOG_INFO,
+            Level::Debug | Level::Trace => libc::LOG_DEBUG,
+        };
+        let msg = CString::new(line.replace('\0', "\\0")).expect("NULs were replaced");
+        // SAFETY: a constant "%s" format with one NUL-terminated argument.
+        unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Logs at error level and exits 1, like OpenBSD's fatalx().
+#[macro_export]
+macro_rules! fatal {
+    ($($arg:tt)*) => {{
+        log::error!("fatal: {}", format_args!($($arg)*));
+        std::process::exit(1)
+    }};
+}

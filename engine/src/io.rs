@@ -1,0 +1,375 @@
+//! The engine's I/O shell: one single-threaded poll(2) loop over the parent
+//! channel, the syncer channel, the control socket, the tun device and the
+//! client listeners. Protocol work is done by the sans-IO layers; this module
+//! only moves bytes and answers the control socket.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use vpnsyncd_common::child::Startup;
+use vpnsyncd_common::codec::{DecodeError, Reader};
+use vpnsyncd_common::ctl::{self, Summary};
+use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
+use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
+use vpnsyncd_config::{Config, SyncTransport};
+
+use crate::control::Control;
+use crate::server::Server;
+
+/// Everything the engine process holds.
+struct Engine {
+    conf: Config,
+    parent: ImsgBuf,
+    syncer: ImsgBuf,
+    control: Control,
+    _tun: OwnedFd,
+    _listeners: Vec<OwnedFd>,
+    server: Server,
+    role: Role,
+    started: u64,
+    /// Key files received for a reload, applied with the `Reload` message.
+    pending_keys: Vec<(KeyKind, Vec<u8>)>,
+}
+
+fn bad(e: DecodeError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The engine process: runs until the parent goes away.
+pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
+    if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet unix") {
+        log::error!("pledge: {e}");
+        return 1;
+    }
+    let conf = match vpnsyncd_config::parse_str("configuration from parent", &st.conf, &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let one = |st: &mut Startup, kind: FdKind| {
+        st.take_fds(kind)
+            .pop()
+            .ok_or_else(|| format!("no {kind:?} descriptor from the parent"))
+    };
+    let fds = (|| {
+        Ok::<_, String>((
+            one(&mut st, FdKind::Tun)?,
+            one(&mut st, FdKind::Control)?,
+            one(&mut st, FdKind::Peer)?,
+        ))
+    })();
+    let (tun, control, peer) = match fds {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let mut syncer = ImsgBuf::new(peer);
+    syncer.set_maxsize(1 << 20);
+    let mut e = Engine {
+        server: Server::new(&conf),
+        conf,
+        parent,
+        syncer,
+        control: Control::new(control),
+        _tun: tun,
+        _listeners: st.take_fds(FdKind::Listener),
+        role: Role::Init,
+        started: vpnsyncd_common::unix_now(),
+        pending_keys: Vec::new(),
+    };
+    log::info!(
+        "engine ready: {} listener(s), tun {}",
+        e._listeners.len(),
+        e.conf.tun_device
+    );
+    match e.run() {
+        Ok(()) => 0,
+        Err(err) => {
+            log::error!("{err}");
+            1
+        }
+    }
+}
+
+/// What a poll slot belongs to.
+#[derive(Clone, Copy)]
+enum Slot {
+    Parent,
+    Syncer,
+    Listener,
+    Conn(usize),
+}
+
+fn interest(ibuf: &ImsgBuf) -> PollFlags {
+    if ibuf.queued() > 0 {
+        PollFlags::POLLIN | PollFlags::POLLOUT
+    } else {
+        PollFlags::POLLIN
+    }
+}
+
+/// Reads what is available on a channel; EOF is an error (the peer died).
+fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
+    match ibuf.read() {
+        Ok(0) => {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name} closed the channel"),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
+    }
+    let mut out = Vec::new();
+    while let Some(m) = ibuf.get()? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+impl Engine {
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            let mut slots: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
+                (Slot::Parent, self.parent.as_fd(), interest(&self.parent)),
+                (Slot::Syncer, self.syncer.as_fd(), interest(&self.syncer)),
+                (
+                    Slot::Listener,
+                    self.control.listener_fd(),
+                    PollFlags::POLLIN,
+                ),
+            ];
+            for (i, c) in self.control.conns.iter().enumerate() {
+                slots.push((Slot::Conn(i), c.ibuf.as_fd(), interest(&c.ibuf)));
+            }
+            let mut pfds: Vec<PollFd<'_>> = slots
+                .iter()
+                .map(|(_, fd, ev)| PollFd::new(*fd, *ev))
+                .collect();
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let ready: Vec<(Slot, PollFlags)> = slots
+                .iter()
+                .zip(&pfds)
+                .map(|((s, _, _), p)| (*s, p.revents().unwrap_or(PollFlags::empty())))
+                .collect();
+            drop(pfds);
+            drop(slots);
+            let mut dead_conns = Vec::new();
+            for (slot, ev) in ready {
+                if ev.is_empty() {
+                    continue;
+                }
+                match slot {
+                    Slot::Parent => {
+                        if ev.contains(PollFlags::POLLOUT) {
+                            self.parent.write()?;
+                        }
+                        for m in read_channel(&mut self.parent, "parent")? {
+                            self.on_parent(m)?;
+                        }
+                    }
+                    Slot::Syncer => {
+                        if ev.contains(PollFlags::POLLOUT) {
+                            self.syncer.write()?;
+                        }
+                        for m in read_channel(&mut self.syncer, "syncer")? {
+                            self.on_syncer(m)?;
+                        }
+                    }
+                    Slot::Listener => self.control.accept(),
+                    Slot::Conn(i) => {
+                        let res = (|| {
+                            if ev.contains(PollFlags::POLLOUT) {
+                                self.control.conns[i].ibuf.write()?;
+                            }
+                            if ev.intersects(
+                                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+                            ) {
+                                let id = self.control.conns[i].id;
+                                for m in self.control.read(i)? {
+                                    self.ctl_request(id, m)?;
+                                }
+                            }
+                            Ok::<_, io::Error>(())
+                        })();
+                        if let Err(e) = res {
+                            if e.kind() != io::ErrorKind::UnexpectedEof {
+                                log::debug!(
+                                    "control: connection {}: {e}",
+                                    self.control.conns[i].id
+                                );
+                            }
+                            dead_conns.push(i);
+                        }
+                    }
+                }
+            }
+            for i in dead_conns.into_iter().rev() {
+                self.control.conns.remove(i);
+            }
+        }
+    }
+
+    fn on_parent(&mut self, m: Imsg) -> io::Result<()> {
+        match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
+            ImsgType::Role => {
+                self.role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
+                log::info!("role {}", self.role.name());
+            }
+            ImsgType::Verbose => {
+                vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?)
+            }
+            ImsgType::KeyMaterial => {
+                let (kind, bytes) = m
+                    .data
+                    .split_first()
+                    .ok_or_else(|| bad(DecodeError("empty key message")))?;
+                self.pending_keys
+                    .push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
+            }
+            ImsgType::Reload => {
+                let text = std::str::from_utf8(&m.data)
+                    .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
+                let conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                self.server.reconfigure(&conf);
+                self.conf = conf;
+                let keys = std::mem::take(&mut self.pending_keys);
+                log::info!("configuration reloaded ({} key files)", keys.len());
+            }
+            ImsgType::CtlResult => {
+                self.control
+                    .reply(m.hdr.peerid, ImsgType::CtlResult, &m.data);
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {other:?} from the parent"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn on_syncer(&mut self, m: Imsg) -> io::Result<()> {
+        match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
+            ImsgType::CtlSync => {
+                self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
+                self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {other:?} from the syncer"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Summary {
+        let sync = match &self.conf.sync {
+            None => "standalone".to_string(),
+            Some(s) => match &s.transport {
+                SyncTransport::Multicast {
+                    group,
+                    port,
+                    interface,
+                } => format!("multicast {group}:{port} on {interface}"),
+                SyncTransport::Unicast { peers } => format!("unicast to {} peer(s)", peers.len()),
+            },
+        };
+        Summary {
+            version: vpnsyncd_common::VERSION.to_string(),
+            role: self.role,
+            started: self.started,
+            clients: self.server.client_count() as u32,
+            max_clients: self.conf.max_clients,
+            tun_device: self.conf.tun_device.clone(),
+            server_address: format!(
+                "{}/{}",
+                self.conf.server_address(),
+                self.conf.network.prefix
+            ),
+            listen: self.conf.listen.iter().map(|a| a.to_string()).collect(),
+            sync,
+        }
+    }
+
+    /// Serves one control request from connection `id`.
+    fn ctl_request(&mut self, id: u32, m: Imsg) -> io::Result<()> {
+        let ty = match ImsgType::from_u32(m.hdr.ty) {
+            Ok(t) => t,
+            Err(_) => {
+                self.control.reply(
+                    id,
+                    ImsgType::CtlResult,
+                    &ctl::encode_result(&Err(format!("unknown request type {}", m.hdr.ty))),
+                );
+                return Ok(());
+            }
+        };
+        match ty {
+            ImsgType::CtlShowSummary => {
+                let s = self.summary().encode();
+                self.control.reply(id, ImsgType::CtlSummary, &s);
+                self.control.reply(id, ImsgType::CtlEnd, &[]);
+            }
+            ImsgType::CtlShowClients => {
+                for c in self.server.client_infos() {
+                    self.control.reply(id, ImsgType::CtlClient, &c.encode());
+                }
+                self.control.reply(id, ImsgType::CtlEnd, &[]);
+            }
+            ImsgType::CtlShowSync => {
+                self.syncer
+                    .compose(ImsgType::CtlShowSync as u32, id, None, &[])?
+            }
+            ImsgType::CtlReload => {
+                self.parent
+                    .compose(ImsgType::CtlReload as u32, id, None, &[])?
+            }
+            ImsgType::CtlLog => {
+                let verbose = Reader::new(&m.data).bool().map_err(bad)?;
+                self.parent
+                    .compose(ImsgType::Verbose as u32, 0, None, &[u8::from(verbose)])?;
+                let msg = if verbose {
+                    "logging verbose"
+                } else {
+                    "logging brief"
+                };
+                self.control.reply(
+                    id,
+                    ImsgType::CtlResult,
+                    &ctl::encode_result(&Ok(msg.to_string())),
+                );
+            }
+            ImsgType::CtlKillClient => {
+                let name = Reader::new(&m.data).str().map_err(bad)?.to_owned();
+                let res = match self.server.kill_client(&name) {
+                    0 => Err(format!("no client with common name \"{name}\"")),
+                    n => Ok(format!("disconnected {n} session(s) of \"{name}\"")),
+                };
+                self.control
+                    .reply(id, ImsgType::CtlResult, &ctl::encode_result(&res));
+            }
+            other => {
+                self.control.reply(
+                    id,
+                    ImsgType::CtlResult,
+                    &ctl::encode_result(&Err(format!("{other:?} is not a control request"))),
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! PUSH_REPLY: the options the server pushes to a client (protocol reference
+//! §11.3), in the order a 2.6 server uses, with only what this client
+//! understands (§18 item 18), split into NUL-free messages of at most 1024
+//! bytes with push-continuation.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use vpnsyncd_config::Ipv4Net;
+
+/// Server-wide push settings (from the configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushSettings {
+    pub server_address: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub routes: Vec<Ipv4Net>,
+    pub dns: Vec<IpAddr>,
+    pub domain: Option<String>,
+    /// `keepalive` interval and timeout, pushed as ping / ping-restart.
+    pub keepalive: (u32, u32),
+}
+
+/// What is specific to one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPush {
+    pub address: Ipv4Addr,
+    /// `Some` when the client does DATA_V2 (IV_PROTO bit 1).
+    pub peer_id: Option<u32>,
+    /// The negotiated cipher, pushed when the client does NCP.
+    pub cipher: Option<&'static str>,
+    /// IV_PROTO bit 7: protocol-flags understood.
+    pub cc_exit: bool,
+    /// EKM key derivation agreed (IV_PROTO bit 3).
+    pub tls_ekm: bool,
+    /// IV_MTU was sent: push tun-mtu.
+    pub tun_mtu: Option<u16>,
+    /// The client frames its data with a compression byte (§13.6).
+    pub compression: Option<&'static str>,
+}
+
+/// A 2.6 client reads at most this much per message; 2.6 servers cap at 1024.
+const PUSH_MAX: usize = 1024;
+
+/// The option list of the reply, in order.
+pub fn options(s: &PushSettings, c: &ClientPush) -> Vec<String> {
+    let mut o = vec![
+        format!("route-gateway {}", s.server_address),
+        "topology subnet".to_string(),
+    ];
+    for r in &s.routes {
+        o.push(format!("route {} {}", r.addr, r.netmask()));
+    }
+    for d in &s.dns {
+        o.push(format!("dhcp-option DNS {d}"));
+    }
+    if let Some(dom) = &s.domain {
+        o.push(format!("dhcp-option DOMAIN {dom}"));
+    }
+    o.push(format!("ping {}", s.keepalive.0));
+    o.push(format!("ping-restart {}", s.keepalive.1));
+    if let Some(comp) = c.compression {
+        o.push(comp.to_string());
+    }
+    o.push(format!("ifconfig {} {}", c.address, s.netmask));
+    if let Some(id) = c.peer_id {
+        o.push(format!("peer-id {id}"));
+    }
+    if let Some(cipher) = c.cipher {
+        o.push(format!("cipher {cipher}"));
+    }
+    match (c.cc_exit, c.tls_ekm) {
+        (true, true) => o.push("protocol-flags cc-exit tls-ekm".to_string()),
+        (true, false) => o.push("protocol-flags cc-exit".to_string()),
+        (false, true) => o.push("key-derivation tls-ekm".to_string()),
+        (false, false) => {}
+    }
+    if let Some(mtu) = c.tun_mtu {
+        o.push(format!("tun-mtu {mtu}"));
+    }
+    o
+}
+
+/// The PUSH_REPLY message(s), each without its terminating NUL.
+pub fn messages(opts: &[String]) -> Vec<String> {
+    const HEAD: &str = "PUSH_REPLY";
+    const MORE: &str = ",push-continuation 2";
+    const LAST: &str = ",push-continuation 1";
+    let single: usize = HEAD.len() + opts.iter().map(|o| o.len() + 1).sum::<usize>();
+    if single <= PUSH_MAX {
+        return vec![std::iter::once(HEAD.to_string())
+            .chain(opts.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",")];
+    }
+    let mut out = Vec::new();
+    let mut cur = HEAD.to_string();
+    for o in opts {
+        if cur.len() + 1 + o.len() + MORE.len() > PUSH_MAX && cur.len() > HEAD.len() {
+            out.push(cur + MORE);
+            cur = HEAD.to_string();
+        }
+        cur.push(',');
+        cur.push_str(o);
+    }
+    out.push(cur + LAST);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PushSettings {
+        PushSettings {
+            server_address: Ipv4Addr::new(10, 8, 0, 1),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            routes: vec![],
+            dns: vec![],
+            domain: None,
+            keepalive: (10, 60),
+        }
+    }
+
+    fn client26() -> ClientPush {
+        ClientPush {
+            address: Ipv4Addr::new(10, 8, 0, 2),
+            peer_id: Some(0),
+            cipher: Some("AES-256-GCM"),
+            cc_exit: true,
+            tls_ekm: true,
+            tun_mtu: Some(1500),
+            compression: None,
+        }
+    }
+
+    /// The reply of a 2.6.14 server in the protocol reference's lab, less
+    /// dyn-tls-crypt (which we do not offer).
+    #[test]
+    fn matches_the_lab_reply_for_26() {
+        let m = messages(&options(&settings(), &client26()));
+        assert_eq!(
+            m,
+            vec!["PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500"]
+        );
+    }
+
+    #[test]
+    fn a_25_client_gets_no_protocol_flags() {
+        let c = ClientPush {
+            cc_exit: false,
+            tls_ekm: false,
+            tun_mtu: None,
+            ..client26()
+        };
+        assert_eq!(
+            messages(&options(&settings(), &c)),
+            vec!["PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM"]
+        );
+        let c = ClientPush {
+            cc_exit: false,
+            tls_ekm: true,
+            ..c
+        };
+        assert!(options(&settings(), &c).contains(&"key-derivation tls-ekm".to_string()));
+    }
+
+    #[test]
+    fn routes_dns_domain() {
+        let mut s = settings();
+        s.routes = vec!["198.19.0.0/24".parse().unwrap()];
+        s.dns = vec!["198.19.0.53".parse().unwrap()];
+        s.domain = Some("lab.example".into());
+        let o = options(&s, &client26());
+        assert_eq!(
+            &o[2..5],
+            [
+                "route 198.19.0.0 255.255.255.0",
+                "dhcp-option DNS 198.19.0.53",
+                "dhcp-option DOMAIN lab.example"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_replies_are_continued() {
+        let mut s = settings();
+        s.routes = (0..100)
+            .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
+            .collect();
+        let m = messages(&options(&s, &client26()));
+        assert!(m.len() > 1);
+        for (i, msg) in m.iter().enumerate() {
+            assert!(msg.len() <= PUSH_MAX, "message {i} is {} bytes", msg.len());
+            assert!(msg.starts_with("PUSH_REPLY,"));
+            let tail = if i + 1 == m.len() {
+                ",push-continuation 1"
+            } else {
+                ",push-continuation 2"
+            };
+            assert!(msg.ends_with(tail));
+        }
+        let all: Vec<&str> = m
+            .iter()
+            .flat_map(|x| x.split(',').skip(1))
+            .filter(|o| !o.starts_with("push-continuation"))
+            .collect();
+        assert_eq!(all, options(&s, &client26()));
+    }
+}

@@ -1,0 +1,211 @@
+//! The sockets the parent opens for its children: client listeners, the
+//! control socket, the sync socket and the route-event socket.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use nix::sys::socket::{setsockopt, sockopt};
+
+fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+}
+
+/// A bound, non-blocking UDP socket for OpenVPN clients.
+pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let s = ctx(format!("listen on {addr}"), UdpSocket::bind(addr))?;
+    s.set_nonblocking(true)?;
+    let fd = OwnedFd::from(s);
+    // Room for bursts of handshakes and data while the engine is busy.
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    Ok(fd)
+}
+
+/// The control socket: root-only (0600). An existing socket that answers
+/// means another vpnsyncd runs, which is an error; a stale one is replaced.
+pub fn control(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: another vpnsyncd is running (stop it first)",
+                path.display()
+            ),
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return ctx(path.display(), Err(e)),
+        _ => {}
+    }
+    // SAFETY: umask(2) cannot fail; restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = ctx(path.display(), l)?;
+    ctx(
+        path.display(),
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
+    )?;
+    l.set_nonblocking(true)?;
+    Ok(OwnedFd::from(l))
+}
+
+/// The sync socket: bound to `port`; for multicast, joined to `group` on
+/// `interface` with TTL 1 and no loopback of our own datagrams.
+pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedFd> {
+    let what = format!("sync socket port {port}");
+    let s = ctx(&what, UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))?;
+    s.set_nonblocking(true)?;
+    if let Some((group, ifname)) = multicast {
+        let ifindex = ctx(
+            format!("sync interface {ifname}"),
+            nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from),
+        )?;
+        let local = interface_ipv4(ifname)?;
+        join_group(&s, group, ifindex, local)
+            .map_err(|e| io::Error::new(e.kind(), format!("join {group} on {ifname}: {e}")))?;
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)?;
+    }
+    Ok(OwnedFd::from(s))
+}
+
+/// Joins `group` and makes `ifindex`/`local` the outgoing multicast interface.
+#[cfg(target_os = "linux")]
+fn join_group(s: &UdpSocket, group: Ipv4Addr, ifindex: u32, local: Ipv4Addr) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr {
+            s_addr: u32::from(group).to_be(),
+        },
+        imr_address: libc::in_addr {
+            s_addr: u32::from(local).to_be(),
+        },
+        imr_ifindex: ifindex as i32,
+    };
+    raw_setsockopt(s, libc::IP_ADD_MEMBERSHIP, &req)?;
+    raw_setsockopt(s, libc::IP_MULTICAST_IF, &req)
+}
+
+/// Joins `group` and makes `local` the outgoing multicast interface (BSD
+/// sockets name the interface by its address).
+#[cfg(not(target_os = "linux"))]
+fn join_group(s: &UdpSocket, group: Ipv4Addr, _ifindex: u32, local: Ipv4Addr) -> io::Result<()> {
+    s.join_multicast_v4(&group, &local)?;
+    let ifaddr = libc::in_addr {
+        s_addr: u32::from(local).to_be(),
+    };
+    raw_setsockopt(s, libc::IP_MULTICAST_IF, &ifaddr)
+}
+
+fn raw_setsockopt<T>(s: &UdpSocket, opt: libc::c_int, v: &T) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: v points to a live T of the size we pass.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The first IPv4 address of an interface (the source of our multicast).
+fn interface_ipv4(ifname: &str) -> io::Result<Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs()?;
+    for a in addrs {
+        if a.interface_name != ifname {
+            continue;
+        }
+        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            return Ok(sin.ip());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("sync interface {ifname} has no IPv4 address"),
+    ))
+}
+
+/// The socket carpwatch reads role changes from: NETLINK_ROUTE subscribed to
+/// address changes (Linux).
+#[cfg(target_os = "linux")]
+pub fn route_events() -> io::Result<OwnedFd> {
+    use nix::sys::socket::{
+        bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    };
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkRoute,
+    )?;
+    let groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR | libc::RTMGRP_LINK) as u32;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &NetlinkAddr::new(0, groups),
+    )?;
+    Ok(fd)
+}
+
+/// The socket carpwatch reads role changes from: PF_ROUTE (OpenBSD).
+#[cfg(target_os = "openbsd")]
+pub fn route_events() -> io::Result<OwnedFd> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    Ok(socket(
+        AddressFamily::Route,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_socket_is_root_only_and_exclusive() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vpnsyncd-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.sock");
+        let fd = control(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = control(&path).unwrap_err();
+        assert!(e.to_string().contains("another vpnsyncd is running"), "{e}");
+        drop(fd);
+        // A stale socket (nobody listening) is replaced.
+        control(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listener_errors_name_the_address() {
+        let a = listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(
+            std::os::fd::AsRawFd::as_raw_fd(&a),
+        )
+        .unwrap()
+        .port();
+        let e = listener(SocketAddr::from(([127, 0, 0, 1], port))).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("listen on 127.0.0.1:{port}: ")),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The tun device: created and addressed by the parent, whose descriptor the
+//! engine receives. The device is not persistent, so it (and the connected
+//! route of the client network) disappears when the last descriptor closes,
+//! i.e. when the daemon exits, even after a crash.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+
+/// The tun MTU; 1500 matches the stock client's default tun-mtu.
+pub const TUN_MTU: i32 = 1500;
+
+/// Creates (Linux) or opens (OpenBSD) the tun device `name`, gives it
+/// `addr/prefix`, sets the MTU and brings it up.
+pub fn open(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<OwnedFd> {
+    let fd = sys::create(name)?;
+    sys::configure(name, addr, prefix)
+        .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+    Ok(fd)
+}
+
+/// The netmask of a prefix length.
+pub fn netmask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0),
+    )
+}
+
+fn ifname(name: &str) -> io::Result<[libc::c_char; libc::IFNAMSIZ]> {
+    let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name \"{name}\""),
+        ));
+    }
+    for (o, b) in out.iter_mut().zip(name.bytes()) {
+        *o = b as libc::c_char;
+    }
+    Ok(out)
+}
+
+fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+        #[cfg(target_os = "openbsd")]
+        sin_len: std::mem::size_of::<libc::sockaddr_in>() as u8,
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; we copy bytes.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Runs one interface ioctl on a throwaway AF_INET socket.
+fn ifioctl<T>(req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: s is a fresh descriptor we own.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: the callers pass the structure each request takes.
+    #[allow(clippy::useless_conversion)]
+    if unsafe {
+        libc::ioctl(
+            s.as_raw_fd(),
+            req.try_into().unwrap_or_default(),
+            arg as *mut T,
+        )
+    } == -1
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+    fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        ifr.ifr_name = ifname(name)?;
+        Ok(ifr)
+    }
+
+    pub fn create(name: &str) -> io::Result<OwnedFd> {
+        // SAFETY: open(2) with a static path.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if fd == -1 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("/dev/net/tun: {e} (is the tun module loaded?)"),
+            ));
+        }
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut ifr = ifreq(name)?;
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF takes an ifreq.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) } == -1 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{name}: TUNSETIFF: {e} (is {name} in use by another program?)"),
+            ));
+        }
+        Ok(fd)
+    }
+
+    pub fn configure(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut ifr = ifreq(name)?;
+        ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        ifioctl(libc::SIOCSIFADDR, &mut ifr)?;
+        let mut ifr = ifreq(name)?;
+        ifr.ifr_ifru.ifru_netmask = sockaddr_in(netmask(prefix));
+        ifioctl(libc::SIOCSIFNETMASK, &mut ifr)?;
+        let mut ifr = ifreq(name)?;
+        ifr.ifr_ifru.ifru_mtu = TUN_MTU;
+        ifioctl(libc::SIOCSIFMTU, &mut ifr)?;
+        let mut ifr = ifreq(name)?;
+        ifioctl(libc::SIOCGIFFLAGS, &mut ifr)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member.
+        unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        ifioctl(libc::SIOCSIFFLAGS, &mut ifr)
+    }
+}
+
+/// OpenBSD: /dev/tunN exists already; the address is set with SIOCAIFADDR.
+/// Not compiled on Linux: keep it small.
+#[cfg(target_os = "openbsd")]
+mod sys {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    pub fn create(name: &str) -> io::Result<OwnedFd> {
+        let path = std::ffi::CString::new(format!("/dev/{name}"))
+            .map_err(|_| io::Error::other("NUL in name"))?;
+        // SAFETY: open(2) on a valid C string.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub fn configure(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        #[repr(C)]
+        struct InAliasreq {
+            name: [libc::c_char; libc::IFNAMSIZ],
+            addr: libc::sockaddr,
+            dstaddr: libc::sockaddr,
+            mask: libc::sockaddr,
+        }
+        // _IOW('i', 26, struct in_aliasreq) from <sys/sockio.h>
+        const SIOCAIFADDR: libc::c_ulong = 0x8040_691a;
+        let mut req = InAliasreq {
+            name: ifname(name)?,
+            addr: sockaddr_in(addr),
+            dstaddr: sockaddr_in(addr),
+            mask: sockaddr_in(netmask(prefix)),
+        };
+        // SIOCAIFADDR takes an in_aliasreq; layout as in <netinet/in_var.h>.
+        ifioctl(SIOCAIFADDR, &mut req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+        assert_eq!(netmask(17), Ipv4Addr::new(255, 255, 128, 0));
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(ifname("tun0").is_ok());
+        assert!(ifname("").is_err());
+        assert!(ifname("a-name-that-is-far-too-long").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Output of vpnsyncctl: aligned columns in the OpenBSD *ctl manner, or
+//! JSON with -j. Durations are computed here from the daemon's Unix times.
+
+use serde_json::{json, Value};
+use vpnsyncd_common::ctl::{ClientInfo, Summary, SyncInfo};
+
+/// A duration in bgpctl's fmt_timeframe style: 01:02:03, 2d03h04m, 5w2d03h.
+pub fn timeframe(secs: u64) -> String {
+    let (w, d, h, m, s) = (
+        secs / 604_800,
+        secs / 86_400 % 7,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+    );
+    if secs < 86_400 {
+        format!("{:02}:{:02}:{:02}", secs / 3600, m, s)
+    } else if secs < 604_800 {
+        format!("{}d{:02}h{:02}m", secs / 86_400, h, m)
+    } else {
+        format!("{w:02}w{d}d{h:02}h")
+    }
+}
+
+fn ago(now: u64, t: u64) -> String {
+    if t == 0 {
+        "never".to_string()
+    } else {
+        timeframe(now.saturating_sub(t))
+    }
+}
+
+pub fn summary(s: &Summary, now: u64) -> String {
+    format!(
+        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}\nSync:     {}\n",
+        s.version,
+        s.role.name(),
+        timeframe(now.saturating_sub(s.started)),
+        s.tun_device,
+        s.server_address,
+        s.listen.join(", "),
+        s.clients,
+        s.max_clients,
+        s.sync
+    )
+}
+
+pub fn summary_json(s: &Summary, now: u64) -> Value {
+    json!({
+        "version": s.version, "role": s.role.name(), "started": s.started,
+        "uptime": now.saturating_sub(s.started), "tun_device": s.tun_device,
+        "server_address": s.server_address, "listen": s.listen, "clients": s.clients,
+        "max_clients": s.max_clients, "sync": s.sync,
+    })
+}
+
+const CLIENT_HEADER: (&str, &str, &str, &str, &str, &str, &str, &str, &str) = (
+    "Common Name",
+    "Real Address",
+    "Virtual IP",
+    "Cipher",
+    "Bytes In",
+    "Bytes Out",
+    "Up",
+    "Key",
+    "Last Rekey",
+);
+
+fn client_line(c: (&str, &str, &str, &str, &str, &str, &str, &str, &str)) -> String {
+    format!(
+        "{:<20} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n",
+        c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8
+    )
+}
+
+pub fn clients(list: &[ClientInfo], now: u64) -> String {
+    let mut out = client_line(CLIENT_HEADER);
+    for c in list {
+        let (up, key) = (
+            timeframe(now.saturating_sub(c.connected_since)),
+            c.key_id.to_string(),
+        );
+        let rekey = if c.last_rekey == 0 {
+            "never".to_string()
+        } else {
+            format!("{} ago", ago(now, c.last_rekey))
+        };
+        let (bin, bout) = (c.bytes_in.to_string(), c.bytes_out.to_string());
+        out += &client_line((
+            &c.common_name,
+            &c.real_address,
+            &c.virtual_ip,
+            &c.cipher,
+            &bin,
+            &bout,
+            &up,
+            &key,
+            &rekey,
+        ));
+    }
+    out
+}
+
+pub fn clients_json(list: &[ClientInfo], now: u64) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|c| {
+                json!({
+                    "common_name": c.common_name, "real_address": c.real_address,
+                    "virtual_ip": c.virtual_ip, "cipher": c.cipher, "bytes_in": c.bytes_in,
+                    "bytes_out": c.bytes_out, "connected_since": c.connected_since,
+                    "uptime": now.saturating_sub(c.connected_since), "key_id": c.key_id,
+                    "last_rekey": if c.last_rekey == 0 { Value::Null } else { c.last_rekey.into() },
+                    "peer_id": c.peer_id,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn role_name(s: &SyncInfo) -> &'static str {
+    s.role.map_or("unknown", |r| r.name())
+}
+
+pub fn sync(s: &SyncInfo, now: u64) -> String {
+    let mut out = format!(
+        "Role:       {}\nTransport:  {}\nSessions:   {} ({})\nLag:        {} ms\nDatagrams:  sent {}, received {}\nRejected:   bad auth {}, replay {}, version {}, malformed {}\n",
+        role_name(s),
+        s.transport,
+        s.sessions,
+        if s.bulk_complete { "bulk complete" } else { "bulk pending" },
+        s.lag_ms,
+        s.sent,
+        s.received,
+        s.rejected_auth,
+        s.rejected_replay,
+        s.rejected_version,
+        s.rejected_malformed
+    );
+    if !s.peers.is_empty() {
+        out += &format!("\n{:<24} {:<8} {}\n", "Peer", "Role", "Last heard");
+        for p in &s.peers {
+            let heard = if p.last_heard == 0 {
+                "never".to_string()
+            } else {
+                format!("{} ago", ago(now, p.last_heard))
+            };
+            out += &format!("{:<24} {:<8} {}\n", p.address, p.role.name(), heard);
+        }
+    }
+    out
+}
+
+pub fn sync_json(s: &SyncInfo) -> Value {
+    json!({
+        "role": s.role.map(|r| r.name()), "transport": s.transport, "sessions": s.sessions,
+        "lag_ms": s.lag_ms, "bulk_complete": s.bulk_complete, "sent": s.sent,
+        "received": s.received,
+        "rejected": { "auth": s.rejected_auth, "replay": s.rejected_replay,
+                      "version": s.rejected_version, "malformed": s.rejected_malformed },
+        "peers": s.peers.iter().map(|p| json!({
+            "address": p.address, "role": p.role.name(),
+            "last_heard": if p.last_heard == 0 { Value::Null } else { p.last_heard.into() },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpnsyncd_common::msg::Role;
+
+    #[test]
+    fn timeframes() {
+        assert_eq!(timeframe(0), "00:00:00");
+        assert_eq!(timeframe(3723), "01:02:03");
+        assert_eq!(timeframe(86_400 + 3 * 3600 + 4 * 60), "1d03h04m");
+        assert_eq!(timeframe(5 * 604_800 + 2 * 86_400 + 3 * 3600), "05w2d03h");
+    }
+
+    #[test]
+    fn client_table_is_aligned() {
+        let c = ClientInfo {
+            common_name: "alice".into(),
+            real_address: "198.18.0.100:51234".into(),
+            virtual_ip: "10.8.0.2".into(),
+            cipher: "AES-256-GCM".into(),
+            bytes_in: 1234,
+            bytes_out: 56789,
+            connected_since: 1000,
+            key_id: 1,
+            last_rekey: 4000,
+            peer_id: 0,
+        };
+        let out = clients(&[c], 4600);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].find("Virtual IP"), lines[1].find("10.8.0.2"));
+        assert_eq!(
+            lines[0].find("Bytes In").map(|i| i + "Bytes In".len()),
+            lines[1].find(" 1234 ").map(|i| i + 5)
+        );
+        assert!(lines[1].starts_with("alice "));
+        assert!(lines[1].ends_with("00:10:00 ago"), "{}", lines[1]);
+        assert!(lines[1].contains("01:00:00"));
+        let j = clients_json(
+            &[ClientInfo {
+                last_rekey: 0,
+                ..clients_sample()
+            }],
+            10,
+        );
+        assert_eq!(j[0]["last_rekey"], Value::Null);
+        assert_eq!(j[0]["common_name"], "bob");
+    }
+
+    fn clients_sample() -> ClientInfo {
+        ClientInfo {
+            common_name: "bob".into(),
+            real_address: "a".into(),
+            virtual_ip: "b".into(),
+            cipher: "c".into(),
+            bytes_in: 0,
+            bytes_out: 0,
+            connected_since: 0,
+            key_id: 0,
+            last_rekey: 7,
+            peer_id: 3,
+        }
+    }
+
+    #[test]
+    fn summary_and_sync_text() {
+        let s = Summary {
+            version: "0.1.0".into(),
+            role: Role::Backup,
+            started: 100,
+            clients: 0,
+            max_clients: 1024,
+            tun_device: "tun0".into(),
+            server_address: "10.8.0.1/24".into(),
+            listen: vec!["0.0.0.0:1194".into()],
+            sync: "standalone".into(),
+        };
+        let t = summary(&s, 3700);
+        assert!(
+            t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"),
+            "{t}"
+        );
+        assert!(t.contains("Clients:  0 of 1024\n"));
+        assert_eq!(summary_json(&s, 3700)["uptime"], 3600);
+        let y = SyncInfo {
+            role: None,
+            transport: "unicast".into(),
+            ..SyncInfo::default()
+        };
+        let t = sync(&y, 0);
+        assert!(
+            t.starts_with("Role:       unknown\nTransport:  unicast\n"),
+            "{t}"
+        );
+        assert_eq!(sync_json(&y)["role"], Value::Null);
+    }
+}
