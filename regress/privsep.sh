@@ -41,7 +41,8 @@ start_daemon() {
 	wait_for 10 test -S "$SOCK" && wait_for 5 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
 }
 
-status_field() { awk -v k="$2:" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "/proc/$1/status"; }
+# status_field PID FIELD: the value of FIELD in /proc/PID/status, tabs kept.
+status_field() { awk -F'\t' -v k="$2:" '$1 == k { sub(/^[^\t]*\t/, ""); sub(/ +$/, ""); print }' "/proc/$1/status"; }
 
 child_is_confined() {
 	local pid=$1 uid gid
@@ -103,10 +104,11 @@ check "the refusal is logged with the uid" wait_for 3 grep -q "refused a connect
 write_conf 32
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload)
 check "vpnsyncctl reload applies a new configuration" bash -c "grep -q reloaded <<<'$OUT' && '$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"
-echo "max clients lots" >>"$CONF"
+echo 'data-ciphers aes-256-cbcx' >>"$CONF"
+BAD_LINE=$(wc -l <"$CONF")
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload 2>&1); RC=$?
 say "$OUT"
-check "vpnsyncctl reload refuses an invalid configuration with file:line:col" test $RC -eq 1 -a -n "$(grep -F "$CONF:14:" <<<"$OUT")"
+check "vpnsyncctl reload refuses an invalid configuration with file:line:col" test $RC -eq 1 -a -n "$(grep -F "$CONF:$BAD_LINE:14: unknown cipher \"aes-256-cbcx\"" <<<"$OUT")"
 kill -HUP "$DAEMON"
 check "SIGHUP with an invalid configuration is logged" wait_for 3 grep -q "reload refused" "$LOG"
 check "the daemon keeps running on the old configuration" bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"

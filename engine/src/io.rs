@@ -4,9 +4,12 @@
 //! only moves bytes and answers the control socket.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
 use vpnsyncd_common::ctl::{self, Summary};
@@ -14,8 +17,10 @@ use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_config::{Config, SyncTransport};
 
+use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
 use crate::control::Control;
 use crate::server::Server;
+use crate::session::Now;
 
 /// Everything the engine process holds.
 struct Engine {
@@ -23,9 +28,14 @@ struct Engine {
     parent: ImsgBuf,
     syncer: ImsgBuf,
     control: Control,
-    _tun: OwnedFd,
-    _listeners: Vec<OwnedFd>,
+    tun: OwnedFd,
+    listeners: Vec<OwnedFd>,
     server: Server,
+    /// Datagrams received from the listeners.
+    rx: Batch,
+    /// Data packets to each listener's clients.
+    tx: Vec<Batch>,
+    last_tick: Instant,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -70,21 +80,32 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     };
     let mut syncer = ImsgBuf::new(peer);
     syncer.set_maxsize(1 << 20);
+    let (session, wrap) = match crate::settings::build(&conf, &st.keys) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let listeners = st.take_fds(FdKind::Listener);
     let mut e = Engine {
-        server: Server::new(&conf),
+        server: Server::new(&conf, session, wrap),
+        rx: Batch::new(),
+        tx: listeners.iter().map(|_| Batch::new()).collect(),
+        last_tick: Instant::now(),
         conf,
         parent,
         syncer,
         control: Control::new(control),
-        _tun: tun,
-        _listeners: st.take_fds(FdKind::Listener),
+        tun,
+        listeners,
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
     };
     log::info!(
         "engine ready: {} listener(s), tun {}",
-        e._listeners.len(),
+        e.listeners.len(),
         e.conf.tun_device
     );
     match e.run() {
@@ -103,6 +124,18 @@ enum Slot {
     Syncer,
     Listener,
     Conn(usize),
+    Tun,
+    Link(usize),
+}
+
+/// Timers of the sessions run this often.
+const TICK: Duration = Duration::from_millis(200);
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: vpnsyncd_common::unix_now(),
+    }
 }
 
 fn interest(ibuf: &ImsgBuf) -> PollFlags {
@@ -148,11 +181,17 @@ impl Engine {
             for (i, c) in self.control.conns.iter().enumerate() {
                 slots.push((Slot::Conn(i), c.ibuf.as_fd(), interest(&c.ibuf)));
             }
+            slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
+            for (i, l) in self.listeners.iter().enumerate() {
+                slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
+            }
             let mut pfds: Vec<PollFd<'_>> = slots
                 .iter()
                 .map(|(_, fd, ev)| PollFd::new(*fd, *ev))
                 .collect();
-            match poll(&mut pfds, PollTimeout::NONE) {
+            let wait = TICK.saturating_sub(self.last_tick.elapsed());
+            let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+            match poll(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -186,6 +225,8 @@ impl Engine {
                         }
                     }
                     Slot::Listener => self.control.accept(),
+                    Slot::Tun => self.from_tun(),
+                    Slot::Link(i) => self.from_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -216,6 +257,103 @@ impl Engine {
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
+            if self.last_tick.elapsed() >= TICK {
+                self.last_tick = Instant::now();
+                self.server.on_timer(now());
+                self.send_control();
+            }
+        }
+    }
+
+    /// Datagrams from clients: data to the tun device, control through the
+    /// sessions.
+    fn from_link(&mut self, li: usize) {
+        for _ in 0..8 {
+            let n = match self.rx.recv(self.listeners[li].as_fd()) {
+                Ok(n) => n,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        log::debug!("listener: {e}");
+                    }
+                    break;
+                }
+            };
+            let t = now();
+            for i in 0..n {
+                let (buf, from) = self.rx.get_mut(i);
+                let Some(from) = from else { continue };
+                if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
+                    if let Err(e) = nix::unistd::write(&self.tun, ip) {
+                        log::debug!("tun write: {e}");
+                    }
+                }
+            }
+            self.send_control();
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Packets from the tunnel, encrypted and sent to their clients in
+    /// batches.
+    fn from_tun(&mut self) {
+        let mut pkt = [0u8; MAX_DATAGRAM];
+        let mut enc = [0u8; MAX_DATAGRAM];
+        let t = now();
+        for _ in 0..BATCH * 4 {
+            let n = match nix::unistd::read(&self.tun, &mut pkt) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => {
+                    log::debug!("tun read: {e}");
+                    break;
+                }
+            };
+            let Some((li, to, len)) = self.server.on_tun_packet(t, &pkt[..n], &mut enc) else {
+                continue;
+            };
+            let tx = &mut self.tx[li];
+            tx.push(to, |b| {
+                b[..len].copy_from_slice(&enc[..len]);
+                len
+            });
+            if tx.is_full() {
+                self.flush_tx(li);
+            }
+        }
+        for li in 0..self.tx.len() {
+            self.flush_tx(li);
+        }
+        self.send_control();
+    }
+
+    fn flush_tx(&mut self, li: usize) {
+        if self.tx[li].is_empty() {
+            return;
+        }
+        if let Err(e) = self.tx[li].send(self.listeners[li].as_fd()) {
+            log::debug!("send: {e}");
+        }
+        self.tx[li].clear();
+    }
+
+    /// The control datagrams the sessions queued.
+    fn send_control(&mut self) {
+        for (li, to, bytes) in self.server.outbox.drain(..) {
+            let Some(fd) = self.listeners.get(li) else {
+                continue;
+            };
+            let addr: SockaddrStorage = SocketAddr::into(to);
+            if let Err(e) = sendto(
+                fd.as_fd().as_raw_fd(),
+                &bytes,
+                &addr,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                log::debug!("send to {to}: {e}");
+            }
         }
     }
 
@@ -241,10 +379,15 @@ impl Engine {
                     .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 let conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                self.server.reconfigure(&conf);
-                self.conf = conf;
                 let keys = std::mem::take(&mut self.pending_keys);
-                log::info!("configuration reloaded ({} key files)", keys.len());
+                match crate::settings::build(&conf, &keys) {
+                    Ok((session, wrap)) => {
+                        self.server.reconfigure(&conf, session, wrap);
+                        self.conf = conf;
+                        log::info!("configuration reloaded ({} key files)", keys.len());
+                    }
+                    Err(e) => log::error!("reload: {e}; keeping the running settings"),
+                }
             }
             ImsgType::CtlResult => {
                 self.control
@@ -355,7 +498,7 @@ impl Engine {
             }
             ImsgType::CtlKillClient => {
                 let name = Reader::new(&m.data).str().map_err(bad)?.to_owned();
-                let res = match self.server.kill_client(&name) {
+                let res = match self.server.kill_client(now(), &name) {
                     0 => Err(format!("no client with common name \"{name}\"")),
                     n => Ok(format!("disconnected {n} session(s) of \"{name}\"")),
                 };

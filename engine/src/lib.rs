@@ -13,6 +13,8 @@ pub mod pool;
 pub mod push;
 pub mod reliable;
 pub mod server;
+pub mod session;
+pub mod settings;
 pub mod tls;
 pub mod wire;
 pub mod wrap;

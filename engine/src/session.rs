@@ -1,0 +1,847 @@
+//! One client of the server: its control channel (wrapping, reliability,
+//! TLS, key method 2, control messages), its key states with their data
+//! keys, renegotiation, keepalive and timeouts. Sans-IO: fed packets and
+//! the time, it queues control datagrams in `outbox` and tells the server
+//! through its public fields what it needs (an address) or that it ended.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection};
+use vpnsyncd_config::{Cipher, Digest};
+
+use crate::data::{DataHeader, DataKey};
+use crate::keys::{self, KeyMethod2, KeySource, PeerInfo};
+use crate::push::{self, ClientPush, PushSettings};
+use crate::reliable::{Received, Reliable};
+use crate::wire::{ControlBody, Opcode};
+use crate::wrap::Wrapper;
+
+/// Each TLS negotiation must finish within this time (`--hand-window`).
+pub const HAND_WINDOW: Duration = Duration::from_secs(60);
+/// How long the previous key still decrypts after a renegotiation
+/// (`--tran-window` is 3600 s in OpenVPN; a minute covers reordering and
+/// the client's own switch).
+pub const TRANSITION_WINDOW: Duration = Duration::from_secs(60);
+/// The whole UDP/IP datagram of a control packet stays within this size
+/// (`--tls-mtu`), which every client accepts.
+const CONTROL_MTU: usize = 1250;
+/// IPv6 header + UDP header: the larger of the two families.
+const IP_UDP_OVERHEAD: usize = 48;
+/// Acknowledgements carried on a control packet; a dedicated P_ACK_V1
+/// carries up to 8.
+const PIGGYBACK_ACKS: usize = 4;
+const MAX_ACKS: usize = 8;
+/// A control message (after key method 2) never exceeds this.
+const MAX_MESSAGE: usize = 2048;
+
+/// The time, twice: monotonic for timers, Unix seconds for replay ids and
+/// the records `vpnsyncctl` shows. Tests make both up.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+/// What every session of the server shares.
+pub struct SessionConfig {
+    pub tls: Arc<ServerConfig>,
+    pub data_ciphers: Vec<Cipher>,
+    pub fallback_cipher: Option<Cipher>,
+    pub auth: Digest,
+    /// Ping interval and the silence after which the client is dropped.
+    pub keepalive: (u32, u32),
+    /// 0: the server never starts a renegotiation.
+    pub reneg_sec: u32,
+    pub push: PushSettings,
+}
+
+/// Compression framing for clients configured with `comp-lzo`/`compress`
+/// (protocol reference §13.6): we never compress, but must frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    /// `comp-lzo no`: a 0xFA byte before every payload.
+    LzoStub,
+    /// `compress stub-v2`: nothing added to IP packets.
+    StubV2,
+}
+
+/// What was agreed with the client on its first key exchange; kept for
+/// every renegotiation (2.4 clients omit their cipher list then).
+#[derive(Clone, Debug)]
+pub struct Negotiated {
+    pub cipher: Cipher,
+    pub push_cipher: bool,
+    pub ekm: bool,
+    pub cc_exit: bool,
+    pub data_v2: bool,
+    pub request_push: bool,
+    pub tun_mtu: Option<u16>,
+    pub framing: Framing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// TLS handshake, then the client's key-method message.
+    Negotiating,
+    /// Data keys exist.
+    Established,
+}
+
+/// One key_id: its reliability sequence, TLS session and data keys.
+struct KeyState {
+    key_id: u8,
+    rel: Reliable,
+    tls: ServerConnection,
+    phase: Phase,
+    data: Option<DataKey>,
+    /// We may encrypt with this key (the client has it too).
+    send_ok: bool,
+    started: Instant,
+    established: Option<Instant>,
+    /// Lame duck: dropped at this time.
+    expires: Option<Instant>,
+    /// TLS bytes waiting for room in the send window.
+    tls_out: Vec<u8>,
+    /// Plaintext control messages not yet terminated by a NUL.
+    plain: Vec<u8>,
+}
+
+impl KeyState {
+    fn new(key_id: u8, tls: &Arc<ServerConfig>, now: Instant) -> Result<KeyState, String> {
+        let tls = ServerConnection::new(tls.clone()).map_err(|e| format!("TLS: {e}"))?;
+        Ok(KeyState {
+            key_id,
+            rel: Reliable::new(),
+            tls,
+            phase: Phase::Negotiating,
+            data: None,
+            send_ok: false,
+            started: now,
+            established: None,
+            expires: None,
+            tls_out: Vec::new(),
+            plain: Vec::new(),
+        })
+    }
+}
+
+/// Why a session ended, for the log.
+pub type CloseReason = String;
+
+pub struct Session {
+    pub peer: SocketAddr,
+    /// Which listener the client talks to (we answer from the same one).
+    pub listener: usize,
+    pub peer_id: u32,
+    pub local_sid: [u8; 8],
+    pub remote_sid: [u8; 8],
+    wrap: Wrapper,
+    /// Newest last: the lame duck (if any), then the primary.
+    keys: Vec<KeyState>,
+    pub common_name: Option<String>,
+    pub virtual_ip: Option<Ipv4Addr>,
+    pub negotiated: Option<Negotiated>,
+    /// Set once the first key exchange is done: the server must call
+    /// `set_address`.
+    pub wants_address: bool,
+    /// Set when the session is over; the server removes it.
+    pub closed: Option<CloseReason>,
+    pub connected_since: u64,
+    pub last_rekey: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    last_recv: Instant,
+    last_send: Instant,
+    push_sent: bool,
+    /// Control datagrams to send to `peer`.
+    pub outbox: Vec<Vec<u8>>,
+    conf: Arc<SessionConfig>,
+    /// The server's key source of the current negotiation (PRF path).
+    client_source: Option<KeySource>,
+}
+
+fn next_key_id(k: u8) -> u8 {
+    if k >= 7 {
+        1
+    } else {
+        k + 1
+    }
+}
+
+impl Session {
+    /// A session for a client whose (already authenticated) hard reset
+    /// carried `remote_sid`; answers it at once.
+    pub fn new(
+        conf: Arc<SessionConfig>,
+        wrap: Wrapper,
+        peer: SocketAddr,
+        listener: usize,
+        peer_id: u32,
+        remote_sid: [u8; 8],
+        now: Now,
+    ) -> Result<Session, String> {
+        let mut local_sid = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut local_sid)
+            .map_err(|_| "no randomness".to_string())?;
+        let mut ks = KeyState::new(0, &conf.tls, now.mono)?;
+        // Our reset (msg_pid 0) goes out with the acknowledgement of theirs.
+        ks.rel.send(Opcode::HardResetServerV2, Vec::new());
+        Ok(Session {
+            peer,
+            listener,
+            peer_id,
+            local_sid,
+            remote_sid,
+            wrap,
+            keys: vec![ks],
+            common_name: None,
+            virtual_ip: None,
+            negotiated: None,
+            wants_address: false,
+            closed: None,
+            connected_since: now.unix,
+            last_rekey: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            last_recv: now.mono,
+            last_send: now.mono,
+            push_sent: false,
+            outbox: Vec::new(),
+            conf,
+            client_source: None,
+        })
+    }
+
+    /// How the session is named in the log.
+    pub fn label(&self) -> String {
+        match &self.common_name {
+            Some(cn) => format!("{cn} ({})", self.peer),
+            None => self.peer.to_string(),
+        }
+    }
+
+    pub fn key_id(&self) -> u8 {
+        self.keys.last().map_or(0, |k| k.key_id)
+    }
+
+    pub fn cipher_name(&self) -> &'static str {
+        self.negotiated.as_ref().map_or("-", |n| n.cipher.name())
+    }
+
+    fn close(&mut self, why: impl Into<String>) {
+        if self.closed.is_none() {
+            self.closed = Some(why.into());
+        }
+    }
+
+    /// Authenticates a control packet of this session and removes its
+    /// wrapping (replay-checked).
+    pub fn unwrap(
+        &mut self,
+        packet: &[u8],
+    ) -> Result<(u8, [u8; 8], Vec<u8>), crate::wrap::WrapError> {
+        self.wrap.unwrap(packet)
+    }
+
+    /// A control packet whose wrapping was already removed by `unwrap`.
+    pub fn on_control(&mut self, now: Now, first_byte: u8, sid: [u8; 8], body: &[u8]) {
+        let (op, key_id) = crate::wire::split_first_byte(first_byte);
+        let Some(opcode) = Opcode::from_u8(op).filter(|o| o.is_control()) else {
+            return;
+        };
+        if sid != self.remote_sid {
+            log::debug!(
+                "{}: control packet of another session dropped",
+                self.label()
+            );
+            return;
+        }
+        let body = match ControlBody::parse(opcode, body) {
+            Ok(b) => b,
+            Err(e) => {
+                log::debug!("{}: bad control packet: {e}", self.label());
+                return;
+            }
+        };
+        if !body.acks.is_empty() && body.remote_session_id != Some(self.local_sid) {
+            log::debug!(
+                "{}: acknowledgement for another session dropped",
+                self.label()
+            );
+            return;
+        }
+        self.last_recv = now.mono;
+        let idx = match self.keys.iter().position(|k| k.key_id == key_id) {
+            Some(i) => i,
+            None if opcode == Opcode::SoftResetV1 && self.can_renegotiate() => {
+                match self.start_key_state(key_id, now, false) {
+                    Some(i) => i,
+                    None => return,
+                }
+            }
+            None => {
+                log::debug!(
+                    "{}: packet for unknown key_id {key_id} dropped",
+                    self.label()
+                );
+                return;
+            }
+        };
+        let ks = &mut self.keys[idx];
+        ks.rel.acked(&body.acks);
+        if let Some(pid) = body.msg_pid {
+            if ks.rel.receive(pid, opcode, body.payload) == Received::OutOfWindow {
+                log::debug!(
+                    "{}: control packet {pid} beyond the window dropped",
+                    self.label()
+                );
+            }
+        }
+        self.process(idx, now);
+    }
+
+    /// The client may start a renegotiation once its current key works.
+    fn can_renegotiate(&self) -> bool {
+        self.keys
+            .last()
+            .is_some_and(|k| k.phase == Phase::Established)
+    }
+
+    /// Opens key state `key_id` for a renegotiation (ours when `initiate`).
+    /// Returns its index.
+    fn start_key_state(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
+        let expected = next_key_id(self.key_id());
+        if key_id != expected {
+            log::debug!(
+                "{}: soft reset with key_id {key_id}, expected {expected}",
+                self.label()
+            );
+            return None;
+        }
+        let mut ks = match KeyState::new(key_id, &self.conf.tls, now.mono) {
+            Ok(k) => k,
+            Err(e) => {
+                log::error!("{}: {e}", self.label());
+                return None;
+            }
+        };
+        // Our own SOFT_RESET: the initiator's, or the answer to the client's.
+        ks.rel.send(Opcode::SoftResetV1, Vec::new());
+        log::info!(
+            "{}: renegotiating, key_id {key_id} ({} initiated)",
+            self.label(),
+            if initiate { "server" } else { "client" }
+        );
+        // Keep the primary as lame duck; an older lame duck goes now.
+        self.keys
+            .retain(|k| k.phase == Phase::Established && k.expires.is_none());
+        if let Some(old) = self.keys.last_mut() {
+            old.expires = Some(now.mono + HAND_WINDOW + TRANSITION_WINDOW);
+        }
+        self.keys.push(ks);
+        Some(self.keys.len() - 1)
+    }
+
+    /// Moves key state `idx` forward: delivered packets into TLS, TLS
+    /// plaintext into the key exchange and control messages, TLS output
+    /// onto the wire.
+    fn process(&mut self, idx: usize, now: Now) {
+        while let Some((opcode, payload)) = self.keys[idx].rel.deliver() {
+            if !matches!(opcode, Opcode::ControlV1 | Opcode::ControlWkcV1) || payload.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.feed_tls(idx, &payload) {
+                self.tls_failed(idx, &e);
+                break;
+            }
+        }
+        if self.keys[idx].phase == Phase::Negotiating && !self.keys[idx].tls.is_handshaking() {
+            self.after_handshake(idx, now);
+        }
+        self.read_plaintext(idx, now);
+        self.flush(idx, now);
+    }
+
+    fn feed_tls(&mut self, idx: usize, mut payload: &[u8]) -> Result<(), String> {
+        let tls = &mut self.keys[idx].tls;
+        while !payload.is_empty() {
+            tls.read_tls(&mut payload).map_err(|e| e.to_string())?;
+            tls.process_new_packets().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A TLS failure ends the key state (and the session, on key_id 0).
+    /// The alert TLS queued still goes out, so the client learns why.
+    fn tls_failed(&mut self, idx: usize, e: &str) {
+        log::warn!("{}: TLS handshake failed: {e}", self.label());
+        let ks = &mut self.keys[idx];
+        let mut alert = Vec::new();
+        while ks.tls.wants_write() && ks.tls.write_tls(&mut alert).is_ok() {}
+        ks.tls_out.extend_from_slice(&alert);
+        if ks.key_id == 0 || self.keys.len() == 1 {
+            self.close(format!("TLS handshake failed: {e}"));
+        }
+    }
+
+    /// The client's certificate is verified: note who it is.
+    fn after_handshake(&mut self, idx: usize, _now: Now) {
+        let cn = self.keys[idx]
+            .tls
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| crate::tls::common_name(c));
+        match (&self.common_name, cn) {
+            (None, Some(cn)) => {
+                self.common_name = Some(cn);
+                log::info!("{}: TLS handshake done, certificate verified", self.label());
+            }
+            (Some(old), Some(cn)) if *old != cn => {
+                log::warn!(
+                    "{}: renegotiated with another certificate ({cn})",
+                    self.label()
+                );
+                self.close(format!("certificate common name changed to {cn}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads what TLS decrypted: the key-method message first, then
+    /// NUL-terminated control messages.
+    fn read_plaintext(&mut self, idx: usize, now: Now) {
+        let mut buf = [0u8; MAX_MESSAGE];
+        loop {
+            let n = match self.keys[idx].tls.reader().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if self.keys[idx].phase == Phase::Negotiating {
+                self.key_exchange(idx, &buf[..n], now);
+                continue;
+            }
+            let ks = &mut self.keys[idx];
+            ks.plain.extend_from_slice(&buf[..n]);
+            let mut messages = Vec::new();
+            while let Some(end) = ks.plain.iter().position(|b| *b == 0) {
+                let msg: Vec<u8> = ks.plain.drain(..=end).collect();
+                messages.push(
+                    String::from_utf8_lossy(&msg[..end])
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                );
+            }
+            if ks.plain.len() > MAX_MESSAGE {
+                ks.plain.clear();
+            }
+            for text in messages {
+                self.control_message(&text, now);
+                if self.closed.is_some() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The client's key-method-2 message: negotiate (first time), answer
+    /// with ours, derive the data keys.
+    fn key_exchange(&mut self, idx: usize, msg: &[u8], now: Now) {
+        let client = match KeyMethod2::parse(msg, true) {
+            Ok(k) => k,
+            Err(e) => {
+                log::warn!("{}: bad key-method message: {e}", self.label());
+                self.close(format!("bad key-method message: {e}"));
+                return;
+            }
+        };
+        let mut failure = None;
+        if self.negotiated.is_none() {
+            match self.negotiate(&client) {
+                Ok(n) => self.negotiated = Some(n),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let server = KeySource::random(false);
+        let reply = KeyMethod2 {
+            source: server.clone(),
+            options: keys::server_options_string(&client.options),
+            username: String::new(),
+            password: String::new(),
+            peer_info: String::new(),
+        };
+        if self.keys[idx]
+            .tls
+            .writer()
+            .write_all(&reply.encode())
+            .is_err()
+        {
+            self.close("TLS refused our key-method message");
+            return;
+        }
+        if let Some(e) = failure {
+            log::warn!("{}: {e}", self.label());
+            self.send_message(idx, &format!("AUTH_FAILED,{e}"));
+            self.close(e);
+            return;
+        }
+        let n = self.negotiated.clone().expect("negotiated above");
+        let key2 = if n.ekm {
+            let mut k = [0u8; 256];
+            if let Err(e) =
+                self.keys[idx]
+                    .tls
+                    .export_keying_material(&mut k[..], keys::EKM_LABEL, None)
+            {
+                self.close(format!("TLS key export failed: {e}"));
+                return;
+            }
+            k
+        } else {
+            keys::prf_key2(&client.source, &server, &self.remote_sid, &self.local_sid)
+        };
+        let label = self.label();
+        let ks = &mut self.keys[idx];
+        ks.data = Some(DataKey::new(n.cipher, self.conf.auth, &key2, true));
+        ks.phase = Phase::Established;
+        ks.established = Some(now.mono);
+        // The first key is the only one: use it at once. A renegotiated
+        // key is used for sending once the client acknowledged our
+        // key-method message, i.e. has the key too.
+        ks.send_ok = ks.key_id == 0;
+        if ks.key_id == 0 {
+            self.wants_address = true;
+            log::info!(
+                "{label}: key exchange done, cipher {}, {}",
+                n.cipher.name(),
+                if n.ekm {
+                    "keys from TLS-EKM"
+                } else {
+                    "keys from the OpenVPN PRF"
+                }
+            );
+        } else {
+            self.last_rekey = now.unix;
+            log::info!("{label}: key_id {} established", ks.key_id);
+        }
+        self.client_source = Some(client.source);
+    }
+
+    fn negotiate(&self, client: &KeyMethod2) -> Result<Negotiated, String> {
+        let info = PeerInfo::parse(&client.peer_info);
+        let (cipher, push_cipher) = keys::negotiate_cipher(
+            &self.conf.data_ciphers,
+            self.conf.fallback_cipher,
+            &info,
+            &client.options,
+        )?;
+        let framing = if !keys::uses_compression(&client.options) {
+            Framing::None
+        } else if info.comp_stub_v2 {
+            Framing::StubV2
+        } else {
+            Framing::LzoStub
+        };
+        Ok(Negotiated {
+            cipher,
+            push_cipher,
+            ekm: info.tls_ekm(),
+            cc_exit: info.cc_exit(),
+            data_v2: info.data_v2(),
+            request_push: info.request_push(),
+            tun_mtu: info.mtu.map(|_| 1500),
+            framing,
+        })
+    }
+
+    /// The server assigned the client's tunnel address.
+    pub fn set_address(&mut self, ip: Ipv4Addr, now: Now) {
+        self.virtual_ip = Some(ip);
+        self.wants_address = false;
+        if self.negotiated.as_ref().is_some_and(|n| n.request_push) {
+            self.send_push_reply(now);
+        }
+    }
+
+    fn send_push_reply(&mut self, now: Now) {
+        let (Some(ip), Some(n)) = (self.virtual_ip, self.negotiated.clone()) else {
+            return;
+        };
+        let c = ClientPush {
+            address: ip,
+            peer_id: n.data_v2.then_some(self.peer_id),
+            cipher: n.push_cipher.then(|| n.cipher.name()),
+            cc_exit: n.cc_exit,
+            tls_ekm: n.ekm,
+            tun_mtu: n.tun_mtu,
+            compression: match n.framing {
+                Framing::None => None,
+                Framing::LzoStub => Some("comp-lzo no"),
+                Framing::StubV2 => Some("compress stub-v2"),
+            },
+        };
+        let idx = self.keys.len() - 1;
+        for m in push::messages(&push::options(&self.conf.push, &c)) {
+            self.send_message(idx, &m);
+        }
+        if !self.push_sent {
+            log::info!(
+                "{}: tunnel address {ip}, peer-id {}",
+                self.label(),
+                self.peer_id
+            );
+        }
+        self.push_sent = true;
+        self.flush(idx, now);
+    }
+
+    /// One control message: one TLS record, NUL included.
+    fn send_message(&mut self, idx: usize, text: &str) {
+        let mut m = Vec::with_capacity(text.len() + 1);
+        m.extend_from_slice(text.as_bytes());
+        m.push(0);
+        let _ = self.keys[idx].tls.writer().write_all(&m);
+    }
+
+    fn control_message(&mut self, text: &str, now: Now) {
+        if text == "PUSH_REQUEST" {
+            // Always answered: 2.4 clients restart after unanswered requests.
+            self.send_push_reply(now);
+        } else if text == "EXIT" || text.starts_with("EXIT,") {
+            log::info!("{}: client announced its exit", self.label());
+            self.close("client exited (explicit-exit-notify)");
+        } else {
+            log::debug!("{}: control message ignored: {text}", self.label());
+        }
+    }
+
+    /// TLS output into reliable packets, then everything due on the wire.
+    fn flush(&mut self, idx: usize, now: Now) {
+        let chunk = self.payload_room();
+        let ks = &mut self.keys[idx];
+        while ks.tls.wants_write() {
+            if ks.tls.write_tls(&mut ks.tls_out).is_err() {
+                break;
+            }
+        }
+        while !ks.tls_out.is_empty() && ks.rel.can_send() {
+            let n = ks.tls_out.len().min(chunk);
+            let part: Vec<u8> = ks.tls_out.drain(..n).collect();
+            ks.rel.send(Opcode::ControlV1, part);
+        }
+        if ks.phase == Phase::Established
+            && !ks.send_ok
+            && ks.rel.all_acked()
+            && ks.tls_out.is_empty()
+        {
+            ks.send_ok = true;
+        }
+        self.transmit(idx, now);
+    }
+
+    /// Room for TLS bytes in one control packet.
+    fn payload_room(&self) -> usize {
+        let header = 1 + 8 + self.wrap.overhead() + 1 + 4 * PIGGYBACK_ACKS + 8 + 4;
+        CONTROL_MTU - IP_UDP_OVERHEAD - header
+    }
+
+    /// Sends (or resends) what the reliability layer has due, with
+    /// piggybacked acknowledgements; leftover acknowledgements go in a
+    /// P_ACK_V1.
+    fn transmit(&mut self, idx: usize, now: Now) {
+        let mut packets: Vec<(u8, ControlBody)> = Vec::new();
+        let ks = &mut self.keys[idx];
+        let key_id = ks.key_id;
+        let mut due: Vec<(u32, Opcode, Vec<u8>)> = Vec::new();
+        ks.rel.transmit(now.mono, |t| {
+            due.push((t.pid, t.opcode, t.payload.to_vec()))
+        });
+        for (pid, opcode, payload) in due {
+            let acks = ks.rel.take_acks(PIGGYBACK_ACKS);
+            let remote_session_id = (!acks.is_empty()).then_some(self.remote_sid);
+            packets.push((
+                opcode.first_byte(key_id),
+                ControlBody {
+                    acks,
+                    remote_session_id,
+                    msg_pid: Some(pid),
+                    payload,
+                },
+            ));
+        }
+        if ks.rel.has_acks() {
+            let acks = ks.rel.take_acks(MAX_ACKS);
+            packets.push((
+                Opcode::AckV1.first_byte(key_id),
+                ControlBody {
+                    acks,
+                    remote_session_id: Some(self.remote_sid),
+                    msg_pid: None,
+                    payload: Vec::new(),
+                },
+            ));
+        }
+        for (first, body) in packets {
+            let mut bytes = Vec::new();
+            body.encode(&mut bytes);
+            match self
+                .wrap
+                .wrap(first, &self.local_sid, &bytes, now.unix as u32)
+            {
+                Ok(p) => {
+                    self.outbox.push(p);
+                    self.last_send = now.mono;
+                }
+                Err(e) => log::error!("{}: cannot wrap a control packet: {e}", self.label()),
+            }
+        }
+    }
+
+    /// Timers: retransmissions, handshake deadline, lame-duck expiry,
+    /// keepalive, renegotiation.
+    pub fn on_timer(&mut self, now: Now) {
+        for idx in 0..self.keys.len() {
+            self.flush(idx, now);
+        }
+        let (ping, timeout) = self.conf.keepalive;
+        if now.mono.duration_since(self.last_recv) >= Duration::from_secs(timeout.into()) {
+            self.close(format!("no packet for {timeout} s (ping-restart)"));
+            return;
+        }
+        if let Some(k) = self.keys.iter().find(|k| k.phase == Phase::Negotiating) {
+            if now.mono.duration_since(k.started) >= HAND_WINDOW {
+                let key_id = k.key_id;
+                if key_id == 0 || self.keys.len() == 1 {
+                    self.close("TLS negotiation did not finish within 60 s");
+                    return;
+                }
+                log::warn!(
+                    "{}: renegotiation of key_id {key_id} timed out",
+                    self.label()
+                );
+                self.keys.retain(|k| k.key_id != key_id);
+                if let Some(k) = self.keys.last_mut() {
+                    k.expires = None;
+                }
+            }
+        }
+        self.keys.retain(|k| k.expires.is_none_or(|t| t > now.mono));
+        if self.virtual_ip.is_some()
+            && now.mono.duration_since(self.last_send) >= Duration::from_secs(ping.into())
+        {
+            self.send_ping(now);
+        }
+        self.maybe_renegotiate(now);
+    }
+
+    fn maybe_renegotiate(&mut self, now: Now) {
+        let Some(primary) = self.keys.last() else {
+            return;
+        };
+        if primary.phase != Phase::Established {
+            return;
+        }
+        let by_time = self.conf.reneg_sec > 0
+            && primary.established.is_some_and(|t| {
+                now.mono.duration_since(t) >= Duration::from_secs(self.conf.reneg_sec.into())
+            });
+        let by_count = primary.data.as_ref().is_some_and(DataKey::needs_rekey);
+        if by_time || by_count {
+            let id = next_key_id(primary.key_id);
+            if let Some(idx) = self.start_key_state(id, now, true) {
+                self.flush(idx, now);
+            }
+        }
+    }
+
+    fn send_ping(&mut self, now: Now) {
+        let mut out = [0u8; 128];
+        if let Some(n) = self.encrypt(now, &crate::data::PING, &mut out) {
+            self.outbox.push(out[..n].to_vec());
+        }
+    }
+
+    /// Decrypts a data packet in place; returns the payload with any
+    /// compression framing removed. Only authenticated packets count as
+    /// signs of life.
+    pub fn decrypt<'a>(&mut self, now: Now, packet: &'a mut [u8]) -> Option<&'a [u8]> {
+        let key_id = packet.first()? & 7;
+        let ks = self
+            .keys
+            .iter_mut()
+            .find(|k| k.key_id == key_id && k.data.is_some())?;
+        let data = ks.data.as_mut()?;
+        let len = packet.len() as u64;
+        let payload = match data.decrypt(packet) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("{}: data packet dropped: {e}", self.label());
+                return None;
+            }
+        };
+        // The client switched to the new key: so may we.
+        ks.send_ok = true;
+        self.last_recv = now.mono;
+        self.bytes_in += len;
+        let framing = self
+            .negotiated
+            .as_ref()
+            .map_or(Framing::None, |n| n.framing);
+        match (framing, payload) {
+            (Framing::LzoStub, [0xFA, rest @ ..]) => Some(rest),
+            (Framing::StubV2, [0x50, 0x00, rest @ ..]) => Some(rest),
+            (Framing::LzoStub, _) => None,
+            _ => Some(payload),
+        }
+    }
+
+    /// Encrypts `payload` for the client with the newest usable key into
+    /// `out`; returns the packet length.
+    pub fn encrypt(&mut self, now: Now, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        let v2 = self.negotiated.as_ref()?.data_v2;
+        let framing = self.negotiated.as_ref()?.framing;
+        let peer_id = self.peer_id;
+        let ks = self
+            .keys
+            .iter_mut()
+            .rev()
+            .find(|k| k.send_ok && k.data.is_some())?;
+        let hdr = DataHeader {
+            key_id: ks.key_id,
+            peer_id: v2.then_some(peer_id),
+        };
+        let data = ks.data.as_mut()?;
+        let res = if framing == Framing::LzoStub {
+            let mut framed = Vec::with_capacity(payload.len() + 1);
+            framed.push(0xFA);
+            framed.extend_from_slice(payload);
+            data.encrypt(hdr, &framed, out)
+        } else {
+            data.encrypt(hdr, payload, out)
+        };
+        match res {
+            Ok(n) => {
+                self.last_send = now.mono;
+                self.bytes_out += n as u64;
+                Some(n)
+            }
+            Err(e) => {
+                log::warn!("{}: cannot encrypt: {e}", self.label());
+                None
+            }
+        }
+    }
+
+    /// `kill client`: tell a cc-exit capable client to restart elsewhere.
+    pub fn kill(&mut self, now: Now) {
+        let idx = self.keys.len() - 1;
+        if self.keys[idx].phase == Phase::Established {
+            self.send_message(idx, "RESTART,killed by the administrator");
+            self.flush(idx, now);
+        }
+        self.close("killed by vpnsyncctl");
+    }
+}

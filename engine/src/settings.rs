@@ -1,0 +1,73 @@
+//! The protocol settings of the engine, made from the configuration and
+//! the key files the parent sent: the TLS configuration, the control
+//! channel wrapping and what is pushed to clients.
+
+use std::sync::Arc;
+
+use vpnsyncd_common::msg::KeyKind;
+use vpnsyncd_config::{Config, Wrap};
+
+use crate::push::PushSettings;
+use crate::session::SessionConfig;
+use crate::tls::{self, Credentials};
+use crate::wrap::{StaticKey, Wrapper};
+
+fn key<'a>(keys: &'a [(KeyKind, Vec<u8>)], kind: KeyKind, what: &str) -> Result<&'a [u8], String> {
+    keys.iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v.as_slice())
+        .ok_or_else(|| format!("{what}: the parent sent no key material"))
+}
+
+/// Everything sessions share, and the template of their wrapping.
+pub fn build(
+    conf: &Config,
+    keys: &[(KeyKind, Vec<u8>)],
+) -> Result<(Arc<SessionConfig>, Wrapper), String> {
+    let crl = match conf.crl {
+        Some(_) => Some(key(keys, KeyKind::Crl, "crl")?),
+        None => None,
+    };
+    let creds = Credentials {
+        ca: key(keys, KeyKind::Ca, "ca")?,
+        certificate: key(keys, KeyKind::Certificate, "certificate")?,
+        key: key(keys, KeyKind::Key, "key")?,
+        crl,
+    };
+    let tls = tls::server_config(&creds)?;
+    let wrap = match &conf.wrap {
+        None => Wrapper::none(),
+        Some(Wrap::TlsAuth {
+            path,
+            direction,
+            digest,
+        }) => {
+            let k = StaticKey::parse(key(keys, KeyKind::Wrap, "tls-auth")?)
+                .map_err(|e| format!("tls-auth {}: {e}", path.display()))?;
+            Wrapper::tls_auth(&k, *direction, *digest)
+        }
+        Some(Wrap::TlsCrypt { path }) => {
+            let k = StaticKey::parse(key(keys, KeyKind::Wrap, "tls-crypt")?)
+                .map_err(|e| format!("tls-crypt {}: {e}", path.display()))?;
+            Wrapper::tls_crypt(&k, true)
+        }
+    };
+    let push = PushSettings {
+        server_address: conf.server_address(),
+        netmask: conf.network.netmask(),
+        routes: conf.push_routes.clone(),
+        dns: conf.push_dns.clone(),
+        domain: conf.push_domain.clone(),
+        keepalive: conf.keepalive,
+    };
+    let session = SessionConfig {
+        tls,
+        data_ciphers: conf.data_ciphers.clone(),
+        fallback_cipher: conf.fallback_cipher,
+        auth: conf.auth,
+        keepalive: conf.keepalive,
+        reneg_sec: conf.reneg_sec,
+        push,
+    };
+    Ok((Arc::new(session), wrap))
+}
