@@ -147,7 +147,8 @@ make_pki() {
 		-subj "/CN=other CA" -keyout "$d/other/ca.key" -out "$d/other/ca.crt" 2>/dev/null
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 		-subj "/CN=eve" -CA "$d/other/ca.crt" -CAkey "$d/other/ca.key" \
-		-addext extendedKeyUsage=clientAuth -keyout "$d/eve.key" -out "$d/eve.crt" 2>/dev/null
+		-addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=clientAuth \
+		-keyout "$d/eve.key" -out "$d/eve.crt" 2>/dev/null
 	make_static_key "$d/ta.key"
 	make_static_key "$d/tc.key"
 	od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$d/sync.key"

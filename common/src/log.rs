@@ -61,8 +61,11 @@ pub fn set_verbose(verbose: u8) {
 }
 
 impl Log for Logger {
+    /// Libraries (rustls) are chatty below warnings: their debug output
+    /// shows only at the trace level (-vv), ours from -v on.
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
+        let ours = m.target().starts_with("vpnsyncd");
+        m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn || log::max_level() == LevelFilter::Trace)
     }
 
     fn log(&self, r: &Record<'_>) {

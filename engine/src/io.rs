@@ -225,8 +225,8 @@ impl Engine {
                         }
                     }
                     Slot::Listener => self.control.accept(),
-                    Slot::Tun => self.from_tun(),
-                    Slot::Link(i) => self.from_link(i),
+                    Slot::Tun => self.on_tun(),
+                    Slot::Link(i) => self.on_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -267,7 +267,7 @@ impl Engine {
 
     /// Datagrams from clients: data to the tun device, control through the
     /// sessions.
-    fn from_link(&mut self, li: usize) {
+    fn on_link(&mut self, li: usize) {
         for _ in 0..8 {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
                 Ok(n) => n,
@@ -297,7 +297,7 @@ impl Engine {
 
     /// Packets from the tunnel, encrypted and sent to their clients in
     /// batches.
-    fn from_tun(&mut self) {
+    fn on_tun(&mut self) {
         let mut pkt = [0u8; MAX_DATAGRAM];
         let mut enc = [0u8; MAX_DATAGRAM];
         let t = now();

@@ -370,7 +370,7 @@ impl Session {
         let tls = &mut self.keys[idx].tls;
         while !payload.is_empty() {
             tls.read_tls(&mut payload).map_err(|e| e.to_string())?;
-            tls.process_new_packets().map_err(|e| e.to_string())?;
+            tls.process_new_packets().map_err(|e| crate::tls::describe(&e))?;
         }
         Ok(())
     }

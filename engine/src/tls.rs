@@ -62,6 +62,24 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A TLS failure in words an operator acts on; the rustls error follows.
+pub fn describe(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let what = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Revoked => "client certificate revoked (crl)",
+            C::Expired | C::ExpiredContext { .. } => "client certificate expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "client certificate not valid yet",
+            C::UnknownIssuer => "client certificate not issued by the configured CA (unknown issuer)",
+            C::BadSignature => "client certificate has a bad signature",
+            _ => "client certificate refused",
+        },
+        rustls::Error::NoCertificatesPresented => "the client sent no certificate",
+        _ => return e.to_string(),
+    };
+    format!("{what}: {e}")
+}
+
 /// The subject common name of a DER certificate, or a placeholder that
 /// says why there is none.
 pub fn common_name(cert: &[u8]) -> String {
