@@ -16,6 +16,15 @@
 //! | `CtlShow*`, `CtlLog`, `CtlKillClient` | vpnsyncctl -> engine (-> syncer) | see `ctl` | |
 //! | `CtlSummary`, `CtlClient`, `CtlSync`, `CtlEnd` | replies | see `ctl` | |
 //!
+//! | `SyncUpsert` | engine <-> syncer | session id (8 bytes), then the session record | |
+//! | `SyncProgress` | engine <-> syncer | entries: session id (8), u16 length, progress bytes | |
+//! | `SyncDelete` | engine <-> syncer | session id (8 bytes) | |
+//! | `SyncReady` | syncer -> parent, engine | empty: the session table is complete (bulk done) | |
+//!
+//! The engine sends `Sync*` while master (its sessions' state); the syncer
+//! sends them to a backup's engine (ghost sessions from the master). The
+//! syncer treats records and progress as opaque bytes.
+//!
 //! `peerid` carries the control connection id so that answers find their
 //! way back to the right `vpnsyncctl`.
 
@@ -59,6 +68,10 @@ imsg_types! {
     CtlClient = 31,
     CtlSync = 32,
     CtlEnd = 33,
+    SyncUpsert = 40,
+    SyncProgress = 41,
+    SyncDelete = 42,
+    SyncReady = 43,
 }
 
 /// Which key file a `KeyMaterial` message carries.
