@@ -62,11 +62,7 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
     log::info!("role {}", role.name());
     send_role(parent, role)?;
     loop {
-        let flags = if parent.queued() > 0 {
-            PollFlags::POLLIN | PollFlags::POLLOUT
-        } else {
-            PollFlags::POLLIN
-        };
+        let flags = if parent.queued() > 0 { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
         let mut fds = vec![PollFd::new(parent.as_fd(), flags)];
         if let Some(w) = &watcher {
             fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
@@ -75,22 +71,14 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let ev: Vec<PollFlags> = fds
-            .iter()
-            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-            .collect();
+        let ev: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
         drop(fds);
         if ev[0].contains(PollFlags::POLLOUT) {
             parent.write()?;
         }
         if ev[0].intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
             match parent.read() {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "parent closed the channel",
-                    ))
-                }
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "parent closed the channel")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -98,20 +86,13 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
             while let Some(m) = parent.get()? {
                 match ImsgType::from_u32(m.hdr.ty) {
                     Ok(ImsgType::Verbose) => {
-                        let v = Reader::new(&m.data)
-                            .u8()
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        let v = Reader::new(&m.data).u8().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                         vpnsyncd_common::log::set_verbose(v);
                     }
                     // The role source is fixed at start; a reload that changes
                     // it is reported by the parent as needing a restart.
                     Ok(ImsgType::Reload) | Ok(ImsgType::KeyMaterial) => {}
-                    _ => {
-                        return Err(io::Error::other(format!(
-                            "unexpected imsg type {} from the parent",
-                            m.hdr.ty
-                        )))
-                    }
+                    _ => return Err(io::Error::other(format!("unexpected imsg type {} from the parent", m.hdr.ty))),
                 }
             }
         }
@@ -142,8 +123,8 @@ fn new_watcher(source: &RoleSource, fd: std::os::fd::OwnedFd) -> io::Result<Box<
 fn new_watcher(source: &RoleSource, fd: std::os::fd::OwnedFd) -> io::Result<Box<dyn Watcher>> {
     match source {
         RoleSource::Carp { interface } => Ok(Box::new(openbsd::CarpWatcher::new(fd, interface)?)),
-        RoleSource::Vip { .. } => Err(io::Error::other(
-            "`vip` role source is for Linux; on OpenBSD use `carp interface carpN`",
-        )),
+        RoleSource::Vip { .. } => {
+            Err(io::Error::other("`vip` role source is for Linux; on OpenBSD use `carp interface carpN`"))
+        }
     }
 }

@@ -6,9 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -64,11 +62,7 @@ impl VipWatcher {
         msg.finalize();
         let mut buf = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut buf);
-        nix::sys::socket::send(
-            self.sock.as_raw_fd(),
-            &buf,
-            nix::sys::socket::MsgFlags::empty(),
-        )?;
+        nix::sys::socket::send(self.sock.as_raw_fd(), &buf, nix::sys::socket::MsgFlags::empty())?;
         self.dumping = true;
         Ok(())
     }
@@ -127,11 +121,7 @@ impl Watcher for VipWatcher {
     fn read(&mut self) -> io::Result<Role> {
         let mut buf = vec![0u8; 65536];
         loop {
-            match nix::sys::socket::recv(
-                self.sock.as_raw_fd(),
-                &mut buf,
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-            ) {
+            match nix::sys::socket::recv(self.sock.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => break,
                 Ok(n) => self.apply(&buf[..n])?,
                 Err(nix::errno::Errno::EAGAIN) => break,

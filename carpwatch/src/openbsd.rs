@@ -30,11 +30,7 @@ pub fn role_of_link_state(state: u8) -> Role {
 /// of our version, `None` for anything else or anything malformed.
 pub fn parse_ifinfo(msg: &[u8]) -> Option<(u16, u8)> {
     let msglen = u16::from_ne_bytes([*msg.first()?, *msg.get(1)?]) as usize;
-    if msglen > msg.len()
-        || msglen <= LINK_STATE_OFFSET
-        || *msg.get(2)? != RTM_VERSION
-        || *msg.get(3)? != RTM_IFINFO
-    {
+    if msglen > msg.len() || msglen <= LINK_STATE_OFFSET || *msg.get(2)? != RTM_VERSION || *msg.get(3)? != RTM_IFINFO {
         return None;
     }
     let index = u16::from_ne_bytes([*msg.get(6)?, *msg.get(7)?]);

@@ -94,10 +94,6 @@ mod tests {
         s.link_new(2, "eth9", "eth0");
         assert_eq!(s.role(vip), Role::Init);
         s.link_new(5, "eth0", "eth0");
-        assert_eq!(
-            s.role(vip),
-            Role::Backup,
-            "a new interface starts without addresses"
-        );
+        assert_eq!(s.role(vip), Role::Backup, "a new interface starts without addresses");
     }
 }

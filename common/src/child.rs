@@ -27,17 +27,12 @@ pub struct Startup {
 impl Startup {
     /// The bytes of one key file, if the parent sent it.
     pub fn key(&self, kind: KeyKind) -> Option<&[u8]> {
-        self.keys
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, v)| v.as_slice())
+        self.keys.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.as_slice())
     }
 
     /// Removes and returns every descriptor of `kind`, in the order sent.
     pub fn take_fds(&mut self, kind: FdKind) -> Vec<OwnedFd> {
-        let (mine, rest) = std::mem::take(&mut self.fds)
-            .into_iter()
-            .partition(|(k, _)| *k == kind);
+        let (mine, rest) = std::mem::take(&mut self.fds).into_iter().partition(|(k, _)| *k == kind);
         self.fds = rest;
         mine.into_iter().map(|(_, fd)| fd).collect()
     }
@@ -54,10 +49,7 @@ pub fn start(uid: u32, gid: u32) -> io::Result<(ImsgBuf, Startup)> {
     // SAFETY: the parent placed our channel on PARENT_FD before exec and
     // nothing else in this process refers to it.
     let sock = unsafe { OwnedFd::from_raw_fd(PARENT_FD) };
-    nix::fcntl::fcntl(
-        &sock,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
+    nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     crate::sandbox::drop_privileges(uid, gid, Path::new(crate::sandbox::CHROOT_DIR))?;
     let mut ibuf = ImsgBuf::new(sock);
     ibuf.allow_fdpass();
@@ -67,29 +59,19 @@ pub fn start(uid: u32, gid: u32) -> io::Result<(ImsgBuf, Startup)> {
         let m = ibuf.recv_blocking()?;
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::Conf => {
-                st.conf = String::from_utf8(m.data)
-                    .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?
+                st.conf = String::from_utf8(m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?
             }
             ImsgType::KeyMaterial => {
-                let (kind, bytes) = m
-                    .data
-                    .split_first()
-                    .ok_or_else(|| bad(DecodeError("empty key message")))?;
-                st.keys
-                    .push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
+                let (kind, bytes) = m.data.split_first().ok_or_else(|| bad(DecodeError("empty key message")))?;
+                st.keys.push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
             }
             ImsgType::Fd => {
                 let kind = FdKind::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
-                let fd =
-                    m.fd.ok_or_else(|| bad(DecodeError("fd message without a descriptor")))?;
+                let fd = m.fd.ok_or_else(|| bad(DecodeError("fd message without a descriptor")))?;
                 st.fds.push((kind, fd));
             }
             ImsgType::ConfDone => return Ok((ibuf, st)),
-            other => {
-                return Err(io::Error::other(format!(
-                    "unexpected {other:?} during start-up"
-                )))
-            }
+            other => return Err(io::Error::other(format!("unexpected {other:?} during start-up"))),
         }
     }
 }

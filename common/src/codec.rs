@@ -68,7 +68,8 @@ impl<'a> Reader<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Reader(b)
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    /// The next `n` bytes, unframed.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError("truncated"));
         }
@@ -107,6 +108,9 @@ impl<'a> Reader<'a> {
     pub fn str(&mut self) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError("string is not UTF-8"))
     }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     /// Everything not read yet (for versioned records that grow at the end).
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.0)
@@ -128,13 +132,7 @@ mod tests {
     #[test]
     fn round_trip_and_errors() {
         let mut w = Writer::new();
-        w.u8(1)
-            .u16(2)
-            .u32(3)
-            .u64(4)
-            .bool(true)
-            .str("héllo")
-            .bytes(&[9, 9]);
+        w.u8(1).u16(2).u32(3).u64(4).bool(true).str("héllo").bytes(&[9, 9]);
         let b = w.finish();
         let mut r = Reader::new(&b);
         assert_eq!(r.u8(), Ok(1));
@@ -160,10 +158,7 @@ mod tests {
             assert_eq!(res, Err(DecodeError("truncated")), "cut at {cut}");
         }
         assert_eq!(Reader::new(&[2]).bool(), Err(DecodeError("bad boolean")));
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 1, 0xff]).str(),
-            Err(DecodeError("string is not UTF-8"))
-        );
+        assert_eq!(Reader::new(&[0, 0, 0, 1, 0xff]).str(), Err(DecodeError("string is not UTF-8")));
         assert_eq!(Reader::new(&[1]).end(), Err(DecodeError("trailing bytes")));
     }
 }

@@ -73,13 +73,8 @@ fn role_or_none(r: Option<Role>) -> u8 {
 impl Summary {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.str(&self.version)
-            .u8(self.role as u8)
-            .u64(self.started)
-            .u32(self.clients);
-        w.u32(self.max_clients)
-            .str(&self.tun_device)
-            .str(&self.server_address);
+        w.str(&self.version).u8(self.role as u8).u64(self.started).u32(self.clients);
+        w.u32(self.max_clients).str(&self.tun_device).str(&self.server_address);
         w.u32(self.listen.len() as u32);
         for l in &self.listen {
             w.str(l);
@@ -95,36 +90,18 @@ impl Summary {
         let (started, clients, max_clients) = (r.u64()?, r.u32()?, r.u32()?);
         let (tun_device, server_address) = (r.str()?.to_owned(), r.str()?.to_owned());
         let n = r.u32()?;
-        let listen = (0..n)
-            .map(|_| r.str().map(str::to_owned))
-            .collect::<Result<_, _>>()?;
+        let listen = (0..n).map(|_| r.str().map(str::to_owned)).collect::<Result<_, _>>()?;
         let sync = r.str()?.to_owned();
         r.end()?;
-        Ok(Summary {
-            version,
-            role,
-            started,
-            clients,
-            max_clients,
-            tun_device,
-            server_address,
-            listen,
-            sync,
-        })
+        Ok(Summary { version, role, started, clients, max_clients, tun_device, server_address, listen, sync })
     }
 }
 
 impl ClientInfo {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.str(&self.common_name)
-            .str(&self.real_address)
-            .str(&self.virtual_ip)
-            .str(&self.cipher);
-        w.u64(self.bytes_in)
-            .u64(self.bytes_out)
-            .u64(self.connected_since)
-            .u8(self.key_id);
+        w.str(&self.common_name).str(&self.real_address).str(&self.virtual_ip).str(&self.cipher);
+        w.u64(self.bytes_in).u64(self.bytes_out).u64(self.connected_since).u8(self.key_id);
         w.u64(self.last_rekey).u32(self.peer_id);
         w.finish()
     }
@@ -151,21 +128,12 @@ impl ClientInfo {
 impl SyncInfo {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(role_or_none(self.role))
-            .str(&self.transport)
-            .u32(self.peers.len() as u32);
+        w.u8(role_or_none(self.role)).str(&self.transport).u32(self.peers.len() as u32);
         for p in &self.peers {
             w.str(&p.address).u64(p.last_heard).u8(p.role as u8);
         }
-        w.u32(self.sessions)
-            .u32(self.lag_ms)
-            .bool(self.bulk_complete);
-        for v in [
-            self.sent,
-            self.received,
-            self.rejected_auth,
-            self.rejected_replay,
-        ] {
+        w.u32(self.sessions).u32(self.lag_ms).bool(self.bulk_complete);
+        for v in [self.sent, self.received, self.rejected_auth, self.rejected_replay] {
             w.u64(v);
         }
         w.u64(self.rejected_version).u64(self.rejected_malformed);
@@ -181,13 +149,7 @@ impl SyncInfo {
         let transport = r.str()?.to_owned();
         let n = r.u32()?;
         let peers = (0..n)
-            .map(|_| {
-                Ok(PeerInfo {
-                    address: r.str()?.to_owned(),
-                    last_heard: r.u64()?,
-                    role: Role::from_u8(r.u8()?)?,
-                })
-            })
+            .map(|_| Ok(PeerInfo { address: r.str()?.to_owned(), last_heard: r.u64()?, role: Role::from_u8(r.u8()?)? }))
             .collect::<Result<_, DecodeError>>()?;
         let s = SyncInfo {
             role,
@@ -230,10 +192,7 @@ pub fn decode_result(b: &[u8]) -> Result<Result<String, String>, DecodeError> {
 mod tests {
     use super::*;
 
-    fn check_truncations<T: std::fmt::Debug>(
-        b: &[u8],
-        decode: fn(&[u8]) -> Result<T, DecodeError>,
-    ) {
+    fn check_truncations<T: std::fmt::Debug>(b: &[u8], decode: fn(&[u8]) -> Result<T, DecodeError>) {
         for cut in 0..b.len() {
             assert!(decode(&b[..cut]).is_err(), "decoded a payload cut at {cut}");
         }
@@ -276,11 +235,7 @@ mod tests {
         let y = SyncInfo {
             role: Some(Role::Backup),
             transport: "unicast".into(),
-            peers: vec![PeerInfo {
-                address: "198.18.0.2:1196".into(),
-                last_heard: 5,
-                role: Role::Master,
-            }],
+            peers: vec![PeerInfo { address: "198.18.0.2:1196".into(), last_heard: 5, role: Role::Master }],
             sessions: 2,
             lag_ms: 3,
             bulk_complete: true,
@@ -296,10 +251,7 @@ mod tests {
         let none = SyncInfo::default();
         assert_eq!(SyncInfo::decode(&none.encode()), Ok(none));
 
-        for res in [
-            Ok("reloaded".to_string()),
-            Err("vpnsyncd.conf:3:1: syntax error".to_string()),
-        ] {
+        for res in [Ok("reloaded".to_string()), Err("vpnsyncd.conf:3:1: syntax error".to_string())] {
             assert_eq!(decode_result(&encode_result(&res)), Ok(res.clone()));
         }
     }

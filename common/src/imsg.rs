@@ -40,12 +40,7 @@ impl ImsgHdr {
     pub fn parse(b: &[u8; HEADER_SIZE]) -> (ImsgHdr, bool) {
         let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let len = word(4);
-        let hdr = ImsgHdr {
-            ty: word(0),
-            len: len & !FD_MARK,
-            peerid: word(8),
-            pid: word(12),
-        };
+        let hdr = ImsgHdr { ty: word(0), len: len & !FD_MARK, peerid: word(8), pid: word(12) };
         (hdr, len & FD_MARK != 0)
     }
 
@@ -53,10 +48,7 @@ impl ImsgHdr {
     pub fn emit(&self, has_fd: bool) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         let len = self.len | if has_fd { FD_MARK } else { 0 };
-        for (i, w) in [self.ty, len, self.peerid, self.pid]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, w) in [self.ty, len, self.peerid, self.pid].into_iter().enumerate() {
             b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
         b
@@ -119,31 +111,15 @@ impl ImsgBuf {
 
     /// Queues a message. Fails when the message is larger than the channel's
     /// maximum or an fd is given on a channel without fd passing.
-    pub fn compose(
-        &mut self,
-        ty: u32,
-        peerid: u32,
-        fd: Option<OwnedFd>,
-        data: &[u8],
-    ) -> io::Result<()> {
+    pub fn compose(&mut self, ty: u32, peerid: u32, fd: Option<OwnedFd>, data: &[u8]) -> io::Result<()> {
         let len = HEADER_SIZE + data.len();
         if len > self.maxsize {
-            return Err(invalid(format!(
-                "imsg type {ty}: {len} bytes exceed the channel maximum {}",
-                self.maxsize
-            )));
+            return Err(invalid(format!("imsg type {ty}: {len} bytes exceed the channel maximum {}", self.maxsize)));
         }
         if fd.is_some() && !self.allow_fdpass {
-            return Err(invalid(format!(
-                "imsg type {ty}: fd passing is not enabled on this channel"
-            )));
+            return Err(invalid(format!("imsg type {ty}: fd passing is not enabled on this channel")));
         }
-        let hdr = ImsgHdr {
-            ty,
-            len: len as u32,
-            peerid,
-            pid: self.pid,
-        };
+        let hdr = ImsgHdr { ty, len: len as u32, peerid, pid: self.pid };
         let mut bytes = Vec::with_capacity(len);
         bytes.extend_from_slice(&hdr.emit(fd.is_some()));
         bytes.extend_from_slice(data);
@@ -168,13 +144,7 @@ impl ImsgBuf {
                 }
                 _ => &[],
             };
-            match sendmsg::<()>(
-                self.sock.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
+            match sendmsg::<()>(self.sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(n) => {
                     out.sent += n;
                     if out.sent == out.bytes.len() {
@@ -208,12 +178,7 @@ impl ImsgBuf {
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
         let (n, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            match recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
+            match recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Ok(msg) => {
                     let mut fds = Vec::new();
                     for c in msg.cmsgs()? {
@@ -230,9 +195,7 @@ impl ImsgBuf {
             }
         };
         if !fds.is_empty() && !self.allow_fdpass {
-            return Err(invalid(
-                "descriptor received on a channel without fd passing".into(),
-            ));
+            return Err(invalid("descriptor received on a channel without fd passing".into()));
         }
         self.rfds.extend(fds);
         self.rbuf.extend_from_slice(&buf[..n]);
@@ -253,12 +216,11 @@ impl ImsgBuf {
             return Ok(None);
         }
         let fd = if has_fd {
-            Some(self.rfds.pop_front().ok_or_else(|| {
-                invalid(format!(
-                    "imsg type {}: fd mark without a descriptor",
-                    hdr.ty
-                ))
-            })?)
+            Some(
+                self.rfds
+                    .pop_front()
+                    .ok_or_else(|| invalid(format!("imsg type {}: fd mark without a descriptor", hdr.ty)))?,
+            )
         } else {
             None
         };
@@ -276,12 +238,7 @@ impl ImsgBuf {
             }
             crate::poll::wait_readable(self.sock.as_fd())?;
             match self.read() {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "imsg channel closed",
-                    ))
-                }
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "imsg channel closed")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -305,12 +262,7 @@ impl AsRawFd for ImsgBuf {
 /// A connected non-blocking, close-on-exec stream socketpair.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair as sp, AddressFamily, SockFlag, SockType};
-    Ok(sp(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-    )?)
+    Ok(sp(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?)
 }
 
 #[cfg(test)]
@@ -328,12 +280,7 @@ mod tests {
 
     #[test]
     fn header_layout_is_libutils() {
-        let hdr = ImsgHdr {
-            ty: 7,
-            len: 20,
-            peerid: 3,
-            pid: 99,
-        };
+        let hdr = ImsgHdr { ty: 7, len: 20, peerid: 3, pid: 99 };
         let b = hdr.emit(true);
         assert_eq!(&b[0..4], &7u32.to_ne_bytes());
         assert_eq!(&b[4..8], &(20u32 | FD_MARK).to_ne_bytes());
@@ -353,10 +300,7 @@ mod tests {
         a.compose(3, 0, None, &[0u8; 5000]).unwrap();
         a.flush().unwrap();
         let m1 = b.recv_blocking().unwrap();
-        assert_eq!(
-            (m1.hdr.ty, m1.data.as_slice(), m1.fd.is_none()),
-            (1, &b"hello"[..], true)
-        );
+        assert_eq!((m1.hdr.ty, m1.data.as_slice(), m1.fd.is_none()), (1, &b"hello"[..], true));
         assert_eq!(m1.hdr.pid, std::process::id());
         let m2 = b.recv_blocking().unwrap();
         assert_eq!((m2.hdr.ty, m2.hdr.peerid, m2.data.len()), (2, 5, 0));
@@ -385,32 +329,14 @@ mod tests {
         let mut raw = std::fs::File::from(a);
         let mut b = ImsgBuf::new(b);
         // len below the header size
-        raw.write_all(
-            &ImsgHdr {
-                ty: 1,
-                len: 3,
-                peerid: 0,
-                pid: 0,
-            }
-            .emit(false),
-        )
-        .unwrap();
+        raw.write_all(&ImsgHdr { ty: 1, len: 3, peerid: 0, pid: 0 }.emit(false)).unwrap();
         b.recv_blocking().unwrap_err();
         // fd mark without a descriptor
         let (a, b) = socketpair().unwrap();
         let mut raw = std::fs::File::from(a);
         let mut b = ImsgBuf::new(b);
         b.allow_fdpass();
-        raw.write_all(
-            &ImsgHdr {
-                ty: 1,
-                len: 16,
-                peerid: 0,
-                pid: 0,
-            }
-            .emit(true),
-        )
-        .unwrap();
+        raw.write_all(&ImsgHdr { ty: 1, len: 16, peerid: 0, pid: 0 }.emit(true)).unwrap();
         b.recv_blocking().unwrap_err();
     }
 
@@ -423,18 +349,9 @@ mod tests {
     }
 
     fn tempfile() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!(
-            "imsg-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let path =
+            std::env::temp_dir().join(format!("imsg-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         f
     }

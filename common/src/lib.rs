@@ -16,7 +16,5 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Unix seconds now, for the Unix times of control records. Protocol cores
 /// take their time as an argument instead.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

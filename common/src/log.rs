@@ -35,21 +35,9 @@ pub fn init(foreground: bool, verbose: u8, procname: &'static str) {
         // The identity string must outlive every syslog call.
         static IDENT: &std::ffi::CStr = c"vpnsyncd";
         // SAFETY: IDENT is a static NUL-terminated string.
-        unsafe {
-            libc::openlog(
-                IDENT.as_ptr(),
-                libc::LOG_PID | libc::LOG_NDELAY,
-                libc::LOG_DAEMON,
-            )
-        };
+        unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_DAEMON) };
     }
-    if LOGGER
-        .set(Logger {
-            foreground,
-            procname,
-        })
-        .is_ok()
-    {
+    if LOGGER.set(Logger { foreground, procname }).is_ok() {
         let _ = log::set_logger(LOGGER.get().expect("just set"));
     }
     set_verbose(verbose);
@@ -65,7 +53,8 @@ impl Log for Logger {
     /// shows only at the trace level (-vv), ours from -v on.
     fn enabled(&self, m: &Metadata<'_>) -> bool {
         let ours = m.target().starts_with("vpnsyncd");
-        m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn || log::max_level() == LevelFilter::Trace)
+        m.level() <= log::max_level()
+            && (ours || m.level() <= log::Level::Warn || log::max_level() == LevelFilter::Trace)
     }
 
     fn log(&self, r: &Record<'_>) {

@@ -169,12 +169,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for t in [
-            ImsgType::Conf,
-            ImsgType::Fd,
-            ImsgType::CtlEnd,
-            ImsgType::CtlKillClient,
-        ] {
+        for t in [ImsgType::Conf, ImsgType::Fd, ImsgType::CtlEnd, ImsgType::CtlKillClient] {
             assert_eq!(ImsgType::from_u32(t as u32), Ok(t));
         }
         assert!(ImsgType::from_u32(999).is_err());

@@ -34,10 +34,7 @@ pub fn resolve_user(name: &str) -> io::Result<(u32, u32)> {
 pub fn prepare_chroot(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .recursive(true)
-            .create(dir)?;
+        std::fs::DirBuilder::new().mode(0o755).recursive(true).create(dir)?;
     }
     let md = std::fs::metadata(dir)?;
     if !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
@@ -54,9 +51,7 @@ pub fn prepare_chroot(dir: &Path) -> io::Result<()> {
 pub fn drop_privileges(uid: u32, gid: u32, root: &Path) -> io::Result<()> {
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     if uid.is_root() {
-        return Err(io::Error::other(
-            "refusing to run a child as root: set `user` to an unprivileged user",
-        ));
+        return Err(io::Error::other("refusing to run a child as root: set `user` to an unprivileged user"));
     }
     chroot(root).map_err(|e| io::Error::other(format!("chroot {}: {e}", root.display())))?;
     chdir("/")?;
@@ -125,50 +120,25 @@ mod linux {
     /// After the uid change: clears the remaining sets, sets no_new_privs and
     /// checks that nothing is left.
     pub fn finish() -> io::Result<()> {
-        let mut hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
+        let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
         let mut data = [CapData::default(); 2];
         // SAFETY: header and two data structs as capset(2) requires.
         if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_mut_ptr()) } == -1 {
-            return Err(io::Error::other(format!(
-                "capset: {}",
-                io::Error::last_os_error()
-            )));
+            return Err(io::Error::other(format!("capset: {}", io::Error::last_os_error())));
         }
         // SAFETY: prctl with integer arguments only.
-        unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            )
-        };
+        unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
         // SAFETY: as above.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
-            return Err(io::Error::other(format!(
-                "no_new_privs: {}",
-                io::Error::last_os_error()
-            )));
+            return Err(io::Error::other(format!("no_new_privs: {}", io::Error::last_os_error())));
         }
-        let mut hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
+        let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
         // SAFETY: as for capset.
         if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } == -1 {
             return Err(io::Error::last_os_error());
         }
-        if data
-            .iter()
-            .any(|d| d.effective | d.permitted | d.inheritable != 0)
-        {
-            return Err(io::Error::other(
-                "capabilities remain after dropping privileges",
-            ));
+        if data.iter().any(|d| d.effective | d.permitted | d.inheritable != 0) {
+            return Err(io::Error::other("capabilities remain after dropping privileges"));
         }
         Ok(())
     }
@@ -181,11 +151,7 @@ mod tests {
     #[test]
     fn unknown_user_names_the_fix() {
         let e = resolve_user("no-such-user-vpnsyncd-test").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("unknown user \"no-such-user-vpnsyncd-test\""),
-            "{e}"
-        );
+        assert!(e.to_string().contains("unknown user \"no-such-user-vpnsyncd-test\""), "{e}");
         assert_eq!(resolve_user("root").unwrap(), (0, 0));
     }
 

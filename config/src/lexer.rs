@@ -62,13 +62,7 @@ pub fn is_macro_name(s: &str) -> bool {
 
 impl Lexer {
     pub fn new(text: &str) -> Lexer {
-        Lexer {
-            chars: text.chars().collect(),
-            at: 0,
-            line: 1,
-            col: 1,
-            pending: VecDeque::new(),
-        }
+        Lexer { chars: text.chars().collect(), at: 0, line: 1, col: 1, pending: VecDeque::new() }
     }
 
     fn peek_char(&self) -> Option<char> {
@@ -88,10 +82,7 @@ impl Lexer {
     }
 
     fn pos(&self) -> Pos {
-        Pos {
-            line: self.line,
-            col: self.col,
-        }
+        Pos { line: self.line, col: self.col }
     }
 
     /// The next token, macros expanded.
@@ -122,21 +113,14 @@ impl Lexer {
         depth: usize,
     ) -> Result<(), (Pos, String)> {
         if depth >= MAX_EXPANSION_DEPTH {
-            return Err((
-                pos,
-                format!("macro \"{name}\" expands too deeply (does it name itself?)"),
-            ));
+            return Err((pos, format!("macro \"{name}\" expands too deeply (does it name itself?)")));
         }
-        let value = macros
-            .get(name)
-            .ok_or_else(|| (pos, format!("macro \"{name}\" is not defined")))?;
+        let value = macros.get(name).ok_or_else(|| (pos, format!("macro \"{name}\" is not defined")))?;
         let mut sub = Lexer::new(value);
         loop {
             match sub.raw(macros) {
                 Ok((Tok::Eof, _)) => return Ok(()),
-                Ok((Tok::Word(w), _)) if w.starts_with('$') => {
-                    self.expand(&w[1..], pos, macros, depth + 1)?
-                }
+                Ok((Tok::Word(w), _)) if w.starts_with('$') => self.expand(&w[1..], pos, macros, depth + 1)?,
                 Ok((t, _)) => self.pending.push_back((t, pos)),
                 Err((_, msg)) => return Err((pos, format!("in macro \"{name}\": {msg}"))),
             }
@@ -186,11 +170,7 @@ impl Lexer {
     }
 
     /// The rest of a quoted string whose opening quote was at `start`.
-    fn string(
-        &mut self,
-        start: Pos,
-        macros: &HashMap<String, String>,
-    ) -> Result<String, (Pos, String)> {
+    fn string(&mut self, start: Pos, macros: &HashMap<String, String>) -> Result<String, (Pos, String)> {
         let mut s = String::new();
         loop {
             let at = self.pos();
@@ -203,22 +183,14 @@ impl Lexer {
                 },
                 Some('$') => {
                     let mut name = String::new();
-                    while let Some(c) = self
-                        .peek_char()
-                        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    {
+                    while let Some(c) = self.peek_char().filter(|c| c.is_ascii_alphanumeric() || *c == '_') {
                         name.push(c);
                         self.bump();
                     }
                     if name.is_empty() {
-                        return Err((
-                            at,
-                            "\"$\" without a macro name; write \\$ for a dollar sign".into(),
-                        ));
+                        return Err((at, "\"$\" without a macro name; write \\$ for a dollar sign".into()));
                     }
-                    let v = macros
-                        .get(&name)
-                        .ok_or_else(|| (at, format!("macro \"{name}\" is not defined")))?;
+                    let v = macros.get(&name).ok_or_else(|| (at, format!("macro \"{name}\" is not defined")))?;
                     s.push_str(v);
                 }
                 Some(c) => s.push(c),
@@ -232,10 +204,7 @@ mod tests {
     use super::*;
 
     fn all(text: &str, macros: &[(&str, &str)]) -> Result<Vec<(Tok, Pos)>, (Pos, String)> {
-        let m: HashMap<String, String> = macros
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let m: HashMap<String, String> = macros.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         let mut lx = Lexer::new(text);
         let mut out = Vec::new();
         loop {
@@ -248,11 +217,7 @@ mod tests {
     }
 
     fn toks(text: &str, macros: &[(&str, &str)]) -> Vec<Tok> {
-        all(text, macros)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
+        all(text, macros).unwrap().into_iter().map(|t| t.0).collect()
     }
 
     fn w(s: &str) -> Tok {
@@ -292,33 +257,15 @@ mod tests {
             toks("listen on $addr", &[("addr", "10.0.0.1 port 7")]),
             vec![w("listen"), w("on"), w("10.0.0.1"), w("port"), w("7")]
         );
-        assert_eq!(
-            toks("\"$dir/ca.crt \\$x\"", &[("dir", "/etc")]),
-            vec![Tok::Str("/etc/ca.crt $x".into())]
-        );
+        assert_eq!(toks("\"$dir/ca.crt \\$x\"", &[("dir", "/etc")]), vec![Tok::Str("/etc/ca.crt $x".into())]);
         assert_eq!(toks("$a", &[("a", "$b"), ("b", "end")]), vec![w("end")]);
     }
 
     #[test]
     fn lexical_errors() {
-        assert_eq!(
-            all("ca \"/x\n", &[]).unwrap_err(),
-            (Pos { line: 1, col: 4 }, "unterminated quoted string".into())
-        );
-        assert_eq!(
-            all("x $nope", &[]).unwrap_err(),
-            (
-                Pos { line: 1, col: 3 },
-                "macro \"nope\" is not defined".into()
-            )
-        );
-        assert_eq!(
-            all("\"a $ b\"", &[]).unwrap_err().0,
-            Pos { line: 1, col: 4 }
-        );
-        assert!(all("$a", &[("a", "$a")])
-            .unwrap_err()
-            .1
-            .contains("too deeply"));
+        assert_eq!(all("ca \"/x\n", &[]).unwrap_err(), (Pos { line: 1, col: 4 }, "unterminated quoted string".into()));
+        assert_eq!(all("x $nope", &[]).unwrap_err(), (Pos { line: 1, col: 3 }, "macro \"nope\" is not defined".into()));
+        assert_eq!(all("\"a $ b\"", &[]).unwrap_err().0, Pos { line: 1, col: 4 });
+        assert!(all("$a", &[("a", "$a")]).unwrap_err().1.contains("too deeply"));
     }
 }

@@ -32,12 +32,7 @@ pub enum Cipher {
 }
 
 impl Cipher {
-    pub const ALL: [Cipher; 4] = [
-        Cipher::Aes256Gcm,
-        Cipher::Aes128Gcm,
-        Cipher::Chacha20Poly1305,
-        Cipher::Aes256Cbc,
-    ];
+    pub const ALL: [Cipher; 4] = [Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::Chacha20Poly1305, Cipher::Aes256Cbc];
 
     /// The name OpenVPN uses on the wire (IV_CIPHERS, `cipher` push).
     pub fn name(self) -> &'static str {
@@ -51,9 +46,7 @@ impl Cipher {
 
     /// Case-insensitive, as OpenVPN accepts it.
     pub fn from_name(s: &str) -> Option<Cipher> {
-        Cipher::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(s))
+        Cipher::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(s))
     }
 
     pub fn is_aead(self) -> bool {
@@ -81,9 +74,7 @@ impl Digest {
     }
 
     pub fn from_name(s: &str) -> Option<Digest> {
-        Digest::ALL
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(s))
+        Digest::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(s))
     }
 
     /// Output length in bytes.
@@ -102,11 +93,7 @@ pub enum Wrap {
     /// HMAC over control packets. `direction` is OpenVPN's key-direction
     /// (the server normally uses 0, the client 1); `None` uses one key both
     /// ways.
-    TlsAuth {
-        path: PathBuf,
-        direction: Option<u8>,
-        digest: Digest,
-    },
+    TlsAuth { path: PathBuf, direction: Option<u8>, digest: Digest },
     /// Encryption and authentication of control packets (AES-256-CTR +
     /// HMAC-SHA256).
     TlsCrypt { path: PathBuf },
@@ -130,7 +117,9 @@ pub enum SyncTransport {
         interface: String,
     },
     /// The local port is the first peer's port.
-    Unicast { peers: Vec<SocketAddr> },
+    Unicast {
+        peers: Vec<SocketAddr>,
+    },
 }
 
 /// How this machine tells CARP/VRRP not to make it master.
@@ -201,10 +190,6 @@ pub fn parse_file(path: &Path, macros: &[(String, String)]) -> Result<Config, Co
 
 /// Parses `text` named `name` in messages. `include` is refused: this is
 /// how children read the canonical text the parent sent them.
-pub fn parse_str(
-    name: &str,
-    text: &str,
-    macros: &[(String, String)],
-) -> Result<Config, ConfErrors> {
+pub fn parse_str(name: &str, text: &str, macros: &[(String, String)]) -> Result<Config, ConfErrors> {
     parser::parse(parser::Source::Text { name, text }, macros)
 }

@@ -45,22 +45,15 @@ impl FromStr for Ipv4Net {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("\"{s}\" is not a network: write it as a.b.c.d/len"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("\"{a}\" is not an IPv4 address"))?;
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("\"{s}\" is not a network: write it as a.b.c.d/len"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("\"{a}\" is not an IPv4 address"))?;
         let prefix: u8 = match p.parse() {
             Ok(n) if n <= 32 => n,
             _ => return Err(format!("\"{p}\" is not a prefix length (0 to 32)")),
         };
         let net = Ipv4Net { addr, prefix };
         if u32::from(addr) & !net.mask() != 0 {
-            let fixed = Ipv4Net {
-                addr: Ipv4Addr::from(u32::from(addr) & net.mask()),
-                prefix,
-            };
+            let fixed = Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & net.mask()), prefix };
             return Err(format!("{s} has host bits set; did you mean {fixed}?"));
         }
         Ok(net)

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{ConfError, ConfErrors, Pos};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
-    Cipher, Config, Demote, Digest, Ipv4Net, RoleSource, SyncConfig, SyncTransport, Wrap,
-    DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER,
+    Cipher, Config, Demote, Digest, Ipv4Net, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT, DEFAULT_SOCKET,
+    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER,
 };
 
 pub enum Source<'a> {
@@ -116,31 +116,13 @@ pub fn parse(src: Source, macros: &[(String, String)]) -> Result<Config, ConfErr
         Source::File(path) => {
             let name = path.display().to_string();
             match std::fs::read_to_string(path) {
-                Ok(text) => (
-                    Frame {
-                        name,
-                        dir: path.parent().map(Path::to_path_buf),
-                        lexer: Lexer::new(&text),
-                    },
-                    true,
-                ),
+                Ok(text) => (Frame { name, dir: path.parent().map(Path::to_path_buf), lexer: Lexer::new(&text) }, true),
                 Err(e) => {
-                    return Err(ConfErrors(vec![ConfError {
-                        file: name,
-                        pos: None,
-                        msg: format!("cannot read: {e}"),
-                    }]))
+                    return Err(ConfErrors(vec![ConfError { file: name, pos: None, msg: format!("cannot read: {e}") }]))
                 }
             }
         }
-        Source::Text { name, text } => (
-            Frame {
-                name: name.to_string(),
-                dir: None,
-                lexer: Lexer::new(text),
-            },
-            false,
-        ),
+        Source::Text { name, text } => (Frame { name: name.to_string(), dir: None, lexer: Lexer::new(text) }, false),
     };
     let mut p = Parser {
         stack: vec![frame],
@@ -166,11 +148,7 @@ pub fn parse(src: Source, macros: &[(String, String)]) -> Result<Config, ConfErr
 }
 
 fn err(file: &str, pos: Pos, msg: impl Into<String>) -> ConfError {
-    ConfError {
-        file: file.to_string(),
-        pos: Some(pos),
-        msg: msg.into(),
-    }
+    ConfError { file: file.to_string(), pos: Some(pos), msg: msg.into() }
 }
 
 /// Edit distance, for "did you mean" hints.
@@ -182,9 +160,7 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j]))
-                .min(row[j] + 1)
-                .min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
             prev = cur;
         }
     }
@@ -193,11 +169,7 @@ fn distance(a: &str, b: &str) -> usize {
 
 fn unknown_keyword(w: &str, known: &[&str], context: &str) -> String {
     let mut msg = format!("unknown keyword \"{w}\"{context}");
-    if let Some(k) = known
-        .iter()
-        .filter(|k| distance(w, k) <= 2)
-        .min_by_key(|k| distance(w, k))
-    {
+    if let Some(k) = known.iter().filter(|k| distance(w, k) <= 2).min_by_key(|k| distance(w, k)) {
         msg.push_str(&format!("; did you mean \"{k}\"?"));
     }
     msg
@@ -205,9 +177,7 @@ fn unknown_keyword(w: &str, known: &[&str], context: &str) -> String {
 
 impl Parser {
     fn file(&self) -> String {
-        self.stack
-            .last()
-            .map_or_else(String::new, |f| f.name.clone())
+        self.stack.last().map_or_else(String::new, |f| f.name.clone())
     }
 
     /// The next token with the name of its file. The end of an included
@@ -218,14 +188,8 @@ impl Parser {
             return Ok(t);
         }
         let file = self.file();
-        let frame = self
-            .stack
-            .last_mut()
-            .expect("a frame is open while parsing");
-        let (tok, pos) = frame
-            .lexer
-            .next(&self.macros)
-            .map_err(|(pos, msg)| err(&file, pos, msg))?;
+        let frame = self.stack.last_mut().expect("a frame is open while parsing");
+        let (tok, pos) = frame.lexer.next(&self.macros).map_err(|(pos, msg)| err(&file, pos, msg))?;
         let tok = if tok == Tok::Eof && self.stack.len() > 1 {
             self.stack.pop();
             Tok::Newline
@@ -297,8 +261,7 @@ impl Parser {
                 Tok::Newline => continue,
                 Tok::Eof => {
                     if let Some(p) = block {
-                        self.errors
-                            .push(self.error(p, "the sync block is not closed: add \"}\""));
+                        self.errors.push(self.error(p, "the sync block is not closed: add \"}\""));
                     }
                     return;
                 }
@@ -339,13 +302,7 @@ impl Parser {
     fn keyword(&mut self, kw: &str, after: &str) -> PResult<()> {
         match self.next()? {
             (Tok::Word(w), _) if w == kw => Ok(()),
-            (t, p) => Err(self.error(
-                p,
-                format!(
-                    "expected \"{kw}\" after \"{after}\", found {}",
-                    t.describe()
-                ),
-            )),
+            (t, p) => Err(self.error(p, format!("expected \"{kw}\" after \"{after}\", found {}", t.describe()))),
         }
     }
 
@@ -362,10 +319,7 @@ impl Parser {
         let (w, p) = self.word(what)?;
         match w.parse::<u32>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(self.error(
-                p,
-                format!("{what} \"{w}\" is not a number from {min} to {max}"),
-            )),
+            _ => Err(self.error(p, format!("{what} \"{w}\" is not a number from {min} to {max}"))),
         }
     }
 
@@ -375,8 +329,7 @@ impl Parser {
 
     fn parsed<T: std::str::FromStr>(&mut self, what: &str) -> PResult<T> {
         let (w, p) = self.word(what)?;
-        w.parse()
-            .map_err(|_| self.error(p, format!("\"{w}\" is not {what}")))
+        w.parse().map_err(|_| self.error(p, format!("\"{w}\" is not {what}")))
     }
 
     fn network(&mut self) -> PResult<Ipv4Net> {
@@ -395,8 +348,7 @@ impl Parser {
     fn digest(&mut self) -> PResult<Digest> {
         let (w, p) = self.word("a digest")?;
         let valid = Digest::ALL.map(Digest::name).join(", ");
-        Digest::from_name(&w)
-            .ok_or_else(|| self.error(p, format!("unknown digest \"{w}\"; valid digests: {valid}")))
+        Digest::from_name(&w).ok_or_else(|| self.error(p, format!("unknown digest \"{w}\"; valid digests: {valid}")))
     }
 
     /// The end of a statement: end of line, end of file, or the `}` that
@@ -410,13 +362,7 @@ impl Parser {
             Tok::RBrace => Ok(()),
             _ => {
                 let (t, p) = self.next()?;
-                Err(self.error(
-                    p,
-                    format!(
-                        "syntax error: unexpected {}, expected the end of the line",
-                        t.describe()
-                    ),
-                ))
+                Err(self.error(p, format!("syntax error: unexpected {}, expected the end of the line", t.describe())))
             }
         }
     }
@@ -425,11 +371,7 @@ impl Parser {
     fn once(&mut self, what: &str, pos: Pos) -> PResult<()> {
         let file = self.file();
         if let Some((f, line)) = self.seen.get(what) {
-            let place = if *f == file {
-                format!("line {line}")
-            } else {
-                format!("{f}:{line}")
-            };
+            let place = if *f == file { format!("line {line}") } else { format!("{f}:{line}") };
             return Err(self.error(pos, format!("{what} is already set on {place}")));
         }
         self.seen.insert(what.to_string(), (file, pos.line));
@@ -452,14 +394,8 @@ impl Parser {
             "listen" => {
                 self.keyword("on", "listen")?;
                 let (a, p) = self.word("an address")?;
-                let addr: IpAddr = a
-                    .parse()
-                    .map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
-                let port = if self.optional("port")? {
-                    self.port()?
-                } else {
-                    DEFAULT_PORT
-                };
+                let addr: IpAddr = a.parse().map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
+                let port = if self.optional("port")? { self.port()? } else { DEFAULT_PORT };
                 let sa = SocketAddr::new(addr, port);
                 if self.d.listen.contains(&sa) {
                     return Err(self.error(p, format!("listen on {sa} is given twice")));
@@ -470,12 +406,9 @@ impl Parser {
                 self.keyword("device", "tun")?;
                 self.once("tun device", pos)?;
                 let (name, p) = self.text("a device name")?;
-                if name.len() > 15
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    return Err(self.error(p, format!("\"{name}\" is not a device name (letters, digits, - and _, at most 15)")));
+                if name.len() > 15 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return Err(self
+                        .error(p, format!("\"{name}\" is not a device name (letters, digits, - and _, at most 15)")));
                 }
                 self.d.tun_device = Some(name);
             }
@@ -531,14 +464,7 @@ impl Parser {
                             break;
                         }
                     }
-                    self.d.wrap = Some((
-                        Wrap::TlsAuth {
-                            path,
-                            direction,
-                            digest: Digest::Sha1,
-                        },
-                        digest,
-                    ));
+                    self.d.wrap = Some((Wrap::TlsAuth { path, direction, digest: Digest::Sha1 }, digest));
                 }
             }
             "data-ciphers" => {
@@ -558,9 +484,16 @@ impl Parser {
                 let interval = self.number("keepalive interval", 1, 3600)?;
                 let (t, p) = self.word("the keepalive timeout")?;
                 match t.parse::<u32>() {
-                    Ok(timeout) if timeout > interval && timeout <= 86400 => self.d.keepalive = Some((interval, timeout)),
+                    Ok(timeout) if timeout > interval && timeout <= 86400 => {
+                        self.d.keepalive = Some((interval, timeout))
+                    }
                     _ => {
-                        return Err(self.error(p, format!("keepalive timeout \"{t}\" must be a number of seconds above the interval {interval}")))
+                        return Err(self.error(
+                            p,
+                            format!(
+                                "keepalive timeout \"{t}\" must be a number of seconds above the interval {interval}"
+                            ),
+                        ))
                     }
                 }
             }
@@ -584,10 +517,7 @@ impl Parser {
                         self.d.push_domain = Some(self.text("a domain name")?.0);
                     }
                     _ => {
-                        return Err(self.error(
-                            p,
-                            format!("unknown push option \"{what}\"; valid: route, dns, domain"),
-                        ))
+                        return Err(self.error(p, format!("unknown push option \"{what}\"; valid: route, dns, domain")))
                     }
                 }
             }
@@ -600,21 +530,14 @@ impl Parser {
     fn macro_definition(&mut self, name: &str, pos: Pos) -> PResult<()> {
         self.next()?; // "="
         if !is_macro_name(name) || TOP_KEYWORDS.contains(&name) {
-            return Err(self.error(
-                pos,
-                format!("\"{name}\" cannot be a macro name (letters, digits and _, not a keyword)"),
-            ));
+            return Err(
+                self.error(pos, format!("\"{name}\" cannot be a macro name (letters, digits and _, not a keyword)"))
+            );
         }
         let (value, _) = match self.next()? {
             (Tok::Word(w), p) | (Tok::Str(w), p) => (w, p),
             (t, p) => {
-                return Err(self.error(
-                    p,
-                    format!(
-                        "expected the value of macro \"{name}\", found {}",
-                        t.describe()
-                    ),
-                ))
+                return Err(self.error(p, format!("expected the value of macro \"{name}\", found {}", t.describe())))
             }
         };
         if !self.fixed.contains(name) {
@@ -629,10 +552,7 @@ impl Parser {
             return Err(self.error(pos, "include is not allowed here"));
         }
         if self.stack.len() > MAX_INCLUDE_DEPTH {
-            return Err(self.error(
-                p,
-                format!("include \"{name}\": too deeply nested (does a file include itself?)"),
-            ));
+            return Err(self.error(p, format!("include \"{name}\": too deeply nested (does a file include itself?)")));
         }
         let mut path = PathBuf::from(&name);
         if path.is_relative() {
@@ -668,9 +588,7 @@ impl Parser {
                 Tok::Comma | Tok::Newline => {
                     self.next()?;
                 }
-                Tok::Eof => {
-                    return Err(self.error(open, "the cipher list is not closed: add \"}\""))
-                }
+                Tok::Eof => return Err(self.error(open, "the cipher list is not closed: add \"}\"")),
                 _ => {
                     let (c, p) = self.cipher()?;
                     if list.contains(&c) {
@@ -693,12 +611,7 @@ impl Parser {
         }
         match self.next()? {
             (Tok::LBrace, _) => {}
-            (t, p) => {
-                return Err(self.error(
-                    p,
-                    format!("expected \"{{\" after \"sync\", found {}", t.describe()),
-                ))
-            }
+            (t, p) => return Err(self.error(p, format!("expected \"{{\" after \"sync\", found {}", t.describe()))),
         }
         self.sync_draft = Some(SyncDraft::default());
         self.statements(Some(pos));
@@ -706,43 +619,21 @@ impl Parser {
         self.end()?;
         let file = self.file();
         let missing = |what: &str| err(&file, pos, format!("the sync block needs {what}"));
-        let role = draft.role.ok_or_else(|| {
-            missing(
-                "a role statement (role vip ADDRESS interface IF, or role carp interface carpN)",
-            )
-        })?;
-        let key = draft
-            .key
-            .ok_or_else(|| missing("a key statement (key \"/etc/vpnsyncd/sync.key\")"))?;
+        let role = draft
+            .role
+            .ok_or_else(|| missing("a role statement (role vip ADDRESS interface IF, or role carp interface carpN)"))?;
+        let key = draft.key.ok_or_else(|| missing("a key statement (key \"/etc/vpnsyncd/sync.key\")"))?;
         let transport = match (draft.multicast, draft.peers.is_empty()) {
-            (Some((group, port, interface)), true) => SyncTransport::Multicast {
-                group,
-                port,
-                interface,
-            },
+            (Some((group, port, interface)), true) => SyncTransport::Multicast { group, port, interface },
             (None, false) => SyncTransport::Unicast { peers: draft.peers },
             (None, true) => return Err(missing("a multicast interface or peer statements")),
             (Some(_), false) => {
-                return Err(err(
-                    &file,
-                    pos,
-                    "the sync block has both multicast and peer statements: choose one",
-                ))
+                return Err(err(&file, pos, "the sync block has both multicast and peer statements: choose one"))
             }
         };
-        let demote = draft.demote.unwrap_or(Demote {
-            group: "carp".into(),
-            file: None,
-            value: DEFAULT_DEMOTE_VALUE,
-        });
+        let demote = draft.demote.unwrap_or(Demote { group: "carp".into(), file: None, value: DEFAULT_DEMOTE_VALUE });
         let rekey_window = draft.rekey_window.unwrap_or(DEFAULT_REKEY_WINDOW);
-        self.d.sync = Some(SyncConfig {
-            role,
-            transport,
-            key,
-            demote,
-            rekey_window,
-        });
+        self.d.sync = Some(SyncConfig { role, transport, key, demote, rekey_window });
         Ok(())
     }
 
@@ -759,42 +650,31 @@ impl Parser {
                     "vip" => {
                         let address = self.parsed("an IP address")?;
                         self.keyword("interface", "the VIP address")?;
-                        RoleSource::Vip {
-                            address,
-                            interface: self.text("an interface name")?.0,
-                        }
+                        RoleSource::Vip { address, interface: self.text("an interface name")?.0 }
                     }
                     "carp" => {
                         self.keyword("interface", "carp")?;
-                        RoleSource::Carp {
-                            interface: self.text("an interface name")?.0,
-                        }
+                        RoleSource::Carp { interface: self.text("an interface name")?.0 }
                     }
                     _ => {
-                        return Err(self.error(
-                            p,
-                            format!(
-                            "unknown role source \"{kind}\"; valid: vip (Linux), carp (OpenBSD)"
-                        ),
-                        ))
+                        return Err(self
+                            .error(p, format!("unknown role source \"{kind}\"; valid: vip (Linux), carp (OpenBSD)")))
                     }
                 };
                 self.draft().role = Some(role);
             }
             "multicast" => {
                 self.once("sync multicast", pos)?;
-                let (mut group, mut port, mut interface) =
-                    (DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, None);
+                let (mut group, mut port, mut interface) = (DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, None);
                 loop {
                     if self.optional("group")? {
                         let (g, p) = self.word("a multicast group")?;
                         group = match g.parse::<Ipv4Addr>() {
                             Ok(a) if a.is_multicast() => a,
                             _ => {
-                                return Err(self.error(
-                                    p,
-                                    format!("\"{g}\" is not an IPv4 multicast group (224.0.0.0/4)"),
-                                ))
+                                return Err(
+                                    self.error(p, format!("\"{g}\" is not an IPv4 multicast group (224.0.0.0/4)"))
+                                )
                             }
                         };
                     } else if self.optional("port")? {
@@ -805,21 +685,14 @@ impl Parser {
                         break;
                     }
                 }
-                let interface = interface.ok_or_else(|| {
-                    self.error(pos, "multicast needs an interface: multicast interface IF")
-                })?;
+                let interface =
+                    interface.ok_or_else(|| self.error(pos, "multicast needs an interface: multicast interface IF"))?;
                 self.draft().multicast = Some((group, port, interface));
             }
             "peer" => {
                 let (a, p) = self.word("an address")?;
-                let addr: IpAddr = a
-                    .parse()
-                    .map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
-                let port = if self.optional("port")? {
-                    self.port()?
-                } else {
-                    DEFAULT_SYNC_PORT
-                };
+                let addr: IpAddr = a.parse().map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
+                let port = if self.optional("port")? { self.port()? } else { DEFAULT_SYNC_PORT };
                 let sa = SocketAddr::new(addr, port);
                 if self.draft().peers.contains(&sa) {
                     return Err(self.error(p, format!("peer {sa} is given twice")));
@@ -833,11 +706,7 @@ impl Parser {
             }
             "demote" => {
                 self.once("sync demote", pos)?;
-                let mut d = Demote {
-                    group: "carp".into(),
-                    file: None,
-                    value: DEFAULT_DEMOTE_VALUE,
-                };
+                let mut d = Demote { group: "carp".into(), file: None, value: DEFAULT_DEMOTE_VALUE };
                 loop {
                     if self.optional("group")? {
                         d.group = self.text("an interface group")?.0;
@@ -856,9 +725,7 @@ impl Parser {
                 let n = self.number("rekey-window", 0, 86400)?;
                 self.draft().rekey_window = Some(n);
             }
-            _ => {
-                return Err(self.error(pos, unknown_keyword(w, SYNC_KEYWORDS, " in the sync block")))
-            }
+            _ => return Err(self.error(pos, unknown_keyword(w, SYNC_KEYWORDS, " in the sync block"))),
         }
         self.end()
     }
@@ -870,24 +737,13 @@ impl Parser {
         let at = |what: &'static str| self.at.get(what).cloned();
         let mut fail = |place: Option<(String, Pos)>, msg: String| {
             errors.push(match place {
-                Some((file, pos)) => ConfError {
-                    file,
-                    pos: Some(pos),
-                    msg,
-                },
-                None => ConfError {
-                    file: main.to_string(),
-                    pos: None,
-                    msg,
-                },
+                Some((file, pos)) => ConfError { file, pos: Some(pos), msg },
+                None => ConfError { file: main.to_string(), pos: None, msg },
             })
         };
         let mut required = |v: Option<PathBuf>, what: &str, example: &str| {
             v.unwrap_or_else(|| {
-                fail(
-                    None,
-                    format!("no {what} statement: add one, e.g. {what} \"{example}\""),
-                );
+                fail(None, format!("no {what} statement: add one, e.g. {what} \"{example}\""));
                 PathBuf::new()
             })
         };
@@ -895,10 +751,7 @@ impl Parser {
         let certificate = required(d.certificate, "certificate", "/etc/vpnsyncd/server.crt");
         let key = required(d.key, "key", "/etc/vpnsyncd/private/server.key");
 
-        let network = d.network.unwrap_or(Ipv4Net {
-            addr: Ipv4Addr::new(10, 8, 0, 0),
-            prefix: 24,
-        });
+        let network = d.network.unwrap_or(Ipv4Net { addr: Ipv4Addr::new(10, 8, 0, 0), prefix: 24 });
         if network.prefix > 29 {
             fail(
                 at("client network"),
@@ -913,9 +766,8 @@ impl Parser {
         let pool = d.pool.unwrap_or(default_pool);
         if d.pool.is_some() {
             let (first, last) = pool;
-            let inside = |a: Ipv4Addr| {
-                network.contains(a) && a != network.addr && a != network.broadcast() && a != server
-            };
+            let inside =
+                |a: Ipv4Addr| network.contains(a) && a != network.addr && a != network.broadcast() && a != server;
             if !inside(first) || !inside(last) || u32::from(first) > u32::from(last) {
                 fail(
                     at("client network"),
@@ -928,10 +780,7 @@ impl Parser {
         let pool_size = u32::from(pool.1).saturating_sub(u32::from(pool.0)) + 1;
         let max_clients = match d.max_clients {
             Some(m) if m > pool_size => {
-                fail(
-                    at("max clients"),
-                    format!("max clients {m} exceeds the {pool_size} addresses of the pool"),
-                );
+                fail(at("max clients"), format!("max clients {m} exceeds the {pool_size} addresses of the pool"));
                 m
             }
             Some(m) => m,
@@ -939,13 +788,7 @@ impl Parser {
         };
         let auth = d.auth.unwrap_or(Digest::Sha1);
         let wrap = d.wrap.map(|(w, digest)| match w {
-            Wrap::TlsAuth {
-                path, direction, ..
-            } => Wrap::TlsAuth {
-                path,
-                direction,
-                digest: digest.unwrap_or(auth),
-            },
+            Wrap::TlsAuth { path, direction, .. } => Wrap::TlsAuth { path, direction, digest: digest.unwrap_or(auth) },
             w => w,
         });
         self.errors.append(&mut errors);
@@ -966,13 +809,9 @@ impl Parser {
             key,
             crl: d.crl,
             wrap,
-            data_ciphers: d.data_ciphers.unwrap_or_else(|| {
-                vec![
-                    Cipher::Aes256Gcm,
-                    Cipher::Aes128Gcm,
-                    Cipher::Chacha20Poly1305,
-                ]
-            }),
+            data_ciphers: d
+                .data_ciphers
+                .unwrap_or_else(|| vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::Chacha20Poly1305]),
             fallback_cipher: d.fallback_cipher,
             auth,
             keepalive: d.keepalive.unwrap_or((10, 60)),

@@ -35,11 +35,7 @@ impl Display for Config {
             writeln!(f, "listen on {} port {}", l.ip(), l.port())?;
         }
         writeln!(f, "tun device {}", self.tun_device)?;
-        writeln!(
-            f,
-            "client network {} pool {} - {}",
-            self.network, self.pool.0, self.pool.1
-        )?;
+        writeln!(f, "client network {} pool {} - {}", self.network, self.pool.0, self.pool.1)?;
         writeln!(f, "max clients {}", self.max_clients)?;
         writeln!(f, "user {}", Quoted(&self.user))?;
         writeln!(f, "socket {}", path(&self.socket))?;
@@ -51,11 +47,7 @@ impl Display for Config {
             writeln!(f, "crl {}", path(crl))?;
         }
         match &self.wrap {
-            Some(Wrap::TlsAuth {
-                path: p,
-                direction,
-                digest,
-            }) => {
+            Some(Wrap::TlsAuth { path: p, direction, digest }) => {
                 write!(f, "tls-auth {}", path(p))?;
                 if let Some(d) = direction {
                     write!(f, " direction {d}")?;
@@ -89,20 +81,12 @@ impl Display for Config {
             RoleSource::Vip { address, interface } => {
                 writeln!(f, "\trole vip {address} interface {}", Quoted(interface))?
             }
-            RoleSource::Carp { interface } => {
-                writeln!(f, "\trole carp interface {}", Quoted(interface))?
-            }
+            RoleSource::Carp { interface } => writeln!(f, "\trole carp interface {}", Quoted(interface))?,
         }
         match &s.transport {
-            SyncTransport::Multicast {
-                group,
-                port,
-                interface,
-            } => writeln!(
-                f,
-                "\tmulticast group {group} port {port} interface {}",
-                Quoted(interface)
-            )?,
+            SyncTransport::Multicast { group, port, interface } => {
+                writeln!(f, "\tmulticast group {group} port {port} interface {}", Quoted(interface))?
+            }
             SyncTransport::Unicast { peers } => {
                 for p in peers {
                     writeln!(f, "\tpeer {} port {}", p.ip(), p.port())?;

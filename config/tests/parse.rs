@@ -4,9 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use vpnsyncd_config::{
-    parse_file, parse_str, Cipher, Config, Demote, Digest, RoleSource, SyncTransport, Wrap,
-};
+use vpnsyncd_config::{parse_file, parse_str, Cipher, Config, Demote, Digest, RoleSource, SyncTransport, Wrap};
 
 const KEYS: &str = "ca \"/k/ca.crt\"\ncertificate \"/k/server.crt\"\nkey \"/k/server.key\"\n";
 
@@ -29,28 +27,15 @@ fn error(text: &str) -> String {
 #[test]
 fn defaults() {
     let c = parse(KEYS).unwrap();
-    assert_eq!(
-        c.listen,
-        vec!["0.0.0.0:1194".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(c.listen, vec!["0.0.0.0:1194".parse::<SocketAddr>().unwrap()]);
     assert_eq!(c.tun_device, "tun0");
     assert_eq!(c.network.to_string(), "10.8.0.0/24");
     assert_eq!(c.server_address(), Ipv4Addr::new(10, 8, 0, 1));
-    assert_eq!(
-        c.pool,
-        (Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(10, 8, 0, 254))
-    );
+    assert_eq!(c.pool, (Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(10, 8, 0, 254)));
     assert_eq!(c.max_clients, 253);
     assert_eq!(c.user, "_vpnsyncd");
     assert_eq!(c.socket, PathBuf::from("/var/run/vpnsyncd.sock"));
-    assert_eq!(
-        c.data_ciphers,
-        vec![
-            Cipher::Aes256Gcm,
-            Cipher::Aes128Gcm,
-            Cipher::Chacha20Poly1305
-        ]
-    );
+    assert_eq!(c.data_ciphers, vec![Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::Chacha20Poly1305]);
     assert_eq!(c.fallback_cipher, None);
     assert_eq!(c.auth, Digest::Sha1);
     assert_eq!(c.keepalive, (10, 60));
@@ -69,19 +54,10 @@ fn every_statement() {
          push route 198.19.0.0/24\npush route 192.168.0.0/16\npush dns 198.19.0.53\npush dns 2001:db8::53\npush domain lab.example\n",
     ))
     .unwrap();
-    assert_eq!(
-        c.listen,
-        vec![
-            "198.18.0.10:1195".parse().unwrap(),
-            "[::1]:1194".parse().unwrap()
-        ]
-    );
+    assert_eq!(c.listen, vec!["198.18.0.10:1195".parse().unwrap(), "[::1]:1194".parse().unwrap()]);
     assert_eq!(c.tun_device, "tun7");
     assert_eq!(c.network.to_string(), "10.9.0.0/16");
-    assert_eq!(
-        c.pool,
-        (Ipv4Addr::new(10, 9, 1, 1), Ipv4Addr::new(10, 9, 1, 100))
-    );
+    assert_eq!(c.pool, (Ipv4Addr::new(10, 9, 1, 1), Ipv4Addr::new(10, 9, 1, 100)));
     assert_eq!(c.max_clients, 50);
     assert_eq!(c.user, "nobody");
     assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
@@ -89,57 +65,23 @@ fn every_statement() {
     assert_eq!(c.certificate, PathBuf::from("/k/server.crt"));
     assert_eq!(c.key, PathBuf::from("/k/server.key"));
     assert_eq!(c.crl, Some(PathBuf::from("/k/crl.pem")));
-    assert_eq!(
-        c.wrap,
-        Some(Wrap::TlsAuth {
-            path: "/k/ta.key".into(),
-            direction: Some(1),
-            digest: Digest::Sha512
-        })
-    );
-    assert_eq!(
-        c.data_ciphers,
-        vec![Cipher::Chacha20Poly1305, Cipher::Aes128Gcm]
-    );
+    assert_eq!(c.wrap, Some(Wrap::TlsAuth { path: "/k/ta.key".into(), direction: Some(1), digest: Digest::Sha512 }));
+    assert_eq!(c.data_ciphers, vec![Cipher::Chacha20Poly1305, Cipher::Aes128Gcm]);
     assert_eq!(c.fallback_cipher, Some(Cipher::Aes256Cbc));
     assert_eq!(c.auth, Digest::Sha256);
     assert_eq!(c.keepalive, (2, 10));
     assert_eq!(c.reneg_sec, 0);
-    assert_eq!(
-        c.push_routes
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>(),
-        ["198.19.0.0/24", "192.168.0.0/16"]
-    );
-    assert_eq!(
-        c.push_dns,
-        vec![
-            "198.19.0.53".parse::<IpAddr>().unwrap(),
-            "2001:db8::53".parse().unwrap()
-        ]
-    );
+    assert_eq!(c.push_routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["198.19.0.0/24", "192.168.0.0/16"]);
+    assert_eq!(c.push_dns, vec!["198.19.0.53".parse::<IpAddr>().unwrap(), "2001:db8::53".parse().unwrap()]);
     assert_eq!(c.push_domain.as_deref(), Some("lab.example"));
 }
 
 #[test]
 fn tls_auth_digest_follows_auth_and_tls_crypt() {
     let c = parse(&with_keys("auth SHA256\ntls-auth /k/ta.key\n")).unwrap();
-    assert_eq!(
-        c.wrap,
-        Some(Wrap::TlsAuth {
-            path: "/k/ta.key".into(),
-            direction: None,
-            digest: Digest::Sha256
-        })
-    );
+    assert_eq!(c.wrap, Some(Wrap::TlsAuth { path: "/k/ta.key".into(), direction: None, digest: Digest::Sha256 }));
     let c = parse(&with_keys("tls-crypt \"/k/tc.key\"\n")).unwrap();
-    assert_eq!(
-        c.wrap,
-        Some(Wrap::TlsCrypt {
-            path: "/k/tc.key".into()
-        })
-    );
+    assert_eq!(c.wrap, Some(Wrap::TlsCrypt { path: "/k/tc.key".into() }));
     let c = parse(&with_keys("data-ciphers AES-256-CBC\n")).unwrap();
     assert_eq!(c.data_ciphers, vec![Cipher::Aes256Cbc]);
 }
@@ -152,30 +94,13 @@ fn sync_block_multicast_vip() {
     ))
     .unwrap();
     let s = c.sync.unwrap();
-    assert_eq!(
-        s.role,
-        RoleSource::Vip {
-            address: "198.18.0.10".parse().unwrap(),
-            interface: "eth0".into()
-        }
-    );
+    assert_eq!(s.role, RoleSource::Vip { address: "198.18.0.10".parse().unwrap(), interface: "eth0".into() });
     assert_eq!(
         s.transport,
-        SyncTransport::Multicast {
-            group: Ipv4Addr::new(239, 0, 2, 0),
-            port: 1196,
-            interface: "eth1".into()
-        }
+        SyncTransport::Multicast { group: Ipv4Addr::new(239, 0, 2, 0), port: 1196, interface: "eth1".into() }
     );
     assert_eq!(s.key, PathBuf::from("/k/sync.key"));
-    assert_eq!(
-        s.demote,
-        Demote {
-            group: "carp".into(),
-            file: Some("/run/d".into()),
-            value: 20
-        }
-    );
+    assert_eq!(s.demote, Demote { group: "carp".into(), file: Some("/run/d".into()), value: 20 });
     assert_eq!(s.rekey_window, 30);
 }
 
@@ -185,49 +110,30 @@ fn sync_block_carp_unicast() {
         "sync { \n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n demote group vpn\n multicast_unused = 1\n}\n",
     ))
     .unwrap_err();
-    assert_eq!(
-        c,
-        "test.conf:10:2: unknown keyword \"multicast_unused\" in the sync block\n"
-    );
-    let c = parse(&with_keys("sync {\n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n demote group vpn\n}"))
-        .unwrap();
+    assert_eq!(c, "test.conf:10:2: unknown keyword \"multicast_unused\" in the sync block\n");
+    let c = parse(&with_keys(
+        "sync {\n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n demote group vpn\n}",
+    ))
+    .unwrap();
     let s = c.sync.unwrap();
-    assert_eq!(
-        s.role,
-        RoleSource::Carp {
-            interface: "carp0".into()
-        }
-    );
+    assert_eq!(s.role, RoleSource::Carp { interface: "carp0".into() });
     assert_eq!(
         s.transport,
-        SyncTransport::Unicast {
-            peers: vec![
-                "10.0.0.2:1196".parse().unwrap(),
-                "10.0.0.3:2000".parse().unwrap()
-            ]
-        }
+        SyncTransport::Unicast { peers: vec!["10.0.0.2:1196".parse().unwrap(), "10.0.0.3:2000".parse().unwrap()] }
     );
-    assert_eq!(
-        s.demote,
-        Demote {
-            group: "vpn".into(),
-            file: None,
-            value: 50
-        }
-    );
+    assert_eq!(s.demote, Demote { group: "vpn".into(), file: None, value: 50 });
     assert_eq!(s.rekey_window, 60);
 }
 
 #[test]
 fn sync_group_and_port() {
-    let c = parse(&with_keys("sync {\nrole vip ::1 interface lo\nmulticast group 239.1.2.3 port 5000 interface \"br0\"\nkey k\n}\n")).unwrap();
+    let c = parse(&with_keys(
+        "sync {\nrole vip ::1 interface lo\nmulticast group 239.1.2.3 port 5000 interface \"br0\"\nkey k\n}\n",
+    ))
+    .unwrap();
     assert_eq!(
         c.sync.unwrap().transport,
-        SyncTransport::Multicast {
-            group: Ipv4Addr::new(239, 1, 2, 3),
-            port: 5000,
-            interface: "br0".into()
-        }
+        SyncTransport::Multicast { group: Ipv4Addr::new(239, 1, 2, 3), port: 5000, interface: "br0".into() }
     );
 }
 
@@ -250,14 +156,7 @@ fn canonical_form_round_trips() {
     );
     let text = text.replace("a$.key", "a\\$.key");
     let c = parse(&text).unwrap();
-    assert_eq!(
-        c.wrap,
-        Some(Wrap::TlsAuth {
-            path: "/k/t a$.key".into(),
-            direction: Some(0),
-            digest: Digest::Sha1
-        })
-    );
+    assert_eq!(c.wrap, Some(Wrap::TlsAuth { path: "/k/t a$.key".into(), direction: Some(0), digest: Digest::Sha1 }));
     let printed = c.to_string();
     let again = parse(&printed).unwrap();
     assert_eq!(again, c);
@@ -285,22 +184,12 @@ fn include_is_relative_to_the_including_file() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("keys.conf"), KEYS).unwrap();
     std::fs::write(dir.join("bad.conf"), "ca /x\nfoo\n").unwrap();
-    std::fs::write(
-        dir.join("main.conf"),
-        "include \"keys.conf\"\nmax clients 5\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("twice.conf"),
-        "include \"keys.conf\"\nca /y\ninclude \"bad.conf\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("main.conf"), "include \"keys.conf\"\nmax clients 5\n").unwrap();
+    std::fs::write(dir.join("twice.conf"), "include \"keys.conf\"\nca /y\ninclude \"bad.conf\"\n").unwrap();
     let c = parse_file(&dir.join("main.conf"), &[]).unwrap();
     assert_eq!(c.max_clients, 5);
     assert_eq!(c.ca, PathBuf::from("/k/ca.crt"));
-    let e = parse_file(&dir.join("twice.conf"), &[])
-        .unwrap_err()
-        .to_string();
+    let e = parse_file(&dir.join("twice.conf"), &[]).unwrap_err().to_string();
     let d = dir.display();
     assert_eq!(
         e,
@@ -308,13 +197,8 @@ fn include_is_relative_to_the_including_file() {
             "{d}/twice.conf:2:1: ca is already set on {d}/keys.conf:1\n{d}/bad.conf:1:1: ca is already set on {d}/keys.conf:1\n{d}/bad.conf:2:1: unknown keyword \"foo\"\n"
         )
     );
-    let e = parse_file(&dir.join("missing.conf"), &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with(&format!("{d}/missing.conf: cannot read: ")),
-        "{e}"
-    );
+    let e = parse_file(&dir.join("missing.conf"), &[]).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{d}/missing.conf: cannot read: ")), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -393,10 +277,7 @@ fn malformed_files() {
         assert_eq!(first, *want, "for {body:?}; all errors:\n{got}");
         // Nothing else is reported for these one-mistake files, except
         // where the sync block itself is incomplete.
-        if !body.starts_with("sync {\nro")
-            && !body.starts_with("sync {\nmu")
-            && !body.starts_with("sync {\nde")
-        {
+        if !body.starts_with("sync {\nro") && !body.starts_with("sync {\nmu") && !body.starts_with("sync {\nde") {
             assert_eq!(error(&text), *want);
         }
     }

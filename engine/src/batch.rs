@@ -30,16 +30,8 @@ impl Default for Batch {
 
 impl Batch {
     pub fn new() -> Self {
-        let empty = SockaddrStorage::from(std::net::SocketAddrV4::new(
-            std::net::Ipv4Addr::UNSPECIFIED,
-            0,
-        ));
-        Batch {
-            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH],
-            lens: vec![0; BATCH],
-            addrs: vec![empty; BATCH],
-            count: 0,
-        }
+        let empty = SockaddrStorage::from(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+        Batch { bufs: vec![[0u8; MAX_DATAGRAM]; BATCH], lens: vec![0; BATCH], addrs: vec![empty; BATCH], count: 0 }
     }
 
     /// Number of datagrams held.
@@ -114,30 +106,18 @@ mod sys {
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
-            iov[i] = libc::iovec {
-                iov_base: b.bufs[i].as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            };
+            iov[i] = libc::iovec { iov_base: b.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
             hdrs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut SockaddrStorage).cast();
             hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<SockaddrStorage>() as libc::socklen_t;
         }
         // SAFETY: every header points at live buffers of the declared sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock
-                || e.kind() == io::ErrorKind::Interrupted
-            {
+            return if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
                 Ok(())
             } else {
                 Err(e)
@@ -155,10 +135,7 @@ mod sys {
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..b.count {
-            iov[i] = libc::iovec {
-                iov_base: b.bufs[i].as_mut_ptr().cast(),
-                iov_len: b.lens[i],
-            };
+            iov[i] = libc::iovec { iov_base: b.bufs[i].as_mut_ptr().cast(), iov_len: b.lens[i] };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
             hdrs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut SockaddrStorage).cast();
@@ -167,14 +144,8 @@ mod sys {
         let mut done = 0;
         while done < b.count {
             // SAFETY: headers done..count point at live buffers.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[done..].as_mut_ptr(),
-                    (b.count - done) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n =
+                unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (b.count - done) as u32, libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -218,12 +189,7 @@ mod sys {
     pub fn send(b: &mut Batch, fd: i32) -> io::Result<()> {
         let mut first_err = None;
         for i in 0..b.count {
-            if let Err(e) = sendto(
-                fd,
-                &b.bufs[i][..b.lens[i]],
-                &b.addrs[i],
-                MsgFlags::MSG_DONTWAIT,
-            ) {
+            if let Err(e) = sendto(fd, &b.bufs[i][..b.lens[i]], &b.addrs[i], MsgFlags::MSG_DONTWAIT) {
                 if e != nix::errno::Errno::EAGAIN {
                     first_err.get_or_insert(e);
                 }

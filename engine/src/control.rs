@@ -46,11 +46,7 @@ pub fn peer_uid(fd: &OwnedFd) -> io::Result<u32> {
 
 impl Control {
     pub fn new(listener: OwnedFd) -> Self {
-        Control {
-            listener,
-            conns: Vec::new(),
-            next_id: 1,
-        }
+        Control { listener, conns: Vec::new(), next_id: 1 }
     }
 
     pub fn listener_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -62,8 +58,7 @@ impl Control {
         loop {
             let fd = match nix::sys::socket::accept4(
                 self.listener.as_raw_fd(),
-                nix::sys::socket::SockFlag::SOCK_NONBLOCK
-                    | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
             ) {
                 // SAFETY: accept4 returned a fresh descriptor that we own.
                 Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },

@@ -34,13 +34,11 @@ const IMPLICIT_IV_LEN: usize = 8;
 const MAX_PAYLOAD: usize = 65535;
 
 /// The keepalive payload (§13.7); never written to TUN.
-pub const PING: [u8; 16] = [
-    0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48,
-];
+pub const PING: [u8; 16] =
+    [0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48];
 /// Prefix of OCC messages on the data channel (§13.8).
-pub const OCC_MAGIC: [u8; 16] = [
-    0x28, 0x7f, 0x34, 0x6b, 0xd4, 0xef, 0x7a, 0x81, 0x2d, 0x56, 0xb8, 0xd3, 0xaf, 0xc5, 0x45, 0x9c,
-];
+pub const OCC_MAGIC: [u8; 16] =
+    [0x28, 0x7f, 0x34, 0x6b, 0xd4, 0xef, 0x7a, 0x81, 0x2d, 0x56, 0xb8, 0xd3, 0xaf, 0xc5, 0x45, 0x9c];
 /// OCC opcode of the client's explicit-exit notification.
 pub const OCC_EXIT: u8 = 6;
 
@@ -138,8 +136,7 @@ impl DataHeader {
         let key_id = self.key_id & 0x07;
         match self.peer_id {
             Some(peer) => {
-                let word =
-                    (u32::from(P_DATA_V2) << 27) | (u32::from(key_id) << 24) | peer & 0xFF_FFFF;
+                let word = (u32::from(P_DATA_V2) << 27) | (u32::from(key_id) << 24) | peer & 0xFF_FFFF;
                 out[..4].copy_from_slice(&word.to_be_bytes());
             }
             None => out[0] = (P_DATA_V1 << 3) | key_id,
@@ -244,22 +241,16 @@ impl DirKey {
             Cipher::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
             Cipher::Aes256Cbc => {
                 return DirKey::Cbc {
-                    aes: Box::new(
-                        Aes256::new_from_slice(&cipher_slot[..32])
-                            .expect("AES-256 key is 32 bytes"),
-                    ),
+                    aes: Box::new(Aes256::new_from_slice(&cipher_slot[..32]).expect("AES-256 key is 32 bytes")),
                     hmac: HmacKey::new(auth, hmac_slot),
                 }
             }
         };
-        let unbound = UnboundKey::new(algorithm, &cipher_slot[..algorithm.key_len()])
-            .expect("key length matches the algorithm");
+        let unbound =
+            UnboundKey::new(algorithm, &cipher_slot[..algorithm.key_len()]).expect("key length matches the algorithm");
         let mut implicit_iv = [0; IMPLICIT_IV_LEN];
         implicit_iv.copy_from_slice(&hmac_slot[..IMPLICIT_IV_LEN]);
-        DirKey::Aead {
-            key: LessSafeKey::new(unbound),
-            implicit_iv,
-        }
+        DirKey::Aead { key: LessSafeKey::new(unbound), implicit_iv }
     }
 }
 
@@ -314,11 +305,8 @@ impl DataKey {
     /// Most bytes a packet can be longer than its payload (header included),
     /// for sizing buffers and MTU.
     pub fn overhead(&self, v2: bool) -> usize {
-        let crypto = if self.cipher.is_aead() {
-            PID_LEN + TAG_LEN
-        } else {
-            self.auth.output_len() + BLOCK + PID_LEN + BLOCK
-        };
+        let crypto =
+            if self.cipher.is_aead() { PID_LEN + TAG_LEN } else { self.auth.output_len() + BLOCK + PID_LEN + BLOCK };
         header_len(v2) + crypto
     }
 
@@ -349,12 +337,7 @@ impl DataKey {
 
     /// Builds the wire packet carrying `payload` in `out` and returns its
     /// length. The packet id is consumed only when the packet is built.
-    pub fn encrypt(
-        &mut self,
-        hdr: DataHeader,
-        payload: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, DataError> {
+    pub fn encrypt(&mut self, hdr: DataHeader, payload: &[u8], out: &mut [u8]) -> Result<usize, DataError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(DataError::TooLarge);
         }
@@ -368,9 +351,7 @@ impl DataKey {
             }
             DirKey::Cbc { aes, hmac } => {
                 let iv_at = hdr.len() + self.auth.output_len();
-                self.rng
-                    .fill(&mut out[iv_at..iv_at + BLOCK])
-                    .map_err(|_| DataError::Random)?;
+                self.rng.fill(&mut out[iv_at..iv_at + BLOCK]).map_err(|_| DataError::Random)?;
                 let id = self.send_id.next_short()?;
                 seal_cbc(aes, hmac, hdr.len(), id, payload, out)?;
             }
@@ -435,11 +416,7 @@ fn seal_aead(
     let (head, body) = out.split_at_mut(h + PID_LEN + TAG_LEN);
     body.copy_from_slice(payload);
     let tag = key
-        .seal_in_place_separate_tag(
-            aead_nonce(id, implicit_iv),
-            Aad::from(&aad[..aad_len]),
-            body,
-        )
+        .seal_in_place_separate_tag(aead_nonce(id, implicit_iv), Aad::from(&aad[..aad_len]), body)
         .map_err(|_| DataError::TooLarge)?;
     head[h + PID_LEN..].copy_from_slice(tag.as_ref());
     Ok(())
@@ -461,27 +438,14 @@ fn open_aead(
     let (aad, aad_len) = aead_aad(packet, h, id);
     let (head, body) = packet.split_at_mut(body_at);
     let tag = Tag::try_from(&head[h + PID_LEN..]).map_err(|_| DataError::Truncated)?;
-    key.open_in_place_separate_tag(
-        aead_nonce(id, implicit_iv),
-        Aad::from(&aad[..aad_len]),
-        tag,
-        body,
-        0..,
-    )
-    .map_err(|_| DataError::BadTag)?;
+    key.open_in_place_separate_tag(aead_nonce(id, implicit_iv), Aad::from(&aad[..aad_len]), tag, body, 0..)
+        .map_err(|_| DataError::BadTag)?;
     Ok((id, body_at..packet.len()))
 }
 
 /// Fills `out` (header and IV already written) as
 /// `[hdr][hmac][iv][CBC(id || payload || pad)]`.
-fn seal_cbc(
-    aes: &Aes256,
-    hmac: &HmacKey,
-    h: usize,
-    id: u32,
-    payload: &[u8],
-    out: &mut [u8],
-) -> Result<(), DataError> {
+fn seal_cbc(aes: &Aes256, hmac: &HmacKey, h: usize, id: u32, payload: &[u8], out: &mut [u8]) -> Result<(), DataError> {
     let (head, iv_ct) = out.split_at_mut(h + hmac_len(hmac));
     let (iv, ct) = iv_ct.split_at_mut(BLOCK);
     ct[..PID_LEN].copy_from_slice(&id.to_be_bytes());
@@ -554,27 +518,15 @@ mod tests {
 
     fn pair(cipher: Cipher, auth: Digest) -> (DataKey, DataKey) {
         let k = key2();
-        (
-            DataKey::new(cipher, auth, &k, true),
-            DataKey::new(cipher, auth, &k, false),
-        )
+        (DataKey::new(cipher, auth, &k, true), DataKey::new(cipher, auth, &k, false))
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
     }
 
-    const V1: DataHeader = DataHeader {
-        key_id: 1,
-        peer_id: None,
-    };
-    const V2: DataHeader = DataHeader {
-        key_id: 2,
-        peer_id: Some(0x12_3456),
-    };
+    const V1: DataHeader = DataHeader { key_id: 1, peer_id: None };
+    const V2: DataHeader = DataHeader { key_id: 2, peer_id: Some(0x12_3456) };
 
     fn round_trip(from: &mut DataKey, to: &mut DataKey, hdr: DataHeader) {
         for len in [0, 1, 11, 12, 15, 16, 48, 1400] {
@@ -606,9 +558,7 @@ mod tests {
             let (mut server, _) = pair(cipher, Digest::Sha256);
             let (mut other, _) = pair(cipher, Digest::Sha256);
             let mut buf = [0; 200];
-            let n = server
-                .encrypt(V2, b"to the client", &mut buf)
-                .expect("encrypts");
+            let n = server.encrypt(V2, b"to the client", &mut buf).expect("encrypts");
             assert!(other.decrypt(&mut buf[..n]).is_err(), "{cipher:?}");
         }
     }
@@ -619,22 +569,13 @@ mod tests {
             for hdr in [V1, V2] {
                 let (mut server, mut client) = pair(cipher, Digest::Sha1);
                 let mut buf = [0; 200];
-                let n = client
-                    .encrypt(hdr, &[0x45; 40], &mut buf)
-                    .expect("encrypts");
+                let n = client.encrypt(hdr, &[0x45; 40], &mut buf).expect("encrypts");
                 // Only the AEAD V2 header is authenticated (§13.2, §13.3).
-                let first = if cipher.is_aead() && hdr.peer_id.is_some() {
-                    0
-                } else {
-                    8 * hdr.len()
-                };
+                let first = if cipher.is_aead() && hdr.peer_id.is_some() { 0 } else { 8 * hdr.len() };
                 for bit in first..n * 8 {
                     let mut copy = buf;
                     copy[bit / 8] ^= 1 << (bit % 8);
-                    assert!(
-                        server.decrypt(&mut copy[..n]).is_err(),
-                        "{cipher:?} bit {bit}"
-                    );
+                    assert!(server.decrypt(&mut copy[..n]).is_err(), "{cipher:?} bit {bit}");
                 }
                 assert!(server.decrypt(&mut buf[..n]).is_ok());
             }
@@ -650,10 +591,7 @@ mod tests {
             let mut copy = first;
             assert!(server.decrypt(&mut copy[..n]).is_ok());
             let mut copy = first;
-            assert_eq!(
-                server.decrypt(&mut copy[..n]),
-                Err(DataError::Replay(ReplayError::Duplicate))
-            );
+            assert_eq!(server.decrypt(&mut copy[..n]), Err(DataError::Replay(ReplayError::Duplicate)));
         }
     }
 
@@ -692,29 +630,20 @@ mod tests {
     fn small_buffer_and_counters() {
         let (mut server, mut client) = pair(Cipher::Aes128Gcm, Digest::Sha1);
         let mut buf = [0; 71];
-        assert_eq!(
-            server.encrypt(V2, &[0; 48], &mut buf),
-            Err(DataError::BufferTooSmall)
-        );
+        assert_eq!(server.encrypt(V2, &[0; 48], &mut buf), Err(DataError::BufferTooSmall));
         assert_eq!(server.send_counter(), 0);
         server.set_send_counter(u32::MAX - 1);
         let mut buf = [0; 100];
         let n = server.encrypt(V1, b"last", &mut buf).expect("last id");
         assert!(server.needs_rekey());
-        assert_eq!(
-            server.encrypt(V1, b"x", &mut [0; 100]),
-            Err(DataError::Exhausted)
-        );
+        assert_eq!(server.encrypt(V1, b"x", &mut [0; 100]), Err(DataError::Exhausted));
         let sent = buf;
         assert!(client.decrypt(&mut buf[..n]).is_ok());
         let state = client.recv_state();
         assert_eq!(state.1, u32::MAX);
         let (_, mut backup) = pair(Cipher::Aes128Gcm, Digest::Sha1);
         backup.set_recv_state(state.0, state.1, state.2);
-        assert_eq!(
-            backup.decrypt(&mut { sent }[..n]),
-            Err(DataError::Replay(ReplayError::Duplicate))
-        );
+        assert_eq!(backup.decrypt(&mut { sent }[..n]), Err(DataError::Replay(ReplayError::Duplicate)));
     }
 
     /// AES-256-GCM known answer, computed independently with Python's
@@ -723,17 +652,12 @@ mod tests {
     /// peer-id 5, packet id 1, AAD = header || packet id.
     #[test]
     fn gcm_known_answer() {
-        let wire = hex(
-            "4800000500000001c8d840864303b844fe582a15cb4c0a5ad22a4766e0e3ed81\
-             53c0eb0d2d5e4bc6725e9885a5f4f524d952838c",
-        );
+        let wire = hex("4800000500000001c8d840864303b844fe582a15cb4c0a5ad22a4766e0e3ed81\
+             53c0eb0d2d5e4bc6725e9885a5f4f524d952838c");
         let payload = b"known answer payload for GCM";
         let (mut server, mut client) = pair(Cipher::Aes256Gcm, Digest::Sha1);
         let mut buf = [0; 100];
-        let hdr = DataHeader {
-            key_id: 0,
-            peer_id: Some(5),
-        };
+        let hdr = DataHeader { key_id: 0, peer_id: Some(5) };
         let n = server.encrypt(hdr, payload, &mut buf).expect("encrypts");
         assert_eq!(&buf[..n], &wire[..]);
         let mut wire = wire;
@@ -748,17 +672,12 @@ mod tests {
     /// packet = 0x30 (P_DATA_V1, key_id 0) || HMAC || IV || ct.
     #[test]
     fn cbc_known_answer() {
-        let mut wire = hex(
-            "3096744d5f73e614a4ed5ca94458df1a669084b21bb783e8888fba6639ef5dee\
+        let mut wire = hex("3096744d5f73e614a4ed5ca94458df1a669084b21bb783e8888fba6639ef5dee\
              80000102030405060708090a0b0c0d0e0f161a9258ee0f5e09949cbdd9f692f6\
              91b7a0c37e90d44763015a2ea6e2a0b04692e8443f3cc872a360b14ec94cf5cd\
-             c8",
-        );
+             c8");
         let (mut server, _) = pair(Cipher::Aes256Cbc, Digest::Sha256);
-        assert_eq!(
-            server.decrypt(&mut wire),
-            Ok(&b"known answer payload for CBC"[..])
-        );
+        assert_eq!(server.decrypt(&mut wire), Ok(&b"known answer payload for CBC"[..]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
-use vpnsyncd_common::codec::{DecodeError, Reader};
+use vpnsyncd_common::codec::{DecodeError, Reader, Writer};
 use vpnsyncd_common::ctl::{self, Summary};
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
@@ -19,7 +19,8 @@ use vpnsyncd_config::{Config, SyncTransport};
 
 use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
 use crate::control::Control;
-use crate::server::Server;
+use crate::record::{Progress, SessionRecord};
+use crate::server::{Server, SyncOut};
 use crate::session::Now;
 
 /// Everything the engine process holds.
@@ -60,16 +61,10 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         }
     };
     let one = |st: &mut Startup, kind: FdKind| {
-        st.take_fds(kind)
-            .pop()
-            .ok_or_else(|| format!("no {kind:?} descriptor from the parent"))
+        st.take_fds(kind).pop().ok_or_else(|| format!("no {kind:?} descriptor from the parent"))
     };
     let fds = (|| {
-        Ok::<_, String>((
-            one(&mut st, FdKind::Tun)?,
-            one(&mut st, FdKind::Control)?,
-            one(&mut st, FdKind::Peer)?,
-        ))
+        Ok::<_, String>((one(&mut st, FdKind::Tun)?, one(&mut st, FdKind::Control)?, one(&mut st, FdKind::Peer)?))
     })();
     let (tun, control, peer) = match fds {
         Ok(f) => f,
@@ -103,11 +98,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
     };
-    log::info!(
-        "engine ready: {} listener(s), tun {}",
-        e.listeners.len(),
-        e.conf.tun_device
-    );
+    log::info!("engine ready: {} listener(s), tun {}", e.listeners.len(), e.conf.tun_device);
     match e.run() {
         Ok(()) => 0,
         Err(err) => {
@@ -132,10 +123,7 @@ enum Slot {
 const TICK: Duration = Duration::from_millis(200);
 
 fn now() -> Now {
-    Now {
-        mono: Instant::now(),
-        unix: vpnsyncd_common::unix_now(),
-    }
+    Now { mono: Instant::now(), unix: vpnsyncd_common::unix_now() }
 }
 
 fn interest(ibuf: &ImsgBuf) -> PollFlags {
@@ -149,12 +137,7 @@ fn interest(ibuf: &ImsgBuf) -> PollFlags {
 /// Reads what is available on a channel; EOF is an error (the peer died).
 fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
     match ibuf.read() {
-        Ok(0) => {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name} closed the channel"),
-            ))
-        }
+        Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{name} closed the channel"))),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
@@ -172,11 +155,7 @@ impl Engine {
             let mut slots: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
                 (Slot::Parent, self.parent.as_fd(), interest(&self.parent)),
                 (Slot::Syncer, self.syncer.as_fd(), interest(&self.syncer)),
-                (
-                    Slot::Listener,
-                    self.control.listener_fd(),
-                    PollFlags::POLLIN,
-                ),
+                (Slot::Listener, self.control.listener_fd(), PollFlags::POLLIN),
             ];
             for (i, c) in self.control.conns.iter().enumerate() {
                 slots.push((Slot::Conn(i), c.ibuf.as_fd(), interest(&c.ibuf)));
@@ -185,21 +164,15 @@ impl Engine {
             for (i, l) in self.listeners.iter().enumerate() {
                 slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
             }
-            let mut pfds: Vec<PollFd<'_>> = slots
-                .iter()
-                .map(|(_, fd, ev)| PollFd::new(*fd, *ev))
-                .collect();
+            let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
             let wait = TICK.saturating_sub(self.last_tick.elapsed());
             let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
             match poll(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ready: Vec<(Slot, PollFlags)> = slots
-                .iter()
-                .zip(&pfds)
-                .map(|((s, _, _), p)| (*s, p.revents().unwrap_or(PollFlags::empty())))
-                .collect();
+            let ready: Vec<(Slot, PollFlags)> =
+                slots.iter().zip(&pfds).map(|((s, _, _), p)| (*s, p.revents().unwrap_or(PollFlags::empty()))).collect();
             drop(pfds);
             drop(slots);
             let mut dead_conns = Vec::new();
@@ -232,9 +205,7 @@ impl Engine {
                             if ev.contains(PollFlags::POLLOUT) {
                                 self.control.conns[i].ibuf.write()?;
                             }
-                            if ev.intersects(
-                                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
-                            ) {
+                            if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                                 let id = self.control.conns[i].id;
                                 for m in self.control.read(i)? {
                                     self.ctl_request(id, m)?;
@@ -244,10 +215,7 @@ impl Engine {
                         })();
                         if let Err(e) = res {
                             if e.kind() != io::ErrorKind::UnexpectedEof {
-                                log::debug!(
-                                    "control: connection {}: {e}",
-                                    self.control.conns[i].id
-                                );
+                                log::debug!("control: connection {}: {e}", self.control.conns[i].id);
                             }
                             dead_conns.push(i);
                         }
@@ -340,18 +308,37 @@ impl Engine {
     }
 
     /// The control datagrams the sessions queued.
+    /// Session state for the syncer, which sends it to the backups while
+    /// we are master.
+    fn send_sync(&mut self) -> io::Result<()> {
+        for out in std::mem::take(&mut self.server.sync_out) {
+            let (ty, data) = match out {
+                SyncOut::Upsert(sid, rec) => (ImsgType::SyncUpsert, [&sid[..], &rec].concat()),
+                SyncOut::Delete(sid) => (ImsgType::SyncDelete, sid.to_vec()),
+                SyncOut::Progress(entries) => {
+                    let mut w = Writer::new();
+                    for (sid, p) in entries {
+                        w.0.extend_from_slice(&sid);
+                        w.u16(p.len() as u16).0.extend_from_slice(&p);
+                    }
+                    (ImsgType::SyncProgress, w.finish())
+                }
+            };
+            self.syncer.compose(ty as u32, 0, None, &data)?;
+        }
+        Ok(())
+    }
+
     fn send_control(&mut self) {
+        if let Err(e) = self.send_sync() {
+            log::error!("sync: {e}");
+        }
         for (li, to, bytes) in self.server.outbox.drain(..) {
             let Some(fd) = self.listeners.get(li) else {
                 continue;
             };
             let addr: SockaddrStorage = SocketAddr::into(to);
-            if let Err(e) = sendto(
-                fd.as_fd().as_raw_fd(),
-                &bytes,
-                &addr,
-                MsgFlags::MSG_DONTWAIT,
-            ) {
+            if let Err(e) = sendto(fd.as_fd().as_raw_fd(), &bytes, &addr, MsgFlags::MSG_DONTWAIT) {
                 log::debug!("send to {to}: {e}");
             }
         }
@@ -360,23 +347,24 @@ impl Engine {
     fn on_parent(&mut self, m: Imsg) -> io::Result<()> {
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::Role => {
-                self.role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
-                log::info!("role {}", self.role.name());
+                let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
+                log::info!("role {}", role.name());
+                match (self.role, role) {
+                    (Role::Master, Role::Master) => {}
+                    (_, Role::Master) => self.server.promote_all(now()),
+                    (Role::Master, _) => self.server.demote_all(now()),
+                    _ => {}
+                }
+                self.role = role;
+                self.send_control();
             }
-            ImsgType::Verbose => {
-                vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?)
-            }
+            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {
-                let (kind, bytes) = m
-                    .data
-                    .split_first()
-                    .ok_or_else(|| bad(DecodeError("empty key message")))?;
-                self.pending_keys
-                    .push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
+                let (kind, bytes) = m.data.split_first().ok_or_else(|| bad(DecodeError("empty key message")))?;
+                self.pending_keys.push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
             }
             ImsgType::Reload => {
-                let text = std::str::from_utf8(&m.data)
-                    .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
+                let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 let conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let keys = std::mem::take(&mut self.pending_keys);
@@ -390,30 +378,44 @@ impl Engine {
                 }
             }
             ImsgType::CtlResult => {
-                self.control
-                    .reply(m.hdr.peerid, ImsgType::CtlResult, &m.data);
+                self.control.reply(m.hdr.peerid, ImsgType::CtlResult, &m.data);
             }
             other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected {other:?} from the parent"),
-                ))
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the parent")))
             }
         }
         Ok(())
     }
 
     fn on_syncer(&mut self, m: Imsg) -> io::Result<()> {
+        let sid = |d: &[u8]| -> io::Result<[u8; 8]> {
+            d.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| bad(DecodeError("short session id")))
+        };
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
+            ImsgType::SyncUpsert => match SessionRecord::decode(&m.data[8.min(m.data.len())..]) {
+                Ok(rec) => self.server.install_ghost(now(), &rec),
+                Err(e) => log::warn!("sync: session record refused: {}", e.0),
+            },
+            ImsgType::SyncProgress => {
+                let mut r = Reader::new(&m.data);
+                let t = now();
+                while !r.is_empty() {
+                    let id = sid(r.take(8).map_err(bad)?)?;
+                    let n = r.u16().map_err(bad)? as usize;
+                    match Progress::decode(r.take(n).map_err(bad)?) {
+                        Ok(p) => self.server.ghost_progress(t, &id, &p),
+                        Err(e) => log::warn!("sync: progress refused: {}", e.0),
+                    }
+                }
+            }
+            ImsgType::SyncDelete => self.server.ghost_delete(&sid(&m.data)?),
+            ImsgType::SyncReady => log::info!("sync: session table complete"),
             ImsgType::CtlSync => {
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);
             }
             other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected {other:?} from the syncer"),
-                ))
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the syncer")))
             }
         }
         Ok(())
@@ -423,11 +425,9 @@ impl Engine {
         let sync = match &self.conf.sync {
             None => "standalone".to_string(),
             Some(s) => match &s.transport {
-                SyncTransport::Multicast {
-                    group,
-                    port,
-                    interface,
-                } => format!("multicast {group}:{port} on {interface}"),
+                SyncTransport::Multicast { group, port, interface } => {
+                    format!("multicast {group}:{port} on {interface}")
+                }
                 SyncTransport::Unicast { peers } => format!("unicast to {} peer(s)", peers.len()),
             },
         };
@@ -438,11 +438,7 @@ impl Engine {
             clients: self.server.client_count() as u32,
             max_clients: self.conf.max_clients,
             tun_device: self.conf.tun_device.clone(),
-            server_address: format!(
-                "{}/{}",
-                self.conf.server_address(),
-                self.conf.network.prefix
-            ),
+            server_address: format!("{}/{}", self.conf.server_address(), self.conf.network.prefix),
             listen: self.conf.listen.iter().map(|a| a.to_string()).collect(),
             sync,
         }
@@ -473,28 +469,13 @@ impl Engine {
                 }
                 self.control.reply(id, ImsgType::CtlEnd, &[]);
             }
-            ImsgType::CtlShowSync => {
-                self.syncer
-                    .compose(ImsgType::CtlShowSync as u32, id, None, &[])?
-            }
-            ImsgType::CtlReload => {
-                self.parent
-                    .compose(ImsgType::CtlReload as u32, id, None, &[])?
-            }
+            ImsgType::CtlShowSync => self.syncer.compose(ImsgType::CtlShowSync as u32, id, None, &[])?,
+            ImsgType::CtlReload => self.parent.compose(ImsgType::CtlReload as u32, id, None, &[])?,
             ImsgType::CtlLog => {
                 let verbose = Reader::new(&m.data).bool().map_err(bad)?;
-                self.parent
-                    .compose(ImsgType::Verbose as u32, 0, None, &[u8::from(verbose)])?;
-                let msg = if verbose {
-                    "logging verbose"
-                } else {
-                    "logging brief"
-                };
-                self.control.reply(
-                    id,
-                    ImsgType::CtlResult,
-                    &ctl::encode_result(&Ok(msg.to_string())),
-                );
+                self.parent.compose(ImsgType::Verbose as u32, 0, None, &[u8::from(verbose)])?;
+                let msg = if verbose { "logging verbose" } else { "logging brief" };
+                self.control.reply(id, ImsgType::CtlResult, &ctl::encode_result(&Ok(msg.to_string())));
             }
             ImsgType::CtlKillClient => {
                 let name = Reader::new(&m.data).str().map_err(bad)?.to_owned();
@@ -502,8 +483,7 @@ impl Engine {
                     0 => Err(format!("no client with common name \"{name}\"")),
                     n => Ok(format!("disconnected {n} session(s) of \"{name}\"")),
                 };
-                self.control
-                    .reply(id, ImsgType::CtlResult, &ctl::encode_result(&res));
+                self.control.reply(id, ImsgType::CtlResult, &ctl::encode_result(&res));
             }
             other => {
                 self.control.reply(

@@ -41,10 +41,7 @@ fn p_hash_xor<M: Mac + KeyInit + Clone>(secret: &[u8], seed: &[u8], out: &mut [u
     let mut a = mac(&keyed, &[seed]);
     for chunk in out.chunks_mut(a.len()) {
         let block = mac(&keyed, &[&a, seed]);
-        chunk
-            .iter_mut()
-            .zip(block.iter())
-            .for_each(|(o, b)| *o ^= b);
+        chunk.iter_mut().zip(block.iter()).for_each(|(o, b)| *o ^= b);
         a = mac(&keyed, &[&a]);
     }
 }
@@ -73,11 +70,7 @@ impl KeySource {
     pub fn random(client: bool) -> KeySource {
         let rng = SystemRandom::new();
         let fill = |buf: &mut [u8]| rng.fill(buf).expect("the OS random source failed");
-        let mut source = KeySource {
-            pre_master: client.then_some([0; 48]),
-            random1: [0; 32],
-            random2: [0; 32],
-        };
+        let mut source = KeySource { pre_master: client.then_some([0; 48]), random1: [0; 32], random2: [0; 32] };
         if let Some(pm) = source.pre_master.as_mut() {
             fill(pm);
         }
@@ -207,16 +200,8 @@ impl KeyMethod2 {
         if method & 0x0F != KEY_METHOD_2 {
             return Err(KeyMethodError::BadMethod(method));
         }
-        let pre_master = if from_client {
-            Some(r.array::<48>()?)
-        } else {
-            None
-        };
-        let source = KeySource {
-            pre_master,
-            random1: r.array()?,
-            random2: r.array()?,
-        };
+        let pre_master = if from_client { Some(r.array::<48>()?) } else { None };
+        let source = KeySource { pre_master, random1: r.array()?, random2: r.array()? };
         Ok(KeyMethod2 {
             source,
             options: r.string(OPTIONS_MAX)?,
@@ -229,20 +214,14 @@ impl KeyMethod2 {
     /// The message as sent in one TLS record; the pre-master secret is
     /// included iff the source has one (the client's message).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(4 + 1 + 48 + 64 + 8 + self.options.len() + self.peer_info.len() + 4);
+        let mut out = Vec::with_capacity(4 + 1 + 48 + 64 + 8 + self.options.len() + self.peer_info.len() + 4);
         out.extend_from_slice(&[0, 0, 0, 0, KEY_METHOD_2]);
         if let Some(pm) = &self.source.pre_master {
             out.extend_from_slice(pm);
         }
         out.extend_from_slice(&self.source.random1);
         out.extend_from_slice(&self.source.random2);
-        for s in [
-            &self.options,
-            &self.username,
-            &self.password,
-            &self.peer_info,
-        ] {
+        for s in [&self.options, &self.username, &self.password, &self.peer_info] {
             write_string(&mut out, s);
         }
         out
@@ -271,32 +250,12 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 /// # Panics
 /// When `client` has no pre-master secret: a client message parsed with
 /// `from_client = true` always has one.
-pub fn prf_key2(
-    client: &KeySource,
-    server: &KeySource,
-    client_sid: &[u8; 8],
-    server_sid: &[u8; 8],
-) -> [u8; 256] {
-    let pre_master = client
-        .pre_master
-        .as_ref()
-        .expect("the client's key source has a pre-master secret");
+pub fn prf_key2(client: &KeySource, server: &KeySource, client_sid: &[u8; 8], server_sid: &[u8; 8]) -> [u8; 256] {
+    let pre_master = client.pre_master.as_ref().expect("the client's key source has a pre-master secret");
     let mut master = [0; 48];
-    let seed = [
-        &b"OpenVPN master secret"[..],
-        &client.random1,
-        &server.random1,
-    ]
-    .concat();
+    let seed = [&b"OpenVPN master secret"[..], &client.random1, &server.random1].concat();
     tls1_prf(pre_master, &seed, &mut master);
-    let seed = [
-        &b"OpenVPN key expansion"[..],
-        &client.random2,
-        &server.random2,
-        client_sid,
-        server_sid,
-    ]
-    .concat();
+    let seed = [&b"OpenVPN key expansion"[..], &client.random2, &server.random2, client_sid, server_sid].concat();
     let mut key2 = [0; 256];
     tls1_prf(&master, &seed, &mut key2);
     key2
@@ -372,9 +331,7 @@ impl PeerInfo {
 
 /// The value of the `cipher` item of an OCC options string, if any.
 fn occ_cipher(options: &str) -> Option<&str> {
-    options
-        .split(',')
-        .find_map(|item| item.strip_prefix("cipher "))
+    options.split(',').find_map(|item| item.strip_prefix("cipher "))
 }
 
 /// Picks the data-channel cipher for a client (§12). Returns the cipher and
@@ -393,17 +350,8 @@ pub fn negotiate_cipher(
     };
     // A client that sends IV_CIPHERS has its OCC cipher in that list already
     // (or deliberately not, §12); only older clients rely on it.
-    let occ = peer
-        .ciphers
-        .is_none()
-        .then(|| occ_cipher(occ_options))
-        .flatten();
-    let offered = |c: &Cipher| {
-        client_list
-            .iter()
-            .chain(occ.iter())
-            .any(|n| n.eq_ignore_ascii_case(c.name()))
-    };
+    let occ = peer.ciphers.is_none().then(|| occ_cipher(occ_options)).flatten();
+    let offered = |c: &Cipher| client_list.iter().chain(occ.iter()).any(|n| n.eq_ignore_ascii_case(c.name()));
     let push = !client_list.is_empty();
     if let Some(c) = server_list.iter().copied().find(offered) {
         return Ok((c, push));
@@ -419,16 +367,9 @@ pub fn negotiate_cipher(
 fn no_shared_cipher(client_list: &[&str], occ: Option<&str>, server_list: &[Cipher]) -> String {
     let mut offers: Vec<&str> = client_list.to_vec();
     offers.extend(occ);
-    let offers = if offers.is_empty() {
-        "nothing".to_owned()
-    } else {
-        offers.join(":")
-    };
+    let offers = if offers.is_empty() { "nothing".to_owned() } else { offers.join(":") };
     let allows: Vec<&str> = server_list.iter().map(|c| c.name()).collect();
-    format!(
-        "no shared cipher: client offers {offers}, server allows {}",
-        allows.join(":")
-    )
+    format!("no shared cipher: client offers {offers}, server allows {}", allows.join(":"))
 }
 
 /// The options string the server sends back: the client's own, mirrored
@@ -546,17 +487,11 @@ mod tests {
         let bytes = client_message().encode();
         let mut bad = bytes.clone();
         bad[4] = 1;
-        assert_eq!(
-            KeyMethod2::parse(&bad, true),
-            Err(KeyMethodError::BadMethod(1))
-        );
+        assert_eq!(KeyMethod2::parse(&bad, true), Err(KeyMethodError::BadMethod(1)));
         let options_nul = 4 + 1 + 48 + 64 + 2 + OPTIONS.len();
         let mut bad = bytes.clone();
         bad[options_nul] = b'x';
-        assert_eq!(
-            KeyMethod2::parse(&bad, true),
-            Err(KeyMethodError::BadString)
-        );
+        assert_eq!(KeyMethod2::parse(&bad, true), Err(KeyMethodError::BadString));
         let mut bad = bytes.clone();
         bad[117..119].copy_from_slice(&600u16.to_be_bytes());
         assert_eq!(KeyMethod2::parse(&bad, true), Err(KeyMethodError::TooLong));
@@ -564,10 +499,7 @@ mod tests {
             let _ = KeyMethod2::parse(&bytes[..cut], true);
             let _ = KeyMethod2::parse(&bytes[..cut], false);
         }
-        assert_eq!(
-            KeyMethod2::parse(&bytes[..100], true),
-            Err(KeyMethodError::Truncated)
-        );
+        assert_eq!(KeyMethod2::parse(&bytes[..100], true), Err(KeyMethodError::Truncated));
     }
 
     #[test]
@@ -584,30 +516,16 @@ mod tests {
     /// RFC 2246 §5) and the seeds of §10.3.
     #[test]
     fn prf_key2_known_answer() {
-        let client = KeySource {
-            pre_master: Some([1; 48]),
-            random1: [2; 32],
-            random2: [3; 32],
-        };
-        let server = KeySource {
-            pre_master: None,
-            random1: [4; 32],
-            random2: [5; 32],
-        };
+        let client = KeySource { pre_master: Some([1; 48]), random1: [2; 32], random2: [3; 32] };
+        let server = KeySource { pre_master: None, random1: [4; 32], random2: [5; 32] };
         let key2 = prf_key2(&client, &server, &[6; 8], &[7; 8]);
         assert_eq!(
             key2[..16],
-            [
-                0xdf, 0x52, 0xf0, 0x10, 0x93, 0x2d, 0x07, 0x64, 0x26, 0x0f, 0x71, 0x17, 0xf3, 0x67,
-                0xcf, 0x5d
-            ]
+            [0xdf, 0x52, 0xf0, 0x10, 0x93, 0x2d, 0x07, 0x64, 0x26, 0x0f, 0x71, 0x17, 0xf3, 0x67, 0xcf, 0x5d]
         );
         assert_eq!(
             key2[240..],
-            [
-                0xa6, 0x5f, 0x1d, 0xde, 0x58, 0x28, 0xe8, 0x07, 0xca, 0xa3, 0x11, 0xa2, 0xf0, 0x31,
-                0xad, 0x3c
-            ]
+            [0xa6, 0x5f, 0x1d, 0xde, 0x58, 0x28, 0xe8, 0x07, 0xca, 0xa3, 0x11, 0xa2, 0xf0, 0x31, 0xad, 0x3c]
         );
     }
 
@@ -632,11 +550,7 @@ mod tests {
         assert_eq!(p.ncp, 2);
         assert_eq!(
             p.ciphers,
-            Some(vec![
-                "AES-256-GCM".to_owned(),
-                "AES-128-GCM".to_owned(),
-                "CHACHA20-POLY1305".to_owned()
-            ])
+            Some(vec!["AES-256-GCM".to_owned(), "AES-128-GCM".to_owned(), "CHACHA20-POLY1305".to_owned()])
         );
         assert_eq!(p.mtu, Some(1600));
         assert!(p.comp_stub_v2 && p.lzo_stub);
@@ -651,20 +565,13 @@ mod tests {
         assert!(p.data_v2() && p.request_push() && !p.tls_ekm() && !p.cc_exit());
     }
 
-    const SERVER: [Cipher; 3] = [
-        Cipher::Aes256Gcm,
-        Cipher::Aes128Gcm,
-        Cipher::Chacha20Poly1305,
-    ];
+    const SERVER: [Cipher; 3] = [Cipher::Aes256Gcm, Cipher::Aes128Gcm, Cipher::Chacha20Poly1305];
 
     #[test]
     fn negotiate_2_6_default() {
         let peer = PeerInfo::parse(PEER_INFO);
         let server = [Cipher::Chacha20Poly1305, Cipher::Aes256Gcm];
-        assert_eq!(
-            negotiate_cipher(&server, None, &peer, OPTIONS),
-            Ok((Cipher::Chacha20Poly1305, true))
-        );
+        assert_eq!(negotiate_cipher(&server, None, &peer, OPTIONS), Ok((Cipher::Chacha20Poly1305, true)));
     }
 
     #[test]
@@ -672,10 +579,7 @@ mod tests {
         let peer = PeerInfo::parse("IV_VER=2.4.7\nIV_PROTO=2\nIV_NCP=2\n");
         let server = [Cipher::Chacha20Poly1305, Cipher::Aes128Gcm];
         let occ = "V4,cipher BF-CBC,auth SHA1";
-        assert_eq!(
-            negotiate_cipher(&server, None, &peer, occ),
-            Ok((Cipher::Aes128Gcm, true))
-        );
+        assert_eq!(negotiate_cipher(&server, None, &peer, occ), Ok((Cipher::Aes128Gcm, true)));
     }
 
     #[test]
@@ -683,10 +587,7 @@ mod tests {
         let peer = PeerInfo::parse("IV_VER=2.3.18\n");
         let occ = "V4,dev-type tun,cipher AES-256-CBC,auth SHA1,key-method 2,tls-client";
         let server = [Cipher::Aes256Gcm, Cipher::Aes256Cbc];
-        assert_eq!(
-            negotiate_cipher(&server, None, &peer, occ),
-            Ok((Cipher::Aes256Cbc, false))
-        );
+        assert_eq!(negotiate_cipher(&server, None, &peer, occ), Ok((Cipher::Aes256Cbc, false)));
     }
 
     #[test]
@@ -694,24 +595,15 @@ mod tests {
         let peer = PeerInfo::parse("IV_CIPHERS=AES-128-GCM\n");
         let occ = "V4,cipher AES-256-CBC";
         let server = [Cipher::Aes256Cbc, Cipher::Aes128Gcm];
-        assert_eq!(
-            negotiate_cipher(&server, None, &peer, occ),
-            Ok((Cipher::Aes128Gcm, true))
-        );
+        assert_eq!(negotiate_cipher(&server, None, &peer, occ), Ok((Cipher::Aes128Gcm, true)));
     }
 
     #[test]
     fn negotiate_fallback() {
         let peer = PeerInfo::parse("IV_VER=2.3.18\n");
         let fb = Some(Cipher::Aes256Cbc);
-        assert_eq!(
-            negotiate_cipher(&SERVER, fb, &peer, "V4,auth SHA1"),
-            Ok((Cipher::Aes256Cbc, false))
-        );
-        assert_eq!(
-            negotiate_cipher(&SERVER, fb, &peer, "V4,cipher AES-256-CBC"),
-            Ok((Cipher::Aes256Cbc, false))
-        );
+        assert_eq!(negotiate_cipher(&SERVER, fb, &peer, "V4,auth SHA1"), Ok((Cipher::Aes256Cbc, false)));
+        assert_eq!(negotiate_cipher(&SERVER, fb, &peer, "V4,cipher AES-256-CBC"), Ok((Cipher::Aes256Cbc, false)));
         assert!(negotiate_cipher(&SERVER, fb, &peer, "V4,cipher BF-CBC").is_err());
     }
 

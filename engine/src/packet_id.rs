@@ -61,11 +61,7 @@ impl ReplayWindow {
 
     /// Rebuilds a window from [`ReplayWindow::parts`], e.g. from a sync record.
     pub fn from_parts(time: u32, highest: u32, seen: u64) -> Self {
-        Self {
-            time,
-            highest,
-            seen,
-        }
+        Self { time, highest, seen }
     }
 
     /// `(time, highest id, seen bitmap)`, for serialisation.
@@ -104,18 +100,10 @@ impl ReplayWindow {
     pub fn accept(&mut self, id: u32, time: u32) -> Result<(), ReplayError> {
         self.check(id, time)?;
         if time > self.time {
-            *self = Self {
-                time,
-                highest: id,
-                seen: 1,
-            };
+            *self = Self { time, highest: id, seen: 1 };
         } else if id > self.highest {
             let shift = id - self.highest;
-            self.seen = if shift >= Self::SIZE {
-                0
-            } else {
-                self.seen << shift
-            };
+            self.seen = if shift >= Self::SIZE { 0 } else { self.seen << shift };
             self.seen |= 1;
             self.highest = id;
         } else {

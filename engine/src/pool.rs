@@ -16,11 +16,7 @@ pub struct Pool {
 impl Pool {
     /// The pool `first..=last` (as validated by the configuration).
     pub fn new(first: Ipv4Addr, last: Ipv4Addr) -> Self {
-        Pool {
-            first: first.into(),
-            last: last.into(),
-            used: BTreeSet::new(),
-        }
+        Pool { first: first.into(), last: last.into(), used: BTreeSet::new() }
     }
 
     /// Takes the lowest free address, if any is left.
@@ -89,10 +85,7 @@ mod tests {
 
     #[test]
     fn top_of_address_space() {
-        let mut p = Pool::new(
-            Ipv4Addr::new(255, 255, 255, 254),
-            Ipv4Addr::new(255, 255, 255, 255),
-        );
+        let mut p = Pool::new(Ipv4Addr::new(255, 255, 255, 254), Ipv4Addr::new(255, 255, 255, 255));
         assert!(p.allocate().is_some());
         assert!(p.allocate().is_some());
         assert_eq!(p.allocate(), None);

@@ -42,10 +42,7 @@ const PUSH_MAX: usize = 1024;
 
 /// The option list of the reply, in order.
 pub fn options(s: &PushSettings, c: &ClientPush) -> Vec<String> {
-    let mut o = vec![
-        format!("route-gateway {}", s.server_address),
-        "topology subnet".to_string(),
-    ];
+    let mut o = vec![format!("route-gateway {}", s.server_address), "topology subnet".to_string()];
     for r in &s.routes {
         o.push(format!("route {} {}", r.addr, r.netmask()));
     }
@@ -86,10 +83,7 @@ pub fn messages(opts: &[String]) -> Vec<String> {
     const LAST: &str = ",push-continuation 1";
     let single: usize = HEAD.len() + opts.iter().map(|o| o.len() + 1).sum::<usize>();
     if single <= PUSH_MAX {
-        return vec![std::iter::once(HEAD.to_string())
-            .chain(opts.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(",")];
+        return vec![std::iter::once(HEAD.to_string()).chain(opts.iter().cloned()).collect::<Vec<_>>().join(",")];
     }
     let mut out = Vec::new();
     let mut cur = HEAD.to_string();
@@ -145,21 +139,12 @@ mod tests {
 
     #[test]
     fn a_25_client_gets_no_protocol_flags() {
-        let c = ClientPush {
-            cc_exit: false,
-            tls_ekm: false,
-            tun_mtu: None,
-            ..client26()
-        };
+        let c = ClientPush { cc_exit: false, tls_ekm: false, tun_mtu: None, ..client26() };
         assert_eq!(
             messages(&options(&settings(), &c)),
             vec!["PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM"]
         );
-        let c = ClientPush {
-            cc_exit: false,
-            tls_ekm: true,
-            ..c
-        };
+        let c = ClientPush { cc_exit: false, tls_ekm: true, ..c };
         assert!(options(&settings(), &c).contains(&"key-derivation tls-ekm".to_string()));
     }
 
@@ -172,37 +157,24 @@ mod tests {
         let o = options(&s, &client26());
         assert_eq!(
             &o[2..5],
-            [
-                "route 198.19.0.0 255.255.255.0",
-                "dhcp-option DNS 198.19.0.53",
-                "dhcp-option DOMAIN lab.example"
-            ]
+            ["route 198.19.0.0 255.255.255.0", "dhcp-option DNS 198.19.0.53", "dhcp-option DOMAIN lab.example"]
         );
     }
 
     #[test]
     fn long_replies_are_continued() {
         let mut s = settings();
-        s.routes = (0..100)
-            .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
-            .collect();
+        s.routes = (0..100).map(|i| format!("10.{i}.0.0/16").parse().unwrap()).collect();
         let m = messages(&options(&s, &client26()));
         assert!(m.len() > 1);
         for (i, msg) in m.iter().enumerate() {
             assert!(msg.len() <= PUSH_MAX, "message {i} is {} bytes", msg.len());
             assert!(msg.starts_with("PUSH_REPLY,"));
-            let tail = if i + 1 == m.len() {
-                ",push-continuation 1"
-            } else {
-                ",push-continuation 2"
-            };
+            let tail = if i + 1 == m.len() { ",push-continuation 1" } else { ",push-continuation 2" };
             assert!(msg.ends_with(tail));
         }
-        let all: Vec<&str> = m
-            .iter()
-            .flat_map(|x| x.split(',').skip(1))
-            .filter(|o| !o.starts_with("push-continuation"))
-            .collect();
+        let all: Vec<&str> =
+            m.iter().flat_map(|x| x.split(',').skip(1)).filter(|o| !o.starts_with("push-continuation")).collect();
         assert_eq!(all, options(&s, &client26()));
     }
 }

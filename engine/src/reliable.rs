@@ -65,11 +65,7 @@ impl Reliable {
     /// A key state whose reset (msg_pid 0) both sides already exchanged
     /// elsewhere continues at msg_pid 1 on both sides.
     pub fn starting_at(next_send: u32, next_recv: u32) -> Reliable {
-        Reliable {
-            next_send,
-            next_recv,
-            ..Reliable::default()
-        }
+        Reliable { next_send, next_recv, ..Reliable::default() }
     }
 
     /// Records a reliable packet from the peer.
@@ -104,11 +100,7 @@ impl Reliable {
         for id in ids {
             if let Some(i) = self.outgoing.iter().position(|o| o.pid == *id) {
                 self.outgoing.remove(i);
-                for o in self
-                    .outgoing
-                    .iter_mut()
-                    .filter(|o| o.pid < *id && o.due.is_some())
-                {
+                for o in self.outgoing.iter_mut().filter(|o| o.pid < *id && o.due.is_some()) {
                     o.later_acks = o.later_acks.saturating_add(1);
                 }
             }
@@ -124,14 +116,7 @@ impl Reliable {
     pub fn send(&mut self, opcode: Opcode, payload: Vec<u8>) -> u32 {
         let pid = self.next_send;
         self.next_send += 1;
-        self.outgoing.push_back(Outgoing {
-            pid,
-            opcode,
-            payload,
-            due: None,
-            timeout: INITIAL_TIMEOUT,
-            later_acks: 0,
-        });
+        self.outgoing.push_back(Outgoing { pid, opcode, payload, due: None, timeout: INITIAL_TIMEOUT, later_acks: 0 });
         pid
     }
 
@@ -150,11 +135,7 @@ impl Reliable {
                 }
                 Some(_) => continue,
             }
-            f(Transmit {
-                pid: o.pid,
-                opcode: o.opcode,
-                payload: &o.payload,
-            });
+            f(Transmit { pid: o.pid, opcode: o.opcode, payload: &o.payload });
         }
     }
 
@@ -197,41 +178,23 @@ mod tests {
     #[test]
     fn delivers_in_order_and_acks_everything() {
         let mut r = Reliable::new();
-        assert_eq!(
-            r.receive(1, Opcode::ControlV1, b"b".to_vec()),
-            Received::New
-        );
+        assert_eq!(r.receive(1, Opcode::ControlV1, b"b".to_vec()), Received::New);
         assert!(r.deliver().is_none(), "0 has not arrived");
-        assert_eq!(
-            r.receive(0, Opcode::HardResetClientV2, Vec::new()),
-            Received::New
-        );
+        assert_eq!(r.receive(0, Opcode::HardResetClientV2, Vec::new()), Received::New);
         assert_eq!(r.deliver().unwrap().0, Opcode::HardResetClientV2);
         assert_eq!(r.deliver().unwrap().1, b"b");
-        assert_eq!(
-            r.receive(0, Opcode::HardResetClientV2, Vec::new()),
-            Received::Duplicate
-        );
+        assert_eq!(r.receive(0, Opcode::HardResetClientV2, Vec::new()), Received::Duplicate);
         assert_eq!(r.take_acks(8), vec![0, 1], "most recent first");
-        assert_eq!(
-            r.receive(1, Opcode::ControlV1, Vec::new()),
-            Received::Duplicate
-        );
+        assert_eq!(r.receive(1, Opcode::ControlV1, Vec::new()), Received::Duplicate);
         assert_eq!(r.take_acks(8), vec![1], "duplicates are acknowledged again");
     }
 
     #[test]
     fn drops_beyond_the_window_without_ack() {
         let mut r = Reliable::new();
-        assert_eq!(
-            r.receive(RECV_WINDOW, Opcode::ControlV1, Vec::new()),
-            Received::OutOfWindow
-        );
+        assert_eq!(r.receive(RECV_WINDOW, Opcode::ControlV1, Vec::new()), Received::OutOfWindow);
         assert!(!r.has_acks());
-        assert_eq!(
-            r.receive(RECV_WINDOW - 1, Opcode::ControlV1, Vec::new()),
-            Received::New
-        );
+        assert_eq!(r.receive(RECV_WINDOW - 1, Opcode::ControlV1, Vec::new()), Received::New);
     }
 
     #[test]

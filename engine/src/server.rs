@@ -13,12 +13,21 @@ use vpnsyncd_config::Config;
 
 use crate::data::{classify, Payload};
 use crate::pool::Pool;
+use crate::record::{Progress, SessionRecord};
 use crate::session::{Now, Session, SessionConfig};
 use crate::wire::{self, Opcode};
 use crate::wrap::Wrapper;
 
 /// A control datagram to send: (listener index, destination, bytes).
 pub type Outgoing = (usize, SocketAddr, Vec<u8>);
+
+/// Session state for the syncer (keyed by our session id).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SyncOut {
+    Upsert([u8; 8], Vec<u8>),
+    Progress(Vec<([u8; 8], Vec<u8>)>),
+    Delete([u8; 8]),
+}
 
 /// All sessions of this engine.
 pub struct Server {
@@ -31,7 +40,9 @@ pub struct Server {
     sessions: Vec<Option<Session>>,
     by_addr: HashMap<SocketAddr, u32>,
     by_vip: HashMap<Ipv4Addr, u32>,
+    by_sid: HashMap<[u8; 8], u32>,
     pub outbox: Vec<Outgoing>,
+    pub sync_out: Vec<SyncOut>,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -53,7 +64,9 @@ impl Server {
             sessions: Vec::new(),
             by_addr: HashMap::new(),
             by_vip: HashMap::new(),
+            by_sid: HashMap::new(),
             outbox: Vec::new(),
+            sync_out: Vec::new(),
         }
     }
 
@@ -98,6 +111,7 @@ impl Server {
     }
 
     fn control(&mut self, now: Now, id: u32, packet: &[u8]) {
+        self.promote_on_packet(now, id);
         let Some(s) = self.session_mut(id) else {
             return;
         };
@@ -138,17 +152,10 @@ impl Server {
             self.remove(old, "the client restarted");
         }
         if self.client_count() >= self.max_clients as usize {
-            log::warn!(
-                "{from}: refused: {} clients already (max clients)",
-                self.max_clients
-            );
+            log::warn!("{from}: refused: {} clients already (max clients)", self.max_clients);
             return None;
         }
-        let peer_id = self
-            .sessions
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.sessions.len()) as u32;
+        let peer_id = self.sessions.iter().position(Option::is_none).unwrap_or(self.sessions.len()) as u32;
         let mut wrap = self.wrap.clone();
         if let Err(e) = wrap.record_replay(id, time) {
             log::debug!("{from}: {e}");
@@ -169,26 +176,22 @@ impl Server {
             self.sessions[peer_id as usize] = Some(s);
         }
         self.by_addr.insert(from, peer_id);
+        self.by_sid.insert(self.sessions[peer_id as usize].as_ref().map_or([0; 8], |s| s.local_sid), peer_id);
         self.settle(now, peer_id);
         None
     }
 
-    fn on_data<'a>(
-        &mut self,
-        now: Now,
-        from: SocketAddr,
-        opcode: Opcode,
-        packet: &'a mut [u8],
-    ) -> Option<&'a [u8]> {
+    fn on_data<'a>(&mut self, now: Now, from: SocketAddr, opcode: Opcode, packet: &'a mut [u8]) -> Option<&'a [u8]> {
         let id = match (opcode, wire::data_peer_id(packet)) {
             (Opcode::DataV2, Some(p)) if p != wire::NO_PEER_ID => p,
             _ => *self.by_addr.get(&from)?,
         };
-        let s = self.session_mut(id)?;
-        if s.peer != from {
+        if self.session_mut(id)?.peer != from {
             // No floating: a client keeps its address.
             return None;
         }
+        self.promote_on_packet(now, id);
+        let s = self.session_mut(id)?;
         let vip = s.virtual_ip;
         let payload = s.decrypt(now, packet)?;
         match classify(payload) {
@@ -206,12 +209,7 @@ impl Server {
 
     /// A packet from the tun device: encrypted into `out` for the client
     /// that owns its destination. Returns (listener, client, length).
-    pub fn on_tun_packet(
-        &mut self,
-        now: Now,
-        packet: &[u8],
-        out: &mut [u8],
-    ) -> Option<(usize, SocketAddr, usize)> {
+    pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
         let id = *self.by_vip.get(&ipv4_dst(packet)?)?;
         let s = self.session_mut(id)?;
         let n = s.encrypt(now, packet, out)?;
@@ -220,11 +218,20 @@ impl Server {
 
     /// Runs every session's timers.
     pub fn on_timer(&mut self, now: Now) {
+        let mut progress = Vec::new();
         for id in 0..self.sessions.len() as u32 {
             if let Some(s) = self.session_mut(id) {
                 s.on_timer(now);
+                if !s.ghost && s.virtual_ip.is_some() && !s.record_dirty {
+                    if let Some(p) = s.take_progress() {
+                        progress.push((s.local_sid, p.encode()));
+                    }
+                }
                 self.settle(now, id);
             }
+        }
+        if !progress.is_empty() {
+            self.sync_out.push(SyncOut::Progress(progress));
         }
     }
 
@@ -246,6 +253,13 @@ impl Server {
                 }
             }
         }
+        if s.record_dirty && !s.ghost {
+            s.record_dirty = false;
+            if let Some(rec) = s.snapshot() {
+                s.take_progress();
+                self.sync_out.push(SyncOut::Upsert(s.local_sid, rec.encode()));
+            }
+        }
         let (listener, peer) = (s.listener, s.peer);
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
@@ -259,7 +273,17 @@ impl Server {
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        log::info!("{}: session ended: {why}", s.label());
+        if s.ghost {
+            log::debug!("ghost {}: removed: {why}", s.label());
+        } else {
+            log::info!("{}: session ended: {why}", s.label());
+            if s.virtual_ip.is_some() {
+                self.sync_out.push(SyncOut::Delete(s.local_sid));
+            }
+        }
+        if self.by_sid.get(&s.local_sid) == Some(&id) {
+            self.by_sid.remove(&s.local_sid);
+        }
         let (listener, peer) = (s.listener, s.peer);
         for p in s.outbox {
             self.outbox.push((listener, peer, p));
@@ -273,6 +297,96 @@ impl Server {
         }
         while self.sessions.last().is_some_and(Option::is_none) {
             self.sessions.pop();
+        }
+    }
+
+    /// A session of another member, from its record: installed (or
+    /// replaced) as a ghost.
+    pub fn install_ghost(&mut self, now: Now, rec: &SessionRecord) {
+        if let Some(old) = self.by_sid.get(&rec.local_sid).copied() {
+            self.remove(old, "replaced by a newer record");
+        }
+        if let Some(Some(other)) = self.sessions.get(rec.peer_id as usize) {
+            log::warn!("{}: peer-id {} taken over by a synced session", other.label(), rec.peer_id);
+            self.remove(rec.peer_id, "its peer-id belongs to a synced session");
+        }
+        if let Some(other) = self.by_vip.get(&rec.virtual_ip).copied() {
+            self.remove(other, "its address belongs to a synced session");
+        }
+        if let Some(other) = self.by_addr.get(&rec.peer).copied() {
+            self.remove(other, "its client address belongs to a synced session");
+        }
+        let id = rec.peer_id;
+        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, now);
+        log::info!("ghost {}: installed", ghost.label());
+        while self.sessions.len() <= id as usize {
+            self.sessions.push(None);
+        }
+        self.pool.claim(rec.virtual_ip);
+        self.by_addr.insert(rec.peer, id);
+        self.by_vip.insert(rec.virtual_ip, id);
+        self.by_sid.insert(rec.local_sid, id);
+        self.sessions[id as usize] = Some(ghost);
+    }
+
+    /// The master's latest counters for one of our ghosts.
+    pub fn ghost_progress(&mut self, now: Now, sid: &[u8; 8], p: &Progress) {
+        let Some(id) = self.by_sid.get(sid).copied() else { return };
+        if let Some(s) = self.session_mut(id).filter(|s| s.ghost) {
+            s.apply_progress(p, now);
+        }
+    }
+
+    /// The master ended a session.
+    pub fn ghost_delete(&mut self, sid: &[u8; 8]) {
+        if let Some(id) = self.by_sid.get(sid).copied() {
+            if self.session_mut(id).is_some_and(|s| s.ghost) {
+                self.remove(id, "ended on the master");
+            }
+        }
+    }
+
+    /// A packet for a ghost: the VIP is here, so this member serves it now,
+    /// before the role change reaches us.
+    fn promote_on_packet(&mut self, now: Now, id: u32) {
+        let n = self.sessions.len().max(1) as u32;
+        let delay = self.conf.rekey_window * (id + 1) / n;
+        if let Some(s) = self.session_mut(id).filter(|s| s.ghost) {
+            s.promote(now, delay);
+            s.record_dirty = true;
+            self.settle(now, id);
+        }
+    }
+
+    /// We became master: every ghost is live; their renegotiations are
+    /// spread evenly over the rekey window.
+    pub fn promote_all(&mut self, now: Now) {
+        let ghosts: Vec<u32> = self.sessions.iter().flatten().filter(|s| s.ghost).map(|s| s.peer_id).collect();
+        let n = ghosts.len() as u32;
+        for (i, id) in ghosts.iter().enumerate() {
+            let delay = self.conf.rekey_window * (i as u32 + 1) / n.max(1);
+            if let Some(s) = self.session_mut(*id) {
+                s.promote(now, delay);
+                s.record_dirty = true;
+            }
+            self.settle(now, *id);
+        }
+        if n > 0 {
+            log::info!("promoted: {n} ghost session(s) now live");
+        }
+    }
+
+    /// Another member became master: our sessions become ghosts that its
+    /// reports keep current; unfinished handshakes are dropped.
+    pub fn demote_all(&mut self, now: Now) {
+        let live: Vec<u32> = self.sessions.iter().flatten().filter(|s| !s.ghost).map(|s| s.peer_id).collect();
+        for id in live {
+            let Some(s) = self.session_mut(id) else { continue };
+            if s.snapshot().is_some() {
+                s.demote(now);
+            } else {
+                self.remove(id, "another member is master");
+            }
         }
     }
 

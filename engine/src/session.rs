@@ -15,6 +15,7 @@ use vpnsyncd_config::{Cipher, Digest};
 use crate::data::{DataHeader, DataKey};
 use crate::keys::{self, KeyMethod2, KeySource, PeerInfo};
 use crate::push::{self, ClientPush, PushSettings};
+use crate::record::{KeyProgress, KeyRecord, Progress, SessionRecord};
 use crate::reliable::{Received, Reliable};
 use crate::wire::{ControlBody, Opcode};
 use crate::wrap::Wrapper;
@@ -56,6 +57,8 @@ pub struct SessionConfig {
     /// 0: the server never starts a renegotiation.
     pub reneg_sec: u32,
     pub push: PushSettings,
+    /// After a takeover, renegotiations are spread over this window.
+    pub rekey_window: Duration,
 }
 
 /// Compression framing for clients configured with `comp-lzo`/`compress`
@@ -71,7 +74,7 @@ pub enum Framing {
 
 /// What was agreed with the client on its first key exchange; kept for
 /// every renegotiation (2.4 clients omit their cipher list then).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
     pub cipher: Cipher,
     pub push_cipher: bool,
@@ -95,9 +98,12 @@ enum Phase {
 struct KeyState {
     key_id: u8,
     rel: Reliable,
-    tls: ServerConnection,
+    /// `None` in a ghost: the TLS session stayed on the old master.
+    tls: Option<ServerConnection>,
     phase: Phase,
     data: Option<DataKey>,
+    /// What `data` was made from, for the session record.
+    key2: Option<Box<[u8; 256]>>,
     /// We may encrypt with this key (the client has it too).
     send_ok: bool,
     started: Instant,
@@ -116,9 +122,10 @@ impl KeyState {
         Ok(KeyState {
             key_id,
             rel: Reliable::new(),
-            tls,
+            tls: Some(tls),
             phase: Phase::Negotiating,
             data: None,
+            key2: None,
             send_ok: false,
             started: now,
             established: None,
@@ -162,7 +169,25 @@ pub struct Session {
     conf: Arc<SessionConfig>,
     /// The server's key source of the current negotiation (PRF path).
     client_source: Option<KeySource>,
+    /// A copy of a session served by another member (a backup's view):
+    /// it sends nothing until promoted.
+    pub ghost: bool,
+    /// When the master's last state for this ghost arrived.
+    synced_at: Instant,
+    /// New keys or a new address: the record must go to the backups.
+    pub record_dirty: bool,
+    /// The progress last handed to the syncer.
+    last_progress: Option<Progress>,
+    /// After a takeover: when to replace the copied keys.
+    reneg_at: Option<Instant>,
 }
+
+/// A master may have used this many packet ids per second and key since
+/// its last progress report reached us: far more than one session can
+/// carry, so a new master never reuses a (key, packet id) pair.
+const MAX_PACKET_RATE: u64 = 4_000_000;
+/// Added on top, for the report's own delay.
+const PACKET_ID_MARGIN: u64 = 1_000_000;
 
 fn next_key_id(k: u8) -> u8 {
     if k >= 7 {
@@ -213,6 +238,11 @@ impl Session {
             outbox: Vec::new(),
             conf,
             client_source: None,
+            ghost: false,
+            synced_at: now.mono,
+            record_dirty: false,
+            last_progress: None,
+            reneg_at: None,
         })
     }
 
@@ -240,10 +270,7 @@ impl Session {
 
     /// Authenticates a control packet of this session and removes its
     /// wrapping (replay-checked).
-    pub fn unwrap(
-        &mut self,
-        packet: &[u8],
-    ) -> Result<(u8, [u8; 8], Vec<u8>), crate::wrap::WrapError> {
+    pub fn unwrap(&mut self, packet: &[u8]) -> Result<(u8, [u8; 8], Vec<u8>), crate::wrap::WrapError> {
         self.wrap.unwrap(packet)
     }
 
@@ -254,10 +281,7 @@ impl Session {
             return;
         };
         if sid != self.remote_sid {
-            log::debug!(
-                "{}: control packet of another session dropped",
-                self.label()
-            );
+            log::debug!("{}: control packet of another session dropped", self.label());
             return;
         }
         let body = match ControlBody::parse(opcode, body) {
@@ -268,10 +292,7 @@ impl Session {
             }
         };
         if !body.acks.is_empty() && body.remote_session_id != Some(self.local_sid) {
-            log::debug!(
-                "{}: acknowledgement for another session dropped",
-                self.label()
-            );
+            log::debug!("{}: acknowledgement for another session dropped", self.label());
             return;
         }
         self.last_recv = now.mono;
@@ -284,10 +305,7 @@ impl Session {
                 }
             }
             None => {
-                log::debug!(
-                    "{}: packet for unknown key_id {key_id} dropped",
-                    self.label()
-                );
+                log::debug!("{}: packet for unknown key_id {key_id} dropped", self.label());
                 return;
             }
         };
@@ -295,10 +313,7 @@ impl Session {
         ks.rel.acked(&body.acks);
         if let Some(pid) = body.msg_pid {
             if ks.rel.receive(pid, opcode, body.payload) == Received::OutOfWindow {
-                log::debug!(
-                    "{}: control packet {pid} beyond the window dropped",
-                    self.label()
-                );
+                log::debug!("{}: control packet {pid} beyond the window dropped", self.label());
             }
         }
         self.process(idx, now);
@@ -306,9 +321,7 @@ impl Session {
 
     /// The client may start a renegotiation once its current key works.
     fn can_renegotiate(&self) -> bool {
-        self.keys
-            .last()
-            .is_some_and(|k| k.phase == Phase::Established)
+        self.keys.last().is_some_and(|k| k.phase == Phase::Established)
     }
 
     /// Opens key state `key_id` for a renegotiation (ours when `initiate`).
@@ -316,10 +329,7 @@ impl Session {
     fn start_key_state(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
         let expected = next_key_id(self.key_id());
         if key_id != expected {
-            log::debug!(
-                "{}: soft reset with key_id {key_id}, expected {expected}",
-                self.label()
-            );
+            log::debug!("{}: soft reset with key_id {key_id}, expected {expected}", self.label());
             return None;
         }
         let mut ks = match KeyState::new(key_id, &self.conf.tls, now.mono) {
@@ -337,8 +347,7 @@ impl Session {
             if initiate { "server" } else { "client" }
         );
         // Keep the primary as lame duck; an older lame duck goes now.
-        self.keys
-            .retain(|k| k.phase == Phase::Established && k.expires.is_none());
+        self.keys.retain(|k| k.phase == Phase::Established && k.expires.is_none());
         if let Some(old) = self.keys.last_mut() {
             old.expires = Some(now.mono + HAND_WINDOW + TRANSITION_WINDOW);
         }
@@ -359,7 +368,9 @@ impl Session {
                 break;
             }
         }
-        if self.keys[idx].phase == Phase::Negotiating && !self.keys[idx].tls.is_handshaking() {
+        if self.keys[idx].phase == Phase::Negotiating
+            && self.keys[idx].tls.as_ref().is_some_and(|t| !t.is_handshaking())
+        {
             self.after_handshake(idx, now);
         }
         self.read_plaintext(idx, now);
@@ -367,7 +378,8 @@ impl Session {
     }
 
     fn feed_tls(&mut self, idx: usize, mut payload: &[u8]) -> Result<(), String> {
-        let tls = &mut self.keys[idx].tls;
+        // A ghost's old key has no TLS session: its data is dropped.
+        let Some(tls) = self.keys[idx].tls.as_mut() else { return Ok(()) };
         while !payload.is_empty() {
             tls.read_tls(&mut payload).map_err(|e| e.to_string())?;
             tls.process_new_packets().map_err(|e| crate::tls::describe(&e))?;
@@ -381,7 +393,9 @@ impl Session {
         log::warn!("{}: TLS handshake failed: {e}", self.label());
         let ks = &mut self.keys[idx];
         let mut alert = Vec::new();
-        while ks.tls.wants_write() && ks.tls.write_tls(&mut alert).is_ok() {}
+        if let Some(tls) = ks.tls.as_mut() {
+            while tls.wants_write() && tls.write_tls(&mut alert).is_ok() {}
+        }
         ks.tls_out.extend_from_slice(&alert);
         if ks.key_id == 0 || self.keys.len() == 1 {
             self.close(format!("TLS handshake failed: {e}"));
@@ -392,7 +406,8 @@ impl Session {
     fn after_handshake(&mut self, idx: usize, _now: Now) {
         let cn = self.keys[idx]
             .tls
-            .peer_certificates()
+            .as_ref()
+            .and_then(|t| t.peer_certificates())
             .and_then(|c| c.first())
             .map(|c| crate::tls::common_name(c));
         match (&self.common_name, cn) {
@@ -401,10 +416,7 @@ impl Session {
                 log::info!("{}: TLS handshake done, certificate verified", self.label());
             }
             (Some(old), Some(cn)) if *old != cn => {
-                log::warn!(
-                    "{}: renegotiated with another certificate ({cn})",
-                    self.label()
-                );
+                log::warn!("{}: renegotiated with another certificate ({cn})", self.label());
                 self.close(format!("certificate common name changed to {cn}"));
             }
             _ => {}
@@ -416,7 +428,8 @@ impl Session {
     fn read_plaintext(&mut self, idx: usize, now: Now) {
         let mut buf = [0u8; MAX_MESSAGE];
         loop {
-            let n = match self.keys[idx].tls.reader().read(&mut buf) {
+            let Some(tls) = self.keys[idx].tls.as_mut() else { return };
+            let n = match tls.reader().read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
@@ -429,11 +442,7 @@ impl Session {
             let mut messages = Vec::new();
             while let Some(end) = ks.plain.iter().position(|b| *b == 0) {
                 let msg: Vec<u8> = ks.plain.drain(..=end).collect();
-                messages.push(
-                    String::from_utf8_lossy(&msg[..end])
-                        .trim_end_matches(['\r', '\n'])
-                        .to_string(),
-                );
+                messages.push(String::from_utf8_lossy(&msg[..end]).trim_end_matches(['\r', '\n']).to_string());
             }
             if ks.plain.len() > MAX_MESSAGE {
                 ks.plain.clear();
@@ -473,12 +482,8 @@ impl Session {
             password: String::new(),
             peer_info: String::new(),
         };
-        if self.keys[idx]
-            .tls
-            .writer()
-            .write_all(&reply.encode())
-            .is_err()
-        {
+        let Some(tls) = self.keys[idx].tls.as_mut() else { return };
+        if tls.writer().write_all(&reply.encode()).is_err() {
             self.close("TLS refused our key-method message");
             return;
         }
@@ -491,11 +496,8 @@ impl Session {
         let n = self.negotiated.clone().expect("negotiated above");
         let key2 = if n.ekm {
             let mut k = [0u8; 256];
-            if let Err(e) =
-                self.keys[idx]
-                    .tls
-                    .export_keying_material(&mut k[..], keys::EKM_LABEL, None)
-            {
+            let res = self.keys[idx].tls.as_ref().map(|t| t.export_keying_material(&mut k[..], keys::EKM_LABEL, None));
+            if let Some(Err(e)) = res {
                 self.close(format!("TLS key export failed: {e}"));
                 return;
             }
@@ -506,6 +508,7 @@ impl Session {
         let label = self.label();
         let ks = &mut self.keys[idx];
         ks.data = Some(DataKey::new(n.cipher, self.conf.auth, &key2, true));
+        ks.key2 = Some(Box::new(key2));
         ks.phase = Phase::Established;
         ks.established = Some(now.mono);
         // The first key is the only one: use it at once. A renegotiated
@@ -517,27 +520,20 @@ impl Session {
             log::info!(
                 "{label}: key exchange done, cipher {}, {}",
                 n.cipher.name(),
-                if n.ekm {
-                    "keys from TLS-EKM"
-                } else {
-                    "keys from the OpenVPN PRF"
-                }
+                if n.ekm { "keys from TLS-EKM" } else { "keys from the OpenVPN PRF" }
             );
         } else {
-            self.last_rekey = now.unix;
             log::info!("{label}: key_id {} established", ks.key_id);
+            self.last_rekey = now.unix;
+            self.record_dirty = true;
         }
         self.client_source = Some(client.source);
     }
 
     fn negotiate(&self, client: &KeyMethod2) -> Result<Negotiated, String> {
         let info = PeerInfo::parse(&client.peer_info);
-        let (cipher, push_cipher) = keys::negotiate_cipher(
-            &self.conf.data_ciphers,
-            self.conf.fallback_cipher,
-            &info,
-            &client.options,
-        )?;
+        let (cipher, push_cipher) =
+            keys::negotiate_cipher(&self.conf.data_ciphers, self.conf.fallback_cipher, &info, &client.options)?;
         let framing = if !keys::uses_compression(&client.options) {
             Framing::None
         } else if info.comp_stub_v2 {
@@ -561,6 +557,7 @@ impl Session {
     pub fn set_address(&mut self, ip: Ipv4Addr, now: Now) {
         self.virtual_ip = Some(ip);
         self.wants_address = false;
+        self.record_dirty = true;
         if self.negotiated.as_ref().is_some_and(|n| n.request_push) {
             self.send_push_reply(now);
         }
@@ -588,11 +585,7 @@ impl Session {
             self.send_message(idx, &m);
         }
         if !self.push_sent {
-            log::info!(
-                "{}: tunnel address {ip}, peer-id {}",
-                self.label(),
-                self.peer_id
-            );
+            log::info!("{}: tunnel address {ip}, peer-id {}", self.label(), self.peer_id);
         }
         self.push_sent = true;
         self.flush(idx, now);
@@ -603,7 +596,9 @@ impl Session {
         let mut m = Vec::with_capacity(text.len() + 1);
         m.extend_from_slice(text.as_bytes());
         m.push(0);
-        let _ = self.keys[idx].tls.writer().write_all(&m);
+        if let Some(tls) = self.keys[idx].tls.as_mut() {
+            let _ = tls.writer().write_all(&m);
+        }
     }
 
     fn control_message(&mut self, text: &str, now: Now) {
@@ -622,9 +617,11 @@ impl Session {
     fn flush(&mut self, idx: usize, now: Now) {
         let chunk = self.payload_room();
         let ks = &mut self.keys[idx];
-        while ks.tls.wants_write() {
-            if ks.tls.write_tls(&mut ks.tls_out).is_err() {
-                break;
+        if let Some(tls) = ks.tls.as_mut() {
+            while tls.wants_write() {
+                if tls.write_tls(&mut ks.tls_out).is_err() {
+                    break;
+                }
             }
         }
         while !ks.tls_out.is_empty() && ks.rel.can_send() {
@@ -632,11 +629,7 @@ impl Session {
             let part: Vec<u8> = ks.tls_out.drain(..n).collect();
             ks.rel.send(Opcode::ControlV1, part);
         }
-        if ks.phase == Phase::Established
-            && !ks.send_ok
-            && ks.rel.all_acked()
-            && ks.tls_out.is_empty()
-        {
+        if ks.phase == Phase::Established && !ks.send_ok && ks.rel.all_acked() && ks.tls_out.is_empty() {
             ks.send_ok = true;
         }
         self.transmit(idx, now);
@@ -656,41 +649,26 @@ impl Session {
         let ks = &mut self.keys[idx];
         let key_id = ks.key_id;
         let mut due: Vec<(u32, Opcode, Vec<u8>)> = Vec::new();
-        ks.rel.transmit(now.mono, |t| {
-            due.push((t.pid, t.opcode, t.payload.to_vec()))
-        });
+        ks.rel.transmit(now.mono, |t| due.push((t.pid, t.opcode, t.payload.to_vec())));
         for (pid, opcode, payload) in due {
             let acks = ks.rel.take_acks(PIGGYBACK_ACKS);
             let remote_session_id = (!acks.is_empty()).then_some(self.remote_sid);
             packets.push((
                 opcode.first_byte(key_id),
-                ControlBody {
-                    acks,
-                    remote_session_id,
-                    msg_pid: Some(pid),
-                    payload,
-                },
+                ControlBody { acks, remote_session_id, msg_pid: Some(pid), payload },
             ));
         }
         if ks.rel.has_acks() {
             let acks = ks.rel.take_acks(MAX_ACKS);
             packets.push((
                 Opcode::AckV1.first_byte(key_id),
-                ControlBody {
-                    acks,
-                    remote_session_id: Some(self.remote_sid),
-                    msg_pid: None,
-                    payload: Vec::new(),
-                },
+                ControlBody { acks, remote_session_id: Some(self.remote_sid), msg_pid: None, payload: Vec::new() },
             ));
         }
         for (first, body) in packets {
             let mut bytes = Vec::new();
             body.encode(&mut bytes);
-            match self
-                .wrap
-                .wrap(first, &self.local_sid, &bytes, now.unix as u32)
-            {
+            match self.wrap.wrap(first, &self.local_sid, &bytes, now.unix as u32) {
                 Ok(p) => {
                     self.outbox.push(p);
                     self.last_send = now.mono;
@@ -703,6 +681,9 @@ impl Session {
     /// Timers: retransmissions, handshake deadline, lame-duck expiry,
     /// keepalive, renegotiation.
     pub fn on_timer(&mut self, now: Now) {
+        if self.ghost {
+            return;
+        }
         for idx in 0..self.keys.len() {
             self.flush(idx, now);
         }
@@ -718,10 +699,7 @@ impl Session {
                     self.close("TLS negotiation did not finish within 60 s");
                     return;
                 }
-                log::warn!(
-                    "{}: renegotiation of key_id {key_id} timed out",
-                    self.label()
-                );
+                log::warn!("{}: renegotiation of key_id {key_id} timed out", self.label());
                 self.keys.retain(|k| k.key_id != key_id);
                 if let Some(k) = self.keys.last_mut() {
                     k.expires = None;
@@ -729,9 +707,7 @@ impl Session {
             }
         }
         self.keys.retain(|k| k.expires.is_none_or(|t| t > now.mono));
-        if self.virtual_ip.is_some()
-            && now.mono.duration_since(self.last_send) >= Duration::from_secs(ping.into())
-        {
+        if self.virtual_ip.is_some() && now.mono.duration_since(self.last_send) >= Duration::from_secs(ping.into()) {
             self.send_ping(now);
         }
         self.maybe_renegotiate(now);
@@ -745,11 +721,13 @@ impl Session {
             return;
         }
         let by_time = self.conf.reneg_sec > 0
-            && primary.established.is_some_and(|t| {
-                now.mono.duration_since(t) >= Duration::from_secs(self.conf.reneg_sec.into())
-            });
+            && primary
+                .established
+                .is_some_and(|t| now.mono.duration_since(t) >= Duration::from_secs(self.conf.reneg_sec.into()));
         let by_count = primary.data.as_ref().is_some_and(DataKey::needs_rekey);
-        if by_time || by_count {
+        let by_takeover = self.reneg_at.is_some_and(|t| t <= now.mono);
+        if by_time || by_count || by_takeover {
+            self.reneg_at = None;
             let id = next_key_id(primary.key_id);
             if let Some(idx) = self.start_key_state(id, now, true) {
                 self.flush(idx, now);
@@ -769,10 +747,7 @@ impl Session {
     /// signs of life.
     pub fn decrypt<'a>(&mut self, now: Now, packet: &'a mut [u8]) -> Option<&'a [u8]> {
         let key_id = packet.first()? & 7;
-        let ks = self
-            .keys
-            .iter_mut()
-            .find(|k| k.key_id == key_id && k.data.is_some())?;
+        let ks = self.keys.iter_mut().find(|k| k.key_id == key_id && k.data.is_some())?;
         let data = ks.data.as_mut()?;
         let len = packet.len() as u64;
         let payload = match data.decrypt(packet) {
@@ -786,10 +761,7 @@ impl Session {
         ks.send_ok = true;
         self.last_recv = now.mono;
         self.bytes_in += len;
-        let framing = self
-            .negotiated
-            .as_ref()
-            .map_or(Framing::None, |n| n.framing);
+        let framing = self.negotiated.as_ref().map_or(Framing::None, |n| n.framing);
         match (framing, payload) {
             (Framing::LzoStub, [0xFA, rest @ ..]) => Some(rest),
             (Framing::StubV2, [0x50, 0x00, rest @ ..]) => Some(rest),
@@ -804,15 +776,8 @@ impl Session {
         let v2 = self.negotiated.as_ref()?.data_v2;
         let framing = self.negotiated.as_ref()?.framing;
         let peer_id = self.peer_id;
-        let ks = self
-            .keys
-            .iter_mut()
-            .rev()
-            .find(|k| k.send_ok && k.data.is_some())?;
-        let hdr = DataHeader {
-            key_id: ks.key_id,
-            peer_id: v2.then_some(peer_id),
-        };
+        let ks = self.keys.iter_mut().rev().find(|k| k.send_ok && k.data.is_some())?;
+        let hdr = DataHeader { key_id: ks.key_id, peer_id: v2.then_some(peer_id) };
         let data = ks.data.as_mut()?;
         let res = if framing == Framing::LzoStub {
             let mut framed = Vec::with_capacity(payload.len() + 1);
@@ -843,5 +808,281 @@ impl Session {
             self.flush(idx, now);
         }
         self.close("killed by vpnsyncctl");
+    }
+}
+
+/// State sync: the record of a live session, and ghosts made from records.
+impl Session {
+    /// The record of an established session (`None` before it has an
+    /// address).
+    pub fn snapshot(&self) -> Option<SessionRecord> {
+        let keys: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let (data, key2) = (k.data.as_ref()?, k.key2.as_ref()?);
+                Some(KeyRecord { key_id: k.key_id, key2: **key2, send: data.send_counter(), recv: data.recv_state() })
+            })
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        Some(SessionRecord {
+            peer: self.peer,
+            listener: self.listener as u8,
+            peer_id: self.peer_id,
+            local_sid: self.local_sid,
+            remote_sid: self.remote_sid,
+            common_name: self.common_name.clone()?,
+            virtual_ip: self.virtual_ip?,
+            negotiated: self.negotiated.clone()?,
+            connected_since: self.connected_since,
+            last_rekey: self.last_rekey,
+            keys,
+            progress: self.progress(),
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            wrap_send: self.wrap.send_state(),
+            wrap_recv: self.wrap.recv_state(),
+            keys: self
+                .keys
+                .iter()
+                .filter_map(|k| {
+                    let d = k.data.as_ref()?;
+                    Some(KeyProgress { key_id: k.key_id, send: d.send_counter(), recv: d.recv_state() })
+                })
+                .collect(),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        }
+    }
+
+    /// The progress, if it changed since the last call.
+    pub fn take_progress(&mut self) -> Option<Progress> {
+        let p = self.progress();
+        if self.last_progress.as_ref() == Some(&p) {
+            return None;
+        }
+        self.last_progress = Some(p.clone());
+        Some(p)
+    }
+
+    /// A ghost of another member's session: its keys and counters, no TLS.
+    pub fn ghost(conf: Arc<SessionConfig>, wrap: Wrapper, rec: &SessionRecord, now: Now) -> Session {
+        let keys = rec
+            .keys
+            .iter()
+            .map(|k| KeyState {
+                key_id: k.key_id,
+                rel: Reliable::new(),
+                tls: None,
+                phase: Phase::Established,
+                data: Some(DataKey::new(rec.negotiated.cipher, conf.auth, &k.key2, true)),
+                key2: Some(Box::new(k.key2)),
+                send_ok: true,
+                started: now.mono,
+                established: Some(now.mono),
+                expires: None,
+                tls_out: Vec::new(),
+                plain: Vec::new(),
+            })
+            .collect();
+        let mut s = Session {
+            peer: rec.peer,
+            listener: rec.listener.into(),
+            peer_id: rec.peer_id,
+            local_sid: rec.local_sid,
+            remote_sid: rec.remote_sid,
+            wrap,
+            keys,
+            common_name: Some(rec.common_name.clone()),
+            virtual_ip: Some(rec.virtual_ip),
+            negotiated: Some(rec.negotiated.clone()),
+            wants_address: false,
+            closed: None,
+            connected_since: rec.connected_since,
+            last_rekey: rec.last_rekey,
+            bytes_in: 0,
+            bytes_out: 0,
+            last_recv: now.mono,
+            last_send: now.mono,
+            push_sent: true,
+            outbox: Vec::new(),
+            conf,
+            client_source: None,
+            ghost: true,
+            synced_at: now.mono,
+            record_dirty: false,
+            last_progress: None,
+            reneg_at: None,
+        };
+        for k in &rec.keys {
+            s.apply_key(k.key_id, k.send, k.recv);
+        }
+        s.apply_progress(&rec.progress, now);
+        s
+    }
+
+    fn apply_key(&mut self, key_id: u8, send: u32, recv: crate::record::Window) {
+        if let Some(d) = self.keys.iter_mut().find(|k| k.key_id == key_id).and_then(|k| k.data.as_mut()) {
+            d.set_send_counter(send.max(d.send_counter()));
+            d.set_recv_state(recv.0, recv.1, recv.2);
+        }
+    }
+
+    /// The master's latest counters for this ghost.
+    pub fn apply_progress(&mut self, p: &Progress, now: Now) {
+        for k in &p.keys {
+            self.apply_key(k.key_id, k.send, k.recv);
+        }
+        self.wrap.set_send_state(p.wrap_send.0, p.wrap_send.1);
+        self.wrap.set_recv_state(p.wrap_recv.0, p.wrap_recv.1, p.wrap_recv.2);
+        self.bytes_in = p.bytes_in;
+        self.bytes_out = p.bytes_out;
+        self.synced_at = now.mono;
+    }
+
+    /// This member now serves the session. Its packet ids continue past any
+    /// the old master may have used since its last report, its control
+    /// packets carry a newer replay time (the client accepts both without
+    /// a warning), and the copied keys are replaced by a renegotiation
+    /// `reneg_in` from now.
+    pub fn promote(&mut self, now: Now, reneg_in: Duration) {
+        if !self.ghost {
+            return;
+        }
+        self.ghost = false;
+        let age = now.mono.saturating_duration_since(self.synced_at).as_secs() + 1;
+        let jump = MAX_PACKET_RATE * age + PACKET_ID_MARGIN;
+        let mut exhausted = false;
+        for d in self.keys.iter_mut().filter_map(|k| k.data.as_mut()) {
+            let next = u64::from(d.send_counter()) + jump;
+            exhausted |= next >= u64::from(crate::packet_id::PacketIdSend::REKEY_TRIGGER);
+            d.set_send_counter(next.min(u64::from(u32::MAX - 1)) as u32);
+        }
+        let (_, time) = self.wrap.send_state();
+        self.wrap.set_send_state(0, (now.unix as u32).max(time.saturating_add(1)));
+        self.last_recv = now.mono;
+        self.reneg_at = Some(if exhausted { now.mono } else { now.mono + reneg_in });
+        log::info!("{}: taken over (packet ids advanced by {jump})", self.label());
+    }
+
+    /// Back to a ghost, when another member became master: keys and
+    /// counters stay (the master's reports keep them current), TLS goes.
+    pub fn demote(&mut self, now: Now) {
+        self.keys.retain(|k| k.data.is_some() && k.key2.is_some());
+        for k in &mut self.keys {
+            k.tls = None;
+            k.rel = Reliable::new();
+            k.send_ok = true;
+            k.tls_out.clear();
+        }
+        self.outbox.clear();
+        self.ghost = true;
+        self.synced_at = now.mono;
+        self.reneg_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::sample;
+    use vpnsyncd_common::msg::KeyKind;
+
+    pub(crate) fn conf() -> Arc<SessionConfig> {
+        let text = "ca /ca\ncertificate /crt\nkey /key\nkeepalive 2 10\n";
+        let c = vpnsyncd_config::parse_str("test", text, &[]).unwrap();
+        let t = crate::tls::testpki::SERVER_CRT;
+        let keys = vec![
+            (KeyKind::Ca, crate::tls::testpki::CA.to_vec()),
+            (KeyKind::Certificate, t.to_vec()),
+            (KeyKind::Key, crate::tls::testpki::SERVER_KEY.to_vec()),
+        ];
+        crate::settings::build(&c, &keys).unwrap().0
+    }
+
+    fn at(t0: Instant, ms: u64) -> Now {
+        Now { mono: t0 + Duration::from_millis(ms), unix: 1_800_000_000 + ms / 1000 }
+    }
+
+    /// xorshift64: a fixed, reproducible loss pattern.
+    fn lost(state: &mut u64, percent: u64) -> bool {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state % 100 < percent
+    }
+
+    /// 40,000 packets: the counter jumps as if 39,999 were sent, then one
+    /// real packet goes out.
+    fn send_burst(s: &mut Session, now: Now, out: &mut [u8]) {
+        let d = s.keys.last_mut().unwrap().data.as_mut().unwrap();
+        d.set_send_counter(d.send_counter() + 39_999);
+        assert!(s.encrypt(now, b"payload", out).is_some());
+    }
+
+    /// The safety invariant of takeover: however many progress reports were
+    /// lost, the new master's first packet id is above every id the old
+    /// master used with that key, so no (key, nonce) pair is used twice.
+    #[test]
+    fn takeover_never_reuses_a_packet_id_under_loss() {
+        let t0 = Instant::now();
+        let mut master = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
+        master.promote(at(t0, 0), Duration::from_secs(60));
+        let mut backup = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        let mut out = [0u8; 256];
+        let mut highest_used = 0;
+        // 3 s at 100 reports per second, 40,000 packets between reports
+        // (4 million packets per second), 30 % of the reports lost.
+        for tick in 1..=300u64 {
+            let now = at(t0, tick * 10);
+            send_burst(&mut master, now, &mut out);
+            highest_used = master.keys.last().unwrap().data.as_ref().unwrap().send_counter();
+            let report = master.progress();
+            if !lost(&mut rng, 30) {
+                backup.apply_progress(&report, now);
+            }
+        }
+        // Every report of the last 0.5 s is lost, then the master dies.
+        for tick in 301..=350u64 {
+            let now = at(t0, tick * 10);
+            send_burst(&mut master, now, &mut out);
+            highest_used = master.keys.last().unwrap().data.as_ref().unwrap().send_counter();
+        }
+        let takeover = at(t0, 3_600);
+        backup.promote(takeover, Duration::from_secs(60));
+        let n = backup.encrypt(takeover, b"payload", &mut out).unwrap();
+        // AES-256-GCM, DATA_V2: the packet id follows the 4-byte header.
+        let first = u32::from_be_bytes(out[4..8].try_into().unwrap());
+        assert!(n > 8);
+        assert!(first > highest_used, "new master starts at {first}, old master used up to {highest_used}");
+    }
+
+    #[test]
+    fn takeover_moves_the_control_replay_time_forward() {
+        let t0 = Instant::now();
+        let mut rec = sample();
+        rec.progress.wrap_send = (500, 1_900_000_000);
+        let mut g = Session::ghost(conf(), Wrapper::none(), &rec, at(t0, 0));
+        assert!(g.ghost);
+        g.promote(at(t0, 0), Duration::from_secs(5));
+        assert!(!g.ghost);
+        assert_eq!(g.wrap.send_state(), (0, 1_900_000_001), "a newer time, ids from 1");
+        assert_eq!(g.reneg_at, Some(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_a_ghost() {
+        let t0 = Instant::now();
+        let g = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
+        let mut want = sample();
+        // The ghost reports what it holds: the record's counters.
+        want.progress.keys = vec![crate::record::KeyProgress { key_id: 1, send: 1000, recv: (0, 900, 0xffff) }];
+        assert_eq!(g.snapshot().unwrap(), want);
     }
 }

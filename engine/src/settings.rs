@@ -20,10 +20,7 @@ fn key<'a>(keys: &'a [(KeyKind, Vec<u8>)], kind: KeyKind, what: &str) -> Result<
 }
 
 /// Everything sessions share, and the template of their wrapping.
-pub fn build(
-    conf: &Config,
-    keys: &[(KeyKind, Vec<u8>)],
-) -> Result<(Arc<SessionConfig>, Wrapper), String> {
+pub fn build(conf: &Config, keys: &[(KeyKind, Vec<u8>)]) -> Result<(Arc<SessionConfig>, Wrapper), String> {
     let crl = match conf.crl {
         Some(_) => Some(key(keys, KeyKind::Crl, "crl")?),
         None => None,
@@ -37,11 +34,7 @@ pub fn build(
     let tls = tls::server_config(&creds)?;
     let wrap = match &conf.wrap {
         None => Wrapper::none(),
-        Some(Wrap::TlsAuth {
-            path,
-            direction,
-            digest,
-        }) => {
+        Some(Wrap::TlsAuth { path, direction, digest }) => {
             let k = StaticKey::parse(key(keys, KeyKind::Wrap, "tls-auth")?)
                 .map_err(|e| format!("tls-auth {}: {e}", path.display()))?;
             Wrapper::tls_auth(&k, *direction, *digest)
@@ -68,6 +61,7 @@ pub fn build(
         keepalive: conf.keepalive,
         reneg_sec: conf.reneg_sec,
         push,
+        rekey_window: std::time::Duration::from_secs(conf.sync.as_ref().map_or(60, |s| s.rekey_window).into()),
     };
     Ok((Arc::new(session), wrap))
 }

@@ -27,9 +27,7 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(c.ca) {
         let cert = cert.map_err(|e| format!("ca: not a PEM certificate: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("ca: unusable certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("ca: unusable certificate: {e}"))?;
     }
     if roots.is_empty() {
         return Err("ca: no certificate found in the file".into());
@@ -40,14 +38,12 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
     if chain.is_empty() {
         return Err("certificate: no certificate found in the file".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(c.key)
-        .map_err(|e| format!("key: no usable private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(c.key).map_err(|e| format!("key: no usable private key: {e}"))?;
     let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
     if let Some(crl) = c.crl {
-        let crls: Vec<CertificateRevocationListDer<'static>> =
-            CertificateRevocationListDer::pem_slice_iter(crl)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("crl: not a PEM CRL: {e}"))?;
+        let crls: Vec<CertificateRevocationListDer<'static>> = CertificateRevocationListDer::pem_slice_iter(crl)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("crl: not a PEM CRL: {e}"))?;
         verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
     }
     let verifier = verifier.build().map_err(|e| format!("ca/crl: {e}"))?;
@@ -111,12 +107,7 @@ mod tests {
 
     #[test]
     fn builds_from_pem_and_reads_the_common_name() {
-        let c = Credentials {
-            ca: testpki::CA,
-            certificate: testpki::SERVER_CRT,
-            key: testpki::SERVER_KEY,
-            crl: None,
-        };
+        let c = Credentials { ca: testpki::CA, certificate: testpki::SERVER_CRT, key: testpki::SERVER_KEY, crl: None };
         assert!(server_config(&c).is_ok());
         let der = CertificateDer::from_pem_slice(testpki::ALICE_CRT).unwrap();
         assert_eq!(common_name(&der), "alice");
@@ -125,22 +116,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_file() {
-        let c = Credentials {
-            ca: b"nothing",
-            certificate: testpki::SERVER_CRT,
-            key: testpki::SERVER_KEY,
-            crl: None,
-        };
-        assert_eq!(
-            server_config(&c).err().unwrap(),
-            "ca: no certificate found in the file"
-        );
-        let c = Credentials {
-            ca: testpki::CA,
-            certificate: testpki::SERVER_CRT,
-            key: b"",
-            crl: None,
-        };
+        let c = Credentials { ca: b"nothing", certificate: testpki::SERVER_CRT, key: testpki::SERVER_KEY, crl: None };
+        assert_eq!(server_config(&c).err().unwrap(), "ca: no certificate found in the file");
+        let c = Credentials { ca: testpki::CA, certificate: testpki::SERVER_CRT, key: b"", crl: None };
         assert!(server_config(&c).err().unwrap().starts_with("key: "));
     }
 }

@@ -135,9 +135,7 @@ impl fmt::Display for WireError {
             WireError::TruncatedRemoteSessionId => f.write_str("truncated remote session id"),
             WireError::TruncatedMessageId => f.write_str("truncated message packet id"),
             WireError::AckWithPayload(n) => write!(f, "P_ACK_V1 carries {n} payload bytes"),
-            WireError::TruncatedHeader => {
-                f.write_str("packet shorter than its opcode and session id")
-            }
+            WireError::TruncatedHeader => f.write_str("packet shorter than its opcode and session id"),
         }
     }
 }
@@ -164,8 +162,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn session_id(&mut self) -> Option<SessionId> {
@@ -201,20 +198,11 @@ impl ControlBody {
         }
         let mut r = Reader { rest: bytes };
         let (acks, remote_session_id) = Self::parse_acks(&mut r)?;
-        let msg_pid = if opcode.is_reliable() {
-            Some(r.u32().ok_or(WireError::TruncatedMessageId)?)
-        } else {
-            None
-        };
+        let msg_pid = if opcode.is_reliable() { Some(r.u32().ok_or(WireError::TruncatedMessageId)?) } else { None };
         if !opcode.is_reliable() && !r.rest.is_empty() {
             return Err(WireError::AckWithPayload(r.rest.len()));
         }
-        Ok(ControlBody {
-            acks,
-            remote_session_id,
-            msg_pid,
-            payload: r.rest.to_vec(),
-        })
+        Ok(ControlBody { acks, remote_session_id, msg_pid, payload: r.rest.to_vec() })
     }
 
     fn parse_acks(r: &mut Reader<'_>) -> Result<(Vec<u32>, Option<SessionId>), WireError> {
@@ -222,9 +210,8 @@ impl ControlBody {
         if usize::from(count) > MAX_ACKS {
             return Err(WireError::TooManyAcks(count));
         }
-        let acks = (0..count)
-            .map(|_| r.u32().ok_or(WireError::TruncatedAcks))
-            .collect::<Result<Vec<u32>, WireError>>()?;
+        let acks =
+            (0..count).map(|_| r.u32().ok_or(WireError::TruncatedAcks)).collect::<Result<Vec<u32>, WireError>>()?;
         if acks.is_empty() {
             return Ok((acks, None));
         }
@@ -237,10 +224,7 @@ impl ControlBody {
     /// zeros (which the peer rejects), and is a bug of the caller.
     pub fn encode(&self, out: &mut Vec<u8>) {
         debug_assert!(self.acks.len() <= MAX_ACKS, "too many ACKs to encode");
-        debug_assert!(
-            self.acks.is_empty() || self.remote_session_id.is_some(),
-            "ACKs need the remote session id"
-        );
+        debug_assert!(self.acks.is_empty() || self.remote_session_id.is_some(), "ACKs need the remote session id");
         out.push(self.acks.len().min(MAX_ACKS) as u8);
         for ack in self.acks.iter().take(MAX_ACKS) {
             out.extend_from_slice(&ack.to_be_bytes());
@@ -274,20 +258,11 @@ pub struct ControlPacket {
 
 impl ControlPacket {
     /// Decodes the triple that [`crate::wrap::Wrapper::unwrap`] returns.
-    pub fn decode(
-        first_byte: u8,
-        session_id: SessionId,
-        body: &[u8],
-    ) -> Result<ControlPacket, WireError> {
+    pub fn decode(first_byte: u8, session_id: SessionId, body: &[u8]) -> Result<ControlPacket, WireError> {
         let (op, key_id) = split_first_byte(first_byte);
         let opcode = Opcode::from_u8(op).ok_or(WireError::UnknownOpcode(op))?;
         let body = ControlBody::parse(opcode, body)?;
-        Ok(ControlPacket {
-            opcode,
-            key_id,
-            session_id,
-            body,
-        })
+        Ok(ControlPacket { opcode, key_id, session_id, body })
     }
 
     /// Decodes an unwrapped packet in one piece (no tls-auth / tls-crypt).
@@ -321,10 +296,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     const CLIENT_SID: SessionId = [0x76, 0x8d, 0x52, 0x87, 0xc2, 0xfb, 0xc3, 0x67];
@@ -345,11 +317,7 @@ mod tests {
         assert_eq!(Opcode::ControlWkcV1.first_byte(0), 0x58);
         assert_eq!(Opcode::SoftResetV1.first_byte(1), 0x19);
         assert_eq!(Opcode::ControlV1.first_byte(1), 0x21);
-        assert_eq!(
-            Opcode::DataV2.first_byte(9),
-            0x49,
-            "key id masked to 3 bits"
-        );
+        assert_eq!(Opcode::DataV2.first_byte(9), 0x49, "key id masked to 3 bits");
         assert_eq!(split_first_byte(0x29), (5, 1));
     }
 
@@ -374,17 +342,14 @@ mod tests {
     /// §21.1 server HARD_RESET_SERVER_V2, 54 bytes with tls-auth SHA1.
     #[test]
     fn lab_server_reset() {
-        let pkt = hex(
-            "40 8d7d591cf5e1c46b 83913fa6ae5562ae0123995704f66d41ea08832f 00000001 6b05e786
-             01 00000000 768d5287c2fbc367 00000000",
-        );
+        let pkt = hex("40 8d7d591cf5e1c46b 83913fa6ae5562ae0123995704f66d41ea08832f 00000001 6b05e786
+             01 00000000 768d5287c2fbc367 00000000");
         assert_eq!(pkt.len(), 54);
         let (op, key_id) = split_first_byte(pkt[0]);
         assert_eq!(Opcode::from_u8(op), Some(Opcode::HardResetServerV2));
         assert_eq!(key_id, 0);
         assert_eq!(pkt[1..9], SERVER_SID);
-        let body =
-            ControlBody::parse(Opcode::HardResetServerV2, &pkt[TLS_AUTH_SHA1_HEADER..]).unwrap();
+        let body = ControlBody::parse(Opcode::HardResetServerV2, &pkt[TLS_AUTH_SHA1_HEADER..]).unwrap();
         assert_eq!(body.acks, vec![0]);
         assert_eq!(body.remote_session_id, Some(CLIENT_SID));
         assert_eq!(body.msg_pid, Some(0));
@@ -396,10 +361,8 @@ mod tests {
     /// 54 bytes: the 50 of §2.2 are for an ACK of one id, this one holds two.
     #[test]
     fn lab_client_ack() {
-        let pkt = hex(
-            "28 768d5287c2fbc367 dc737a02a52cf30602f404f5429dab7879ccc5f8 00000003 6b05e786
-             02 00000001 00000000 8d7d591cf5e1c46b",
-        );
+        let pkt = hex("28 768d5287c2fbc367 dc737a02a52cf30602f404f5429dab7879ccc5f8 00000003 6b05e786
+             02 00000001 00000000 8d7d591cf5e1c46b");
         assert_eq!(pkt.len(), 54);
         assert_eq!(split_first_byte(pkt[0]), (Opcode::AckV1 as u8, 0));
         assert_eq!(pkt[1..9], CLIENT_SID);
@@ -433,28 +396,14 @@ mod tests {
     #[test]
     fn body_round_trips() {
         let cases = [
-            (
-                Opcode::HardResetClientV2,
-                ControlBody {
-                    msg_pid: Some(0),
-                    ..ControlBody::default()
-                },
-            ),
+            (Opcode::HardResetClientV2, ControlBody { msg_pid: Some(0), ..ControlBody::default() }),
             (
                 Opcode::AckV1,
-                ControlBody {
-                    acks: vec![9],
-                    remote_session_id: Some(SERVER_SID),
-                    ..ControlBody::default()
-                },
+                ControlBody { acks: vec![9], remote_session_id: Some(SERVER_SID), ..ControlBody::default() },
             ),
             (
                 Opcode::HardResetServerV2,
-                ControlBody {
-                    msg_pid: Some(0),
-                    payload: vec![0, 1, 0, 2, 0, 1],
-                    ..ControlBody::default()
-                },
+                ControlBody { msg_pid: Some(0), payload: vec![0, 1, 0, 2, 0, 1], ..ControlBody::default() },
             ),
         ];
         for (op, body) in cases {
@@ -468,60 +417,30 @@ mod tests {
             (Opcode::ControlV1, "", WireError::MissingAckCount),
             (Opcode::ControlV1, "09", WireError::TooManyAcks(9)),
             (Opcode::ControlV1, "ff", WireError::TooManyAcks(255)),
-            (
-                Opcode::ControlV1,
-                "02 00000001 000000",
-                WireError::TruncatedAcks,
-            ),
-            (
-                Opcode::AckV1,
-                "01 00000001 11111111111111",
-                WireError::TruncatedRemoteSessionId,
-            ),
-            (
-                Opcode::ControlV1,
-                "00 000000",
-                WireError::TruncatedMessageId,
-            ),
+            (Opcode::ControlV1, "02 00000001 000000", WireError::TruncatedAcks),
+            (Opcode::AckV1, "01 00000001 11111111111111", WireError::TruncatedRemoteSessionId),
+            (Opcode::ControlV1, "00 000000", WireError::TruncatedMessageId),
             (Opcode::DataV2, "00", WireError::NotControl(Opcode::DataV2)),
         ];
         for (op, body, want) in cases {
             assert_eq!(ControlBody::parse(op, &hex(body)), Err(want), "{op} {body}");
         }
         // An ACK packet without ACKs is odd but well-formed.
-        assert_eq!(
-            ControlBody::parse(Opcode::AckV1, &[0]),
-            Ok(ControlBody::default())
-        );
+        assert_eq!(ControlBody::parse(Opcode::AckV1, &[0]), Ok(ControlBody::default()));
         assert_eq!(
             ControlBody::parse(Opcode::AckV1, &hex("01 00000001 1111111111111111 00")),
             Err(WireError::AckWithPayload(1))
         );
-        assert_eq!(
-            ControlPacket::parse(&hex("88 1111111111111111 00 00000000")),
-            Err(WireError::UnknownOpcode(17))
-        );
-        assert_eq!(
-            ControlPacket::parse(&hex("38 11111111111111")),
-            Err(WireError::TruncatedHeader)
-        );
+        assert_eq!(ControlPacket::parse(&hex("88 1111111111111111 00 00000000")), Err(WireError::UnknownOpcode(17)));
+        assert_eq!(ControlPacket::parse(&hex("38 11111111111111")), Err(WireError::TruncatedHeader));
     }
 
     #[test]
     fn error_messages_name_the_problem() {
-        assert_eq!(
-            WireError::UnknownOpcode(17).to_string(),
-            "unknown opcode 17"
-        );
-        assert_eq!(
-            WireError::TooManyAcks(9).to_string(),
-            "ack count 9 exceeds 8"
-        );
+        assert_eq!(WireError::UnknownOpcode(17).to_string(), "unknown opcode 17");
+        assert_eq!(WireError::TooManyAcks(9).to_string(), "ack count 9 exceeds 8");
         assert_eq!(WireError::TruncatedAcks.to_string(), "truncated ACK list");
-        assert_eq!(
-            WireError::NotControl(Opcode::DataV1).to_string(),
-            "P_DATA_V1 is not a control opcode"
-        );
+        assert_eq!(WireError::NotControl(Opcode::DataV1).to_string(), "P_DATA_V1 is not a control opcode");
     }
 
     #[test]

@@ -49,11 +49,9 @@ impl fmt::Display for KeyFileError {
         match self {
             KeyFileError::NoBeginLine => write!(f, "no {BEGIN_LINE} line"),
             KeyFileError::NoEndLine => write!(f, "no {END_LINE} line"),
-            KeyFileError::InvalidChar { byte, line } => write!(
-                f,
-                "invalid character '{}' on line {line}",
-                byte.escape_ascii()
-            ),
+            KeyFileError::InvalidChar { byte, line } => {
+                write!(f, "invalid character '{}' on line {line}", byte.escape_ascii())
+            }
             KeyFileError::OddDigits => f.write_str("odd number of hex digits"),
             KeyFileError::WrongLength(n) => {
                 write!(f, "key holds {n} bytes, {} expected", StaticKey::LEN)
@@ -85,10 +83,7 @@ impl StaticKey {
     /// follow until the END line.
     pub fn parse(text: &[u8]) -> Result<StaticKey, KeyFileError> {
         let mut lines = text.split(|&b| b == b'\n').enumerate();
-        lines
-            .by_ref()
-            .find(|(_, l)| l.trim_ascii() == BEGIN_LINE.as_bytes())
-            .ok_or(KeyFileError::NoBeginLine)?;
+        lines.by_ref().find(|(_, l)| l.trim_ascii() == BEGIN_LINE.as_bytes()).ok_or(KeyFileError::NoBeginLine)?;
         let mut digits = Vec::with_capacity(2 * Self::LEN);
         for (index, line) in lines {
             if line.trim_ascii() == END_LINE.as_bytes() {
@@ -98,12 +93,7 @@ impl StaticKey {
                 match byte {
                     b if b.is_ascii_whitespace() => {}
                     b if b.is_ascii_hexdigit() => digits.push(hex_value(b)),
-                    _ => {
-                        return Err(KeyFileError::InvalidChar {
-                            byte,
-                            line: index + 1,
-                        })
-                    }
+                    _ => return Err(KeyFileError::InvalidChar { byte, line: index + 1 }),
                 }
             }
         }
@@ -211,15 +201,8 @@ impl CryptKeys {
 #[derive(Clone)]
 enum Mode {
     None,
-    TlsAuth {
-        send: hmac::Key,
-        recv: hmac::Key,
-        len: usize,
-    },
-    TlsCrypt {
-        send: CryptKeys,
-        recv: CryptKeys,
-    },
+    TlsAuth { send: hmac::Key, recv: hmac::Key, len: usize },
+    TlsCrypt { send: CryptKeys, recv: CryptKeys },
 }
 
 /// One side's control-channel wrapping, with its replay state.
@@ -238,11 +221,7 @@ impl fmt::Debug for Wrapper {
             Mode::TlsAuth { .. } => "tls-auth",
             Mode::TlsCrypt { .. } => "tls-crypt",
         };
-        f.debug_struct("Wrapper")
-            .field("mode", &mode)
-            .field("send", &self.send)
-            .field("recv", &self.recv)
-            .finish()
+        f.debug_struct("Wrapper").field("mode", &mode).field("send", &self.send).field("recv", &self.recv).finish()
     }
 }
 
@@ -251,11 +230,7 @@ pub type Verified = (u8, SessionId, Vec<u8>, u32, u32);
 
 impl Wrapper {
     fn with_mode(mode: Mode) -> Wrapper {
-        Wrapper {
-            mode,
-            send: PacketIdSend::new(),
-            recv: ReplayWindow::new(),
-        }
+        Wrapper { mode, send: PacketIdSend::new(), recv: ReplayWindow::new() }
     }
 
     /// No wrapping: packets are sent as they are and nothing is checked.
@@ -279,11 +254,7 @@ impl Wrapper {
         };
         let len = digest.output_len();
         let slot = |i: usize| hmac::Key::new(algorithm, key.slice(HMAC_SLOT[i], len));
-        Self::with_mode(Mode::TlsAuth {
-            send: slot(send_slot),
-            recv: slot(recv_slot),
-            len,
-        })
+        Self::with_mode(Mode::TlsAuth { send: slot(send_slot), recv: slot(recv_slot), len })
     }
 
     /// tls-crypt (§4.1): the direction is fixed by the role, the server
@@ -408,12 +379,7 @@ fn tls_auth_seal(key: &hmac::Key, replay: &[u8; REPLAY_ID_LEN], body: &[u8], out
 }
 
 /// Verifies `rest` = `HMAC | replay id | body`; returns body, id and time.
-fn tls_auth_open(
-    key: &hmac::Key,
-    len: usize,
-    header: &[u8],
-    rest: &[u8],
-) -> Result<(Vec<u8>, u32, u32), WrapError> {
+fn tls_auth_open(key: &hmac::Key, len: usize, header: &[u8], rest: &[u8]) -> Result<(Vec<u8>, u32, u32), WrapError> {
     let (tag, rest) = rest.split_at(len);
     let (replay, body) = rest.split_at(REPLAY_ID_LEN);
     let mut input = Vec::with_capacity(REPLAY_ID_LEN + HEADER_LEN + body.len());
@@ -441,11 +407,7 @@ fn tls_crypt_seal(keys: &CryptKeys, replay: &[u8; REPLAY_ID_LEN], body: &[u8], o
 
 /// Decrypts and verifies `rest` = `replay id | tag | ciphertext`; returns
 /// the plaintext body, id and time.
-fn tls_crypt_open(
-    keys: &CryptKeys,
-    header: &[u8],
-    rest: &[u8],
-) -> Result<(Vec<u8>, u32, u32), WrapError> {
+fn tls_crypt_open(keys: &CryptKeys, header: &[u8], rest: &[u8]) -> Result<(Vec<u8>, u32, u32), WrapError> {
     let (replay, rest) = rest.split_at(REPLAY_ID_LEN);
     let (tag, ciphertext) = rest.split_at(TAG_LEN);
     let authenticated = HEADER_LEN + REPLAY_ID_LEN;
@@ -473,10 +435,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// Lab time of §21.1, the replay time of all three captured packets.
@@ -521,18 +480,8 @@ mod tests {
         assert_eq!(server.recv_state(), (LAB_TIME, 3, 0b101));
 
         // The server's own reset comes out byte for byte.
-        let reset = ControlPacket::parse(&hex(
-            "40 8d7d591cf5e1c46b 01 00000000 768d5287c2fbc367 00000000",
-        ))
-        .unwrap();
-        let wire = server
-            .wrap(
-                reset.first_byte(),
-                &reset.session_id,
-                &reset.body.to_bytes(),
-                LAB_TIME,
-            )
-            .unwrap();
+        let reset = ControlPacket::parse(&hex("40 8d7d591cf5e1c46b 01 00000000 768d5287c2fbc367 00000000")).unwrap();
+        let wire = server.wrap(reset.first_byte(), &reset.session_id, &reset.body.to_bytes(), LAB_TIME).unwrap();
         assert_eq!(wire, hex(SERVER_RESET));
     }
 
@@ -546,9 +495,7 @@ mod tests {
         assert_eq!(body.acks, vec![0]);
 
         let sid: SessionId = hex("768d5287c2fbc367").try_into().unwrap();
-        let reset = client
-            .wrap(0x38, &sid, &hex("00 00000000"), LAB_TIME)
-            .unwrap();
+        let reset = client.wrap(0x38, &sid, &hex("00 00000000"), LAB_TIME).unwrap();
         assert_eq!(reset, hex(CLIENT_RESET));
         // The capture's ACK carried replay id 3: id 2 went to the ClientHello.
         let ack_body = hex("02 00000001 00000000 8d7d591cf5e1c46b");
@@ -560,15 +507,9 @@ mod tests {
     #[test]
     fn lab_packets_fail_with_the_other_direction() {
         let mut wrong = Wrapper::tls_auth(&lab_key(), Some(1), Digest::Sha1);
-        assert_eq!(
-            wrong.unwrap(&hex(CLIENT_RESET)),
-            Err(WrapError::HmacMismatch)
-        );
+        assert_eq!(wrong.unwrap(&hex(CLIENT_RESET)), Err(WrapError::HmacMismatch));
         let mut bidir = Wrapper::tls_auth(&lab_key(), None, Digest::Sha1);
-        assert_eq!(
-            bidir.unwrap(&hex(CLIENT_RESET)),
-            Err(WrapError::HmacMismatch)
-        );
+        assert_eq!(bidir.unwrap(&hex(CLIENT_RESET)), Err(WrapError::HmacMismatch));
     }
 
     /// tls-crypt known answer, computed with the OpenSSL 3 command line
@@ -583,8 +524,7 @@ mod tests {
     #[test]
     fn tls_crypt_known_answer() {
         let sid = [1, 2, 3, 4, 5, 6, 7, 8];
-        let body =
-            hex("01 00000000 1112131415161718 00000001 68656c6c6f2066726f6d20746c732d6372797074");
+        let body = hex("01 00000000 1112131415161718 00000001 68656c6c6f2066726f6d20746c732d6372797074");
         let expected = hex("20 0102030405060708 00000001 6b05e786
              2350dedef615b0f4255aed505f3e7ceac22a1624b940458fe4a2238eabefeb9e
              4ead59c3987b1d089c97b89da4937977ad6ac72eb7c56dbf87b875cac9c83f75f0895f3af1");
@@ -601,13 +541,7 @@ mod tests {
     /// tls-auth HMAC through the `hmac` crate, independent of the ring code
     /// under test: HMAC(replay id || header || body) with the first L bytes
     /// of the slot.
-    fn reference_tls_auth(
-        digest: Digest,
-        slot: &[u8],
-        replay: &[u8],
-        header: &[u8],
-        body: &[u8],
-    ) -> Vec<u8> {
+    fn reference_tls_auth(digest: Digest, slot: &[u8], replay: &[u8], header: &[u8], body: &[u8]) -> Vec<u8> {
         fn mac<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
             let mut m = <M as KeyInit>::new_from_slice(key).unwrap();
             for p in parts {
@@ -635,25 +569,13 @@ mod tests {
             let wire = server.wrap(0x40, &sid, body, 77).unwrap();
             let replay = hex("00000001 0000004d");
             let header = [&[0x40u8][..], &sid].concat();
-            assert_eq!(
-                wire,
-                reference_tls_auth(digest, &key.0[64..128], &replay, &header, body)
-            );
+            assert_eq!(wire, reference_tls_auth(digest, &key.0[64..128], &replay, &header, body));
             assert_eq!(server.overhead(), digest.output_len() + 8);
 
             // Id 0 with a valid HMAC is still refused, and leaves no trace.
             let mut client = Wrapper::tls_auth(&key, Some(1), digest);
-            let zero = reference_tls_auth(
-                digest,
-                &key.0[64..128],
-                &hex("00000000 0000004d"),
-                &header,
-                body,
-            );
-            assert_eq!(
-                client.unwrap(&zero),
-                Err(WrapError::Replay(ReplayError::Zero))
-            );
+            let zero = reference_tls_auth(digest, &key.0[64..128], &hex("00000000 0000004d"), &header, body);
+            assert_eq!(client.unwrap(&zero), Err(WrapError::Replay(ReplayError::Zero)));
             assert_eq!(client.recv_state(), (0, 0, 0));
             client.unwrap(&wire).unwrap();
         }
@@ -662,18 +584,10 @@ mod tests {
     /// Server and client wrappers that talk to each other.
     fn pairs() -> Vec<(&'static str, Wrapper, Wrapper)> {
         let key = numbered_key();
-        let mut out = vec![(
-            "tls-crypt",
-            Wrapper::tls_crypt(&key, true),
-            Wrapper::tls_crypt(&key, false),
-        )];
+        let mut out = vec![("tls-crypt", Wrapper::tls_crypt(&key, true), Wrapper::tls_crypt(&key, false))];
         for digest in Digest::ALL {
             for (s, c) in [(Some(0), Some(1)), (Some(1), Some(0)), (None, None)] {
-                out.push((
-                    digest.name(),
-                    Wrapper::tls_auth(&key, s, digest),
-                    Wrapper::tls_auth(&key, c, digest),
-                ));
+                out.push((digest.name(), Wrapper::tls_auth(&key, s, digest), Wrapper::tls_auth(&key, c, digest)));
             }
         }
         out
@@ -686,11 +600,7 @@ mod tests {
             for n in 0..40u8 {
                 let body: Vec<u8> = (0..n).collect();
                 let wire = server.wrap(0x20, &sid, &body, 1000).unwrap();
-                assert_eq!(
-                    client.unwrap(&wire),
-                    Ok((0x20, sid, body.clone())),
-                    "{name}"
-                );
+                assert_eq!(client.unwrap(&wire), Ok((0x20, sid, body.clone())), "{name}");
                 let wire = client.wrap(0x21, &sid, &body, 2000).unwrap();
                 assert_eq!(server.unwrap(&wire), Ok((0x21, sid, body)), "{name}");
             }
@@ -702,17 +612,12 @@ mod tests {
     #[test]
     fn every_flipped_bit_is_rejected() {
         for (name, mut server, client) in pairs() {
-            let wire = server
-                .wrap(0x20, &[3; 8], b"\x00\x00\x00\x00\x05tls", 1)
-                .unwrap();
+            let wire = server.wrap(0x20, &[3; 8], b"\x00\x00\x00\x00\x05tls", 1).unwrap();
             for bit in 0..wire.len() * 8 {
                 let mut bad = wire.clone();
                 bad[bit / 8] ^= 1 << (bit % 8);
                 let err = client.verify_only(&bad).unwrap_err();
-                assert!(
-                    matches!(err, WrapError::HmacMismatch | WrapError::TagMismatch),
-                    "{name} bit {bit}: {err}"
-                );
+                assert!(matches!(err, WrapError::HmacMismatch | WrapError::TagMismatch), "{name} bit {bit}: {err}");
             }
             client.verify_only(&wire).unwrap();
         }
@@ -728,11 +633,7 @@ mod tests {
             let wire = server.wrap(0x20, &[3; 8], b"body", 1).unwrap();
             let mut copy = client.clone();
             client.unwrap(&wire).unwrap();
-            assert_eq!(
-                client.unwrap(&wire),
-                Err(WrapError::Replay(ReplayError::Duplicate)),
-                "{name}"
-            );
+            assert_eq!(client.unwrap(&wire), Err(WrapError::Replay(ReplayError::Duplicate)), "{name}");
             // A clone taken before keeps its own window.
             copy.unwrap(&wire).unwrap();
         }
@@ -749,18 +650,13 @@ mod tests {
     #[test]
     fn verify_only_leaves_the_window_alone() {
         for (name, mut server, mut client) in pairs() {
-            let wire = server
-                .wrap(0x38, &[1; 8], b"\x00\x00\x00\x00\x00", 50)
-                .unwrap();
+            let wire = server.wrap(0x38, &[1; 8], b"\x00\x00\x00\x00\x00", 50).unwrap();
             let (first, sid, body, id, time) = client.verify_only(&wire).unwrap();
             assert_eq!((first, sid, id, time), (0x38, [1; 8], 1, 50), "{name}");
             assert_eq!(body, b"\x00\x00\x00\x00\x00");
             assert_eq!(client.recv_state(), (0, 0, 0));
             client.record_replay(id, time).unwrap();
-            assert_eq!(
-                client.record_replay(id, time),
-                Err(WrapError::Replay(ReplayError::Duplicate))
-            );
+            assert_eq!(client.record_replay(id, time), Err(WrapError::Replay(ReplayError::Duplicate)));
         }
     }
 
@@ -770,11 +666,7 @@ mod tests {
             let need = 9 + server.overhead();
             for len in 0..need {
                 let mut w = server.clone();
-                assert_eq!(
-                    w.unwrap(&vec![0x20; len]),
-                    Err(WrapError::TooShort),
-                    "{name} {len}"
-                );
+                assert_eq!(w.unwrap(&vec![0x20; len]), Err(WrapError::TooShort), "{name} {len}");
             }
         }
         let mut none = Wrapper::none();
@@ -786,15 +678,9 @@ mod tests {
         let mut w = Wrapper::none();
         assert_eq!(w.overhead(), 0);
         let wire = w.wrap(0x38, &[7; 8], b"\x00\x00\x00\x00\x00", 5).unwrap();
-        assert_eq!(
-            wire,
-            [&[0x38u8][..], &[7; 8], b"\x00\x00\x00\x00\x00"].concat()
-        );
+        assert_eq!(wire, [&[0x38u8][..], &[7; 8], b"\x00\x00\x00\x00\x00"].concat());
         // Nothing to replay-check: the same packet passes twice.
-        assert_eq!(
-            w.unwrap(&wire),
-            Ok((0x38, [7; 8], b"\x00\x00\x00\x00\x00".to_vec()))
-        );
+        assert_eq!(w.unwrap(&wire), Ok((0x38, [7; 8], b"\x00\x00\x00\x00\x00".to_vec())));
         assert!(w.unwrap(&wire).is_ok());
         assert_eq!(w.send_state(), (0, 0));
     }
@@ -818,16 +704,9 @@ mod tests {
         backup.set_send_state(id, time);
         let (t, h, s) = master.recv_state();
         backup.set_recv_state(t, h, s);
-        assert_eq!(
-            backup.unwrap(&seen_by_master),
-            Err(WrapError::Replay(ReplayError::Duplicate))
-        );
+        assert_eq!(backup.unwrap(&seen_by_master), Err(WrapError::Replay(ReplayError::Duplicate)));
         let w = backup.wrap(0x20, &[1; 8], b"from backup", 99).unwrap();
-        assert_eq!(
-            &w[29..37],
-            &hex("00000004 0000000b")[..],
-            "id 4, master's time"
-        );
+        assert_eq!(&w[29..37], &hex("00000004 0000000b")[..], "id 4, master's time");
         client.unwrap(&w).unwrap();
     }
 
@@ -835,31 +714,18 @@ mod tests {
     fn exhausted_send_counter() {
         let mut w = Wrapper::tls_crypt(&numbered_key(), true);
         w.set_send_state(u32::MAX, 10);
-        assert_eq!(
-            w.wrap(0x20, &[1; 8], b"", 10),
-            Err(WrapError::PacketIdExhausted)
-        );
-        assert!(
-            w.wrap(0x20, &[1; 8], b"", 11).is_ok(),
-            "rolls over once time moved"
-        );
+        assert_eq!(w.wrap(0x20, &[1; 8], b"", 10), Err(WrapError::PacketIdExhausted));
+        assert!(w.wrap(0x20, &[1; 8], b"", 11).is_ok(), "rolls over once time moved");
     }
 
-    const KEY_FILE: &str =
-        "#\n# 2048 bit OpenVPN static key\n#\n-----BEGIN OpenVPN Static key V1-----\n";
+    const KEY_FILE: &str = "#\n# 2048 bit OpenVPN static key\n#\n-----BEGIN OpenVPN Static key V1-----\n";
 
     fn key_file(lines: &[String]) -> String {
-        format!(
-            "{KEY_FILE}{}\n-----END OpenVPN Static key V1-----\n",
-            lines.join("\n")
-        )
+        format!("{KEY_FILE}{}\n-----END OpenVPN Static key V1-----\n", lines.join("\n"))
     }
 
     fn hex_lines(key: &StaticKey) -> Vec<String> {
-        key.0
-            .chunks(16)
-            .map(|c| c.iter().map(|b| format!("{b:02x}")).collect())
-            .collect()
+        key.0.chunks(16).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect()
     }
 
     #[test]
@@ -868,14 +734,11 @@ mod tests {
         let text = key_file(&hex_lines(&key));
         assert_eq!(StaticKey::parse(text.as_bytes()), Ok(key.clone()));
         // CRLF, upper case and digit pairs split across lines are fine.
-        let odd = format!(
-            "junk\r\n{}",
-            key_file(&hex_lines(&key)).replace('\n', "\r\n")
-        )
-        .to_uppercase()
-        .replace("BEGIN OPENVPN STATIC KEY V1", "BEGIN OpenVPN Static key V1")
-        .replace("END OPENVPN STATIC KEY V1", "END OpenVPN Static key V1")
-        .replacen("0001", "0\n 001", 1);
+        let odd = format!("junk\r\n{}", key_file(&hex_lines(&key)).replace('\n', "\r\n"))
+            .to_uppercase()
+            .replace("BEGIN OPENVPN STATIC KEY V1", "BEGIN OpenVPN Static key V1")
+            .replace("END OPENVPN STATIC KEY V1", "END OpenVPN Static key V1")
+            .replacen("0001", "0\n 001", 1);
         assert_eq!(StaticKey::parse(odd.as_bytes()), Ok(key));
     }
 
@@ -883,78 +746,34 @@ mod tests {
     fn static_key_file_errors() {
         let lines = hex_lines(&numbered_key());
         let no_begin = key_file(&lines).replace("BEGIN", "BEGINN");
-        assert_eq!(
-            StaticKey::parse(no_begin.as_bytes()),
-            Err(KeyFileError::NoBeginLine)
-        );
+        assert_eq!(StaticKey::parse(no_begin.as_bytes()), Err(KeyFileError::NoBeginLine));
         let no_end = key_file(&lines).replace("-----END OpenVPN Static key V1-----", "");
-        assert_eq!(
-            StaticKey::parse(no_end.as_bytes()),
-            Err(KeyFileError::NoEndLine)
-        );
+        assert_eq!(StaticKey::parse(no_end.as_bytes()), Err(KeyFileError::NoEndLine));
         let mut bad = lines.clone();
         bad[2].replace_range(5..6, "x");
-        assert_eq!(
-            StaticKey::parse(key_file(&bad).as_bytes()),
-            Err(KeyFileError::InvalidChar {
-                byte: b'x',
-                line: 7
-            })
-        );
-        assert_eq!(
-            StaticKey::parse(key_file(&lines[..15]).as_bytes()),
-            Err(KeyFileError::WrongLength(240))
-        );
+        assert_eq!(StaticKey::parse(key_file(&bad).as_bytes()), Err(KeyFileError::InvalidChar { byte: b'x', line: 7 }));
+        assert_eq!(StaticKey::parse(key_file(&lines[..15]).as_bytes()), Err(KeyFileError::WrongLength(240)));
         let mut odd = lines.clone();
         odd[0].push('a');
-        assert_eq!(
-            StaticKey::parse(key_file(&odd).as_bytes()),
-            Err(KeyFileError::OddDigits)
-        );
+        assert_eq!(StaticKey::parse(key_file(&odd).as_bytes()), Err(KeyFileError::OddDigits));
         assert_eq!(StaticKey::parse(b""), Err(KeyFileError::NoBeginLine));
-        assert_eq!(
-            StaticKey::parse(&[0xff; 300]),
-            Err(KeyFileError::NoBeginLine)
-        );
+        assert_eq!(StaticKey::parse(&[0xff; 300]), Err(KeyFileError::NoBeginLine));
     }
 
     #[test]
     fn messages_and_debug() {
+        assert_eq!(KeyFileError::NoBeginLine.to_string(), "no -----BEGIN OpenVPN Static key V1----- line");
+        assert_eq!(KeyFileError::WrongLength(240).to_string(), "key holds 240 bytes, 256 expected");
+        assert_eq!(KeyFileError::InvalidChar { byte: b'x', line: 7 }.to_string(), "invalid character 'x' on line 7");
         assert_eq!(
-            KeyFileError::NoBeginLine.to_string(),
-            "no -----BEGIN OpenVPN Static key V1----- line"
-        );
-        assert_eq!(
-            KeyFileError::WrongLength(240).to_string(),
-            "key holds 240 bytes, 256 expected"
-        );
-        assert_eq!(
-            KeyFileError::InvalidChar {
-                byte: b'x',
-                line: 7
-            }
-            .to_string(),
-            "invalid character 'x' on line 7"
-        );
-        assert_eq!(
-            KeyFileError::InvalidChar {
-                byte: 0xff,
-                line: 1
-            }
-            .to_string(),
+            KeyFileError::InvalidChar { byte: 0xff, line: 1 }.to_string(),
             "invalid character '\\xff' on line 1"
         );
         assert_eq!(WrapError::TooShort.to_string(), "packet too short");
-        assert_eq!(
-            WrapError::Replay(ReplayError::Zero).to_string(),
-            "replay: packet id 0"
-        );
+        assert_eq!(WrapError::Replay(ReplayError::Zero).to_string(), "replay: packet id 0");
         let key = StaticKey([0x42; 256]);
         assert_eq!(format!("{key:?}"), "StaticKey(..)");
         let w = format!("{:?}", Wrapper::tls_crypt(&key, true));
-        assert!(
-            w.contains("tls-crypt") && !w.contains("42") && !w.contains("66"),
-            "{w}"
-        );
+        assert!(w.contains("tls-crypt") && !w.contains("42") && !w.contains("66"), "{w}");
     }
 }

@@ -59,10 +59,7 @@ pub struct ExecArgs<'a> {
 pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
     let (ours, theirs) = vpnsyncd_common::imsg::socketpair()?;
     let mut cmd = Command::new(a.exe);
-    cmd.arg0("vpnsyncd")
-        .arg(kind.flag())
-        .arg("-U")
-        .arg(format!("{}:{}", a.uid, a.gid));
+    cmd.arg0("vpnsyncd").arg(kind.flag()).arg("-U").arg(format!("{}:{}", a.uid, a.gid));
     if a.foreground {
         cmd.arg("-d");
     }
@@ -83,18 +80,12 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
             Ok(())
         });
     }
-    let proc = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", kind.name())))?;
+    let proc = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", kind.name())))?;
     drop::<OwnedFd>(theirs);
     let mut ibuf = ImsgBuf::new(ours);
     ibuf.allow_fdpass();
     ibuf.set_maxsize(1 << 20);
-    Ok(Child {
-        kind,
-        pid: proc.id() as i32,
-        ibuf,
-    })
+    Ok(Child { kind, pid: proc.id() as i32, ibuf })
 }
 
 /// Describes how a child ended, for the log line that names it.
@@ -103,12 +94,7 @@ pub fn describe_exit(status: nix::sys::wait::WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, core) => {
-            format!(
-                "killed by signal {} ({}){}",
-                sig as i32,
-                sig.as_str(),
-                if core { ", core dumped" } else { "" }
-            )
+            format!("killed by signal {} ({}){}", sig as i32, sig.as_str(), if core { ", core dumped" } else { "" })
         }
         other => format!("{other:?}"),
     }
@@ -124,14 +110,8 @@ mod tests {
     #[test]
     fn exit_descriptions() {
         let p = Pid::from_raw(1);
-        assert_eq!(
-            describe_exit(WaitStatus::Exited(p, 1)),
-            "exited with status 1"
-        );
-        assert_eq!(
-            describe_exit(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
-            "killed by signal 9 (SIGKILL)"
-        );
+        assert_eq!(describe_exit(WaitStatus::Exited(p, 1)), "exited with status 1");
+        assert_eq!(describe_exit(WaitStatus::Signaled(p, Signal::SIGKILL, false)), "killed by signal 9 (SIGKILL)");
         assert_eq!(
             describe_exit(WaitStatus::Signaled(p, Signal::SIGSEGV, true)),
             "killed by signal 11 (SIGSEGV), core dumped"

@@ -21,12 +21,7 @@ pub struct Demoter {
 
 impl Demoter {
     pub fn new(group: String, file: Option<PathBuf>, value: u8) -> Self {
-        Demoter {
-            group,
-            file,
-            value,
-            demoted: false,
-        }
+        Demoter { group, file, value, demoted: false }
     }
 
     /// Whether we currently hold a demotion.
@@ -41,15 +36,7 @@ impl Demoter {
         }
         self.apply(on)?;
         self.demoted = on;
-        log::info!(
-            "{} {}",
-            if on {
-                "demoted by"
-            } else {
-                "lifted demotion of"
-            },
-            self.value
-        );
+        log::info!("{} {}", if on { "demoted by" } else { "lifted demotion of" }, self.value);
         Ok(())
     }
 
@@ -63,20 +50,12 @@ impl Demoter {
         }
         let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, format!("{}\n", if on { self.value } else { 0 }))?;
-        std::fs::rename(&tmp, file)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))
+        std::fs::rename(&tmp, file).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))
     }
 
     #[cfg(target_os = "openbsd")]
     fn apply(&self, on: bool) -> io::Result<()> {
-        carp::add_demote(
-            &self.group,
-            if on {
-                i32::from(self.value)
-            } else {
-                -i32::from(self.value)
-            },
-        )
+        carp::add_demote(&self.group, if on { i32::from(self.value) } else { -i32::from(self.value) })
     }
 }
 
@@ -109,17 +88,9 @@ mod carp {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     pub fn add_demote(group: &str, delta: i32) -> io::Result<()> {
-        let mut req = IfGroupReq {
-            name: [0; 16],
-            len: 0,
-            align: 0,
-            carp_demoted: delta,
-            pad: [0; 12],
-        };
+        let mut req = IfGroupReq { name: [0; 16], len: 0, align: 0, carp_demoted: delta, pad: [0; 12] };
         if group.len() >= req.name.len() {
-            return Err(io::Error::other(format!(
-                "demote group \"{group}\" name too long"
-            )));
+            return Err(io::Error::other(format!("demote group \"{group}\" name too long")));
         }
         req.name[..group.len()].copy_from_slice(group.as_bytes());
         // SAFETY: socket(2); owned at once.

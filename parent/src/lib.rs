@@ -44,18 +44,13 @@ struct KeyFiles(Vec<(KeyKind, Vec<u8>)>);
 
 impl KeyFiles {
     fn load(conf: &Config) -> io::Result<KeyFiles> {
-        let mut files: Vec<(KeyKind, &Path)> = vec![
-            (KeyKind::Ca, &conf.ca),
-            (KeyKind::Certificate, &conf.certificate),
-            (KeyKind::Key, &conf.key),
-        ];
+        let mut files: Vec<(KeyKind, &Path)> =
+            vec![(KeyKind::Ca, &conf.ca), (KeyKind::Certificate, &conf.certificate), (KeyKind::Key, &conf.key)];
         if let Some(crl) = &conf.crl {
             files.push((KeyKind::Crl, crl));
         }
         match &conf.wrap {
-            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => {
-                files.push((KeyKind::Wrap, path))
-            }
+            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => files.push((KeyKind::Wrap, path)),
             None => {}
         }
         if let Some(sync) = &conf.sync {
@@ -63,8 +58,8 @@ impl KeyFiles {
         }
         let mut out = Vec::new();
         for (kind, path) in files {
-            let bytes = std::fs::read(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             out.push((kind, bytes));
         }
         Ok(KeyFiles(out))
@@ -115,41 +110,20 @@ struct Resources {
 
 fn open_resources(conf: &Config) -> io::Result<Resources> {
     let tun = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
-    log::info!(
-        "{}: {}/{} up",
-        conf.tun_device,
-        conf.server_address(),
-        conf.network.prefix
-    );
-    let listeners = conf
-        .listen
-        .iter()
-        .map(|a| sockets::listener(*a))
-        .collect::<io::Result<Vec<_>>>()?;
+    log::info!("{}: {}/{} up", conf.tun_device, conf.server_address(), conf.network.prefix);
+    let listeners = conf.listen.iter().map(|a| sockets::listener(*a)).collect::<io::Result<Vec<_>>>()?;
     let control = sockets::control(&conf.socket)?;
     let (sync, route) = match &conf.sync {
         None => (None, None),
         Some(s) => {
             let sock = match &s.transport {
-                SyncTransport::Multicast {
-                    group,
-                    port,
-                    interface,
-                } => sockets::sync(*port, Some((*group, interface)))?,
-                SyncTransport::Unicast { peers } => {
-                    sockets::sync(peers.first().map_or(1196, |p| p.port()), None)?
-                }
+                SyncTransport::Multicast { group, port, interface } => sockets::sync(*port, Some((*group, interface)))?,
+                SyncTransport::Unicast { peers } => sockets::sync(peers.first().map_or(1196, |p| p.port()), None)?,
             };
             (Some(sock), Some(sockets::route_events()?))
         }
     };
-    Ok(Resources {
-        tun,
-        listeners,
-        control,
-        sync,
-        route,
-    })
+    Ok(Resources { tun, listeners, control, sync, route })
 }
 
 /// Signals arrive as bytes on these sockets (signal-hook's self-pipe).
@@ -224,9 +198,7 @@ pub fn run(opts: Options) -> i32 {
             return 1;
         }
     };
-    if let Err(e) =
-        vpnsyncd_common::sandbox::prepare_chroot(Path::new(vpnsyncd_common::sandbox::CHROOT_DIR))
-    {
+    if let Err(e) = vpnsyncd_common::sandbox::prepare_chroot(Path::new(vpnsyncd_common::sandbox::CHROOT_DIR)) {
         eprintln!("vpnsyncd: {e}");
         return 1;
     }
@@ -246,20 +218,16 @@ pub fn run(opts: Options) -> i32 {
     vpnsyncd_common::log::init(opts.foreground, opts.verbose, "parent");
     log::info!("starting vpnsyncd {}", vpnsyncd_common::VERSION);
 
-    let demoter = conf.sync.as_ref().map(|s| {
-        Demoter::new(
-            s.demote.group.clone(),
-            s.demote.file.clone(),
-            s.demote.value,
-        )
-    });
-    let mut parent = Parent {
-        control_path: conf.socket.clone(),
-        opts,
-        conf,
-        children: Vec::new(),
-        demoter,
-    };
+    let mut demoter =
+        conf.sync.as_ref().map(|s| Demoter::new(s.demote.group.clone(), s.demote.file.clone(), s.demote.value));
+    // A member that joins must not become master before it holds the
+    // cluster's sessions: demoted until the syncer reports the table complete.
+    if let Some(d) = &mut demoter {
+        if let Err(e) = d.set(true) {
+            log::error!("demote: {e}");
+        }
+    }
+    let mut parent = Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter };
     let code = match parent.start(&exe, uid, gid, &keys) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
@@ -275,22 +243,10 @@ pub fn run(opts: Options) -> i32 {
 }
 
 impl Parent {
-    fn start(
-        &mut self,
-        exe: &Path,
-        uid: u32,
-        gid: u32,
-        keys: &KeyFiles,
-    ) -> io::Result<SignalPipes> {
+    fn start(&mut self, exe: &Path, uid: u32, gid: u32, keys: &KeyFiles) -> io::Result<SignalPipes> {
         let signals = SignalPipes::register()?;
         let res = open_resources(&self.conf)?;
-        let args = ExecArgs {
-            exe,
-            uid,
-            gid,
-            foreground: self.opts.foreground,
-            verbose: self.opts.verbose,
-        };
+        let args = ExecArgs { exe, uid, gid, foreground: self.opts.foreground, verbose: self.opts.verbose };
         for kind in ChildKind::ALL {
             let child = children::spawn(kind, &args)?;
             log::debug!("started {} (pid {})", kind.name(), child.pid);
@@ -298,17 +254,9 @@ impl Parent {
         }
         let (engine_peer, syncer_peer) = vpnsyncd_common::imsg::socketpair()?;
         let conf_text = self.conf.to_string();
-        let Resources {
-            tun,
-            listeners,
-            control,
-            sync,
-            route,
-        } = res;
+        let Resources { tun, listeners, control, sync, route } = res;
         for child in &mut self.children {
-            child
-                .ibuf
-                .compose(ImsgType::Conf as u32, 0, None, conf_text.as_bytes())?;
+            child.ibuf.compose(ImsgType::Conf as u32, 0, None, conf_text.as_bytes())?;
             for (kind, bytes) in keys.for_child(child.kind) {
                 send_key(child, *kind, bytes)?;
             }
@@ -319,37 +267,23 @@ impl Parent {
             (ChildKind::Engine, FdKind::Peer, engine_peer),
             (ChildKind::Syncer, FdKind::Peer, syncer_peer),
         ];
-        fds.extend(
-            listeners
-                .into_iter()
-                .map(|l| (ChildKind::Engine, FdKind::Listener, l)),
-        );
+        fds.extend(listeners.into_iter().map(|l| (ChildKind::Engine, FdKind::Listener, l)));
         fds.extend(sync.map(|s| (ChildKind::Syncer, FdKind::Sync, s)));
         fds.extend(route.map(|r| (ChildKind::Carpwatch, FdKind::Route, r)));
         for (to, kind, fd) in fds {
             let child = self.child_mut(to);
-            child
-                .ibuf
-                .compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
+            child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
         }
         for child in &mut self.children {
-            child
-                .ibuf
-                .compose(ImsgType::ConfDone as u32, 0, None, &[])?;
-            child
-                .ibuf
-                .flush()
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
+            child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
+            child.ibuf.flush().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
         }
         log::info!("started engine, syncer and carpwatch");
         Ok(signals)
     }
 
     fn child_mut(&mut self, kind: ChildKind) -> &mut Child {
-        self.children
-            .iter_mut()
-            .find(|c| c.kind == kind)
-            .expect("every kind is started")
+        self.children.iter_mut().find(|c| c.kind == kind).expect("every kind is started")
     }
 
     fn main_loop(&mut self, sig: &SignalPipes) -> Exit {
@@ -373,10 +307,7 @@ impl Parent {
                     return Exit::ChildDied;
                 }
             }
-            let ready: Vec<PollFlags> = fds
-                .iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect();
+            let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
             drop(fds);
             if !ready[2].is_empty() {
                 drain(&sig.chld);
@@ -422,12 +353,7 @@ impl Parent {
                     let Some(pid) = status.pid() else { return died };
                     if let Some(pos) = self.children.iter().position(|c| c.pid == pid.as_raw()) {
                         let c = self.children.remove(pos);
-                        log::error!(
-                            "{} (pid {}) {}",
-                            c.kind.name(),
-                            c.pid,
-                            children::describe_exit(status)
-                        );
+                        log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
                         died = true;
                     }
                 }
@@ -441,12 +367,7 @@ impl Parent {
         }
         if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match self.children[i].ibuf.read() {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "channel closed",
-                    ))
-                }
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "channel closed")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -460,20 +381,14 @@ impl Parent {
 
     /// Handles one message from a child, checking that this child may send it.
     fn dispatch(&mut self, from: ChildKind, m: vpnsyncd_common::imsg::Imsg) -> io::Result<()> {
-        let bad =
-            |e: vpnsyncd_common::codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+        let bad = |e: vpnsyncd_common::codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
         let ty = ImsgType::from_u32(m.hdr.ty).map_err(bad)?;
         match (from, ty) {
             (ChildKind::Carpwatch, ImsgType::Role) => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role is now {}", role.name());
                 for to in [ChildKind::Engine, ChildKind::Syncer] {
-                    self.child_mut(to).ibuf.compose(
-                        ImsgType::Role as u32,
-                        0,
-                        None,
-                        &[role as u8],
-                    )?;
+                    self.child_mut(to).ibuf.compose(ImsgType::Role as u32, 0, None, &[role as u8])?;
                 }
             }
             (ChildKind::Engine, ImsgType::CtlReload) => {
@@ -490,12 +405,16 @@ impl Parent {
                     &reply,
                 )?;
             }
+            (ChildKind::Syncer, ImsgType::SyncReady) => {
+                if let Some(d) = &mut self.demoter {
+                    d.set(false).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
+                }
+            }
             (ChildKind::Engine, ImsgType::Verbose) => {
                 let level = Reader::new(&m.data).u8().map_err(bad)?;
                 vpnsyncd_common::log::set_verbose(level);
                 for c in &mut self.children {
-                    c.ibuf
-                        .compose(ImsgType::Verbose as u32, 0, None, &[level])?;
+                    c.ibuf.compose(ImsgType::Verbose as u32, 0, None, &[level])?;
                 }
             }
             _ => {
@@ -511,10 +430,10 @@ impl Parent {
     /// Re-reads the configuration and key files and hands them to the
     /// children. An invalid configuration is refused and the old one stays.
     fn reload(&mut self) -> Result<String, String> {
-        let conf = load_config(&self.opts)
-            .map_err(|e| format!("reload refused, keeping the running configuration:\n{e}"))?;
-        let keys = KeyFiles::load(&conf)
-            .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
+        let conf =
+            load_config(&self.opts).map_err(|e| format!("reload refused, keeping the running configuration:\n{e}"))?;
+        let keys =
+            KeyFiles::load(&conf).map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
         for what in restart_needed(&self.conf, &conf) {
             log::warn!("reload: {what} changed; restart vpnsyncd to apply it");
         }
@@ -523,8 +442,7 @@ impl Parent {
             for (kind, bytes) in keys.for_child(c.kind) {
                 send_key(c, *kind, bytes)?;
             }
-            c.ibuf
-                .compose(ImsgType::Reload as u32, 0, None, text.as_bytes())
+            c.ibuf.compose(ImsgType::Reload as u32, 0, None, text.as_bytes())
         };
         for c in &mut self.children {
             send(c).map_err(|e| format!("reload: {}: {e}", c.kind.name()))?;
@@ -557,14 +475,7 @@ impl Parent {
             let _ = waitpid(Pid::from_raw(c.pid), None);
         }
         let _ = std::fs::remove_file(&self.control_path);
-        log::info!(
-            "{}",
-            if failed {
-                "exiting after a failure"
-            } else {
-                "terminated"
-            }
-        );
+        log::info!("{}", if failed { "exiting after a failure" } else { "terminated" });
     }
 }
 
@@ -572,8 +483,7 @@ fn send_key(c: &mut Child, kind: KeyKind, bytes: &[u8]) -> io::Result<()> {
     let mut w = Writer::new();
     w.u8(kind as u8);
     w.0.extend_from_slice(bytes);
-    c.ibuf
-        .compose(ImsgType::KeyMaterial as u32, 0, None, &w.finish())
+    c.ibuf.compose(ImsgType::KeyMaterial as u32, 0, None, &w.finish())
 }
 
 /// The settings a reload cannot change in place (they are devices and
@@ -592,11 +502,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.socket != new.socket {
         v.push("socket");
     }
-    let transport = |c: &Config| {
-        c.sync
-            .as_ref()
-            .map(|s| (s.transport.clone(), s.role.clone()))
-    };
+    let transport = |c: &Config| c.sync.as_ref().map(|s| (s.transport.clone(), s.role.clone()));
     if transport(old) != transport(new) {
         v.push("sync transport or role source");
     }

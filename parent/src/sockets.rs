@@ -15,12 +15,45 @@ fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> io::Result<T> {
 
 /// A bound, non-blocking UDP socket for OpenVPN clients.
 pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let s = ctx(format!("listen on {addr}"), UdpSocket::bind(addr))?;
+    let what = format!("listen on {addr}");
+    let fd = ctx(&what, bind_any(addr))?;
+    let s = UdpSocket::from(fd);
     s.set_nonblocking(true)?;
     let fd = OwnedFd::from(s);
     // Room for bursts of handshakes and data while the engine is busy.
     let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
     let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    Ok(fd)
+}
+
+/// A UDP socket bound to `addr` even when this machine does not hold the
+/// address yet: backups listen on the virtual IP before CARP/VRRP gives it
+/// to them (Linux IP_FREEBIND; OpenBSD SO_BINDANY).
+fn bind_any(addr: SocketAddr) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    #[cfg(target_os = "linux")]
+    setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    #[cfg(target_os = "openbsd")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a live c_int of the size we pass.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDANY,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
     Ok(fd)
 }
 
@@ -31,10 +64,7 @@ pub fn control(path: &Path) -> io::Result<OwnedFd> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!(
-                "{}: another vpnsyncd is running (stop it first)",
-                path.display()
-            ),
+            format!("{}: another vpnsyncd is running (stop it first)", path.display()),
         ));
     }
     match std::fs::remove_file(path) {
@@ -47,10 +77,7 @@ pub fn control(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = ctx(path.display(), l)?;
-    ctx(
-        path.display(),
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
-    )?;
+    ctx(path.display(), std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))?;
     l.set_nonblocking(true)?;
     Ok(OwnedFd::from(l))
 }
@@ -62,10 +89,8 @@ pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedF
     let s = ctx(&what, UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))?;
     s.set_nonblocking(true)?;
     if let Some((group, ifname)) = multicast {
-        let ifindex = ctx(
-            format!("sync interface {ifname}"),
-            nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from),
-        )?;
+        let ifindex =
+            ctx(format!("sync interface {ifname}"), nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from))?;
         let local = interface_ipv4(ifname)?;
         join_group(&s, group, ifindex, local)
             .map_err(|e| io::Error::new(e.kind(), format!("join {group} on {ifname}: {e}")))?;
@@ -79,12 +104,8 @@ pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedF
 #[cfg(target_os = "linux")]
 fn join_group(s: &UdpSocket, group: Ipv4Addr, ifindex: u32, local: Ipv4Addr) -> io::Result<()> {
     let req = libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr {
-            s_addr: u32::from(group).to_be(),
-        },
-        imr_address: libc::in_addr {
-            s_addr: u32::from(local).to_be(),
-        },
+        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
+        imr_address: libc::in_addr { s_addr: u32::from(local).to_be() },
         imr_ifindex: ifindex as i32,
     };
     raw_setsockopt(s, libc::IP_ADD_MEMBERSHIP, &req)?;
@@ -96,9 +117,7 @@ fn join_group(s: &UdpSocket, group: Ipv4Addr, ifindex: u32, local: Ipv4Addr) -> 
 #[cfg(not(target_os = "linux"))]
 fn join_group(s: &UdpSocket, group: Ipv4Addr, _ifindex: u32, local: Ipv4Addr) -> io::Result<()> {
     s.join_multicast_v4(&group, &local)?;
-    let ifaddr = libc::in_addr {
-        s_addr: u32::from(local).to_be(),
-    };
+    let ifaddr = libc::in_addr { s_addr: u32::from(local).to_be() };
     raw_setsockopt(s, libc::IP_MULTICAST_IF, &ifaddr)
 }
 
@@ -131,19 +150,14 @@ fn interface_ipv4(ifname: &str) -> io::Result<Ipv4Addr> {
             return Ok(sin.ip());
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("sync interface {ifname} has no IPv4 address"),
-    ))
+    Err(io::Error::new(io::ErrorKind::NotFound, format!("sync interface {ifname} has no IPv4 address")))
 }
 
 /// The socket carpwatch reads role changes from: NETLINK_ROUTE subscribed to
 /// address changes (Linux).
 #[cfg(target_os = "linux")]
 pub fn route_events() -> io::Result<OwnedFd> {
-    use nix::sys::socket::{
-        bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
-    };
+    use nix::sys::socket::{bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType};
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -151,10 +165,7 @@ pub fn route_events() -> io::Result<OwnedFd> {
         SockProtocol::NetlinkRoute,
     )?;
     let groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR | libc::RTMGRP_LINK) as u32;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &NetlinkAddr::new(0, groups),
-    )?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, groups))?;
     Ok(fd)
 }
 
@@ -162,12 +173,7 @@ pub fn route_events() -> io::Result<OwnedFd> {
 #[cfg(target_os = "openbsd")]
 pub fn route_events() -> io::Result<OwnedFd> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    Ok(socket(
-        AddressFamily::Route,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?)
+    Ok(socket(AddressFamily::Route, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?)
 }
 
 #[cfg(test)]
@@ -181,10 +187,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ctl.sock");
         let fd = control(&path).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let e = control(&path).unwrap_err();
         assert!(e.to_string().contains("another vpnsyncd is running"), "{e}");
         drop(fd);
@@ -196,16 +199,10 @@ mod tests {
     #[test]
     fn listener_errors_name_the_address() {
         let a = listener("127.0.0.1:0".parse().unwrap()).unwrap();
-        let port = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(
-            std::os::fd::AsRawFd::as_raw_fd(&a),
-        )
-        .unwrap()
-        .port();
+        let port = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&a))
+            .unwrap()
+            .port();
         let e = listener(SocketAddr::from(([127, 0, 0, 1], port))).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with(&format!("listen on 127.0.0.1:{port}: ")),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with(&format!("listen on 127.0.0.1:{port}: ")), "{e}");
     }
 }

@@ -14,27 +14,19 @@ pub const TUN_MTU: i32 = 1500;
 /// `addr/prefix`, sets the MTU and brings it up.
 pub fn open(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<OwnedFd> {
     let fd = sys::create(name)?;
-    sys::configure(name, addr, prefix)
-        .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+    sys::configure(name, addr, prefix).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
     Ok(fd)
 }
 
 /// The netmask of a prefix length.
 pub fn netmask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(prefix.min(32)))
-            .unwrap_or(0),
-    )
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0))
 }
 
 fn ifname(name: &str) -> io::Result<[libc::c_char; libc::IFNAMSIZ]> {
     let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name \"{name}\""),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name \"{name}\"")));
     }
     for (o, b) in out.iter_mut().zip(name.bytes()) {
         *o = b as libc::c_char;
@@ -46,9 +38,7 @@ fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(a).to_be(),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() },
         sin_zero: [0; 8],
         #[cfg(target_os = "openbsd")]
         sin_len: std::mem::size_of::<libc::sockaddr_in>() as u8,
@@ -69,14 +59,7 @@ fn ifioctl<T>(req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
     let s = unsafe { OwnedFd::from_raw_fd(s) };
     // SAFETY: the callers pass the structure each request takes.
     #[allow(clippy::useless_conversion)]
-    if unsafe {
-        libc::ioctl(
-            s.as_raw_fd(),
-            req.try_into().unwrap_or_default(),
-            arg as *mut T,
-        )
-    } == -1
-    {
+    if unsafe { libc::ioctl(s.as_raw_fd(), req.try_into().unwrap_or_default(), arg as *mut T) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -98,18 +81,10 @@ mod sys {
 
     pub fn create(name: &str) -> io::Result<OwnedFd> {
         // SAFETY: open(2) with a static path.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/net/tun".as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd == -1 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("/dev/net/tun: {e} (is the tun module loaded?)"),
-            ));
+            return Err(io::Error::new(e.kind(), format!("/dev/net/tun: {e} (is the tun module loaded?)")));
         }
         // SAFETY: fresh descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -152,15 +127,9 @@ mod sys {
     use std::os::fd::FromRawFd;
 
     pub fn create(name: &str) -> io::Result<OwnedFd> {
-        let path = std::ffi::CString::new(format!("/dev/{name}"))
-            .map_err(|_| io::Error::other("NUL in name"))?;
+        let path = std::ffi::CString::new(format!("/dev/{name}")).map_err(|_| io::Error::other("NUL in name"))?;
         // SAFETY: open(2) on a valid C string.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd == -1 {
             return Err(io::Error::last_os_error());
         }

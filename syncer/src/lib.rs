@@ -50,14 +50,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         log::error!("sync is configured but the parent sent no sync socket or key");
         return 1;
     }
-    let mut s = Syncer {
-        info: describe(&conf),
-        conf,
-        parent,
-        engine: ImsgBuf::new(peer),
-        _sock: sock,
-        role: None,
-    };
+    let mut s = Syncer { info: describe(&conf), conf, parent, engine: ImsgBuf::new(peer), _sock: sock, role: None };
     s.engine.set_maxsize(1 << 20);
     match s.run() {
         Ok(()) => 0,
@@ -71,48 +64,23 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
 /// The static part of `show sync` for a configuration.
 fn describe(conf: &Config) -> SyncInfo {
     let Some(sync) = &conf.sync else {
-        return SyncInfo {
-            transport: "standalone (no sync block)".into(),
-            bulk_complete: true,
-            ..SyncInfo::default()
-        };
+        return SyncInfo { transport: "standalone (no sync block)".into(), bulk_complete: true, ..SyncInfo::default() };
     };
     let (transport, peers) = match &sync.transport {
-        SyncTransport::Multicast {
-            group,
-            port,
-            interface,
-        } => (
-            format!("multicast {group}:{port} on {interface}"),
-            Vec::new(),
-        ),
+        SyncTransport::Multicast { group, port, interface } => {
+            (format!("multicast {group}:{port} on {interface}"), Vec::new())
+        }
         SyncTransport::Unicast { peers } => (
             "unicast".to_string(),
-            peers
-                .iter()
-                .map(|p| PeerInfo {
-                    address: p.to_string(),
-                    last_heard: 0,
-                    role: Role::Init,
-                })
-                .collect(),
+            peers.iter().map(|p| PeerInfo { address: p.to_string(), last_heard: 0, role: Role::Init }).collect(),
         ),
     };
-    SyncInfo {
-        transport,
-        peers,
-        ..SyncInfo::default()
-    }
+    SyncInfo { transport, peers, ..SyncInfo::default() }
 }
 
 fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
     match ibuf.read() {
-        Ok(0) => {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name} closed the channel"),
-            ))
-        }
+        Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{name} closed the channel"))),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
@@ -142,10 +110,7 @@ impl Syncer {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ev: Vec<PollFlags> = fds
-                .iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect();
+            let ev: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
             if ev[0].contains(PollFlags::POLLOUT) {
                 self.parent.write()?;
             }
@@ -172,21 +137,15 @@ impl Syncer {
                 self.role = Some(role);
                 log::info!("role {}", role.name());
             }
-            ImsgType::Verbose => {
-                vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?)
-            }
+            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {}
             ImsgType::Reload => {
-                let text = std::str::from_utf8(&m.data)
-                    .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
+                let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 self.conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             }
             other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected {other:?} from the parent"),
-                ))
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the parent")))
             }
         }
         Ok(())
@@ -195,22 +154,11 @@ impl Syncer {
     fn on_engine(&mut self, m: Imsg) -> io::Result<()> {
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::CtlShowSync => {
-                let info = SyncInfo {
-                    role: self.role,
-                    ..self.info.clone()
-                };
-                self.engine.compose(
-                    ImsgType::CtlSync as u32,
-                    m.hdr.peerid,
-                    None,
-                    &info.encode(),
-                )?;
+                let info = SyncInfo { role: self.role, ..self.info.clone() };
+                self.engine.compose(ImsgType::CtlSync as u32, m.hdr.peerid, None, &info.encode())?;
             }
             other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected {other:?} from the engine"),
-                ))
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the engine")))
             }
         }
         Ok(())

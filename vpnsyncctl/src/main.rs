@@ -31,8 +31,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 
 /// Sends the request and collects the answer up to `CtlEnd` or `CtlResult`.
 fn request(sock: &str, cmd: &Command) -> io::Result<Vec<Imsg>> {
-    let stream = UnixStream::connect(sock)
-        .map_err(|e| io::Error::new(e.kind(), format!("connect: {sock}: {e}")))?;
+    let stream = UnixStream::connect(sock).map_err(|e| io::Error::new(e.kind(), format!("connect: {sock}: {e}")))?;
     stream.set_nonblocking(true)?;
     let mut ibuf = ImsgBuf::new(OwnedFd::from(stream));
     ibuf.set_maxsize(16384);
@@ -63,10 +62,7 @@ fn request(sock: &str, cmd: &Command) -> io::Result<Vec<Imsg>> {
                 e
             }
         })?;
-        let done = matches!(
-            ImsgType::from_u32(m.hdr.ty),
-            Ok(ImsgType::CtlEnd) | Ok(ImsgType::CtlResult)
-        );
+        let done = matches!(ImsgType::from_u32(m.hdr.ty), Ok(ImsgType::CtlEnd) | Ok(ImsgType::CtlResult));
         out.push(m);
         if done {
             return Ok(out);
@@ -109,27 +105,18 @@ fn main() {
                 Err(msg) => die(msg),
             },
             Ok(ImsgType::CtlEnd) => {}
-            _ => die(format!(
-                "unexpected answer type {} from the daemon",
-                m.hdr.ty
-            )),
+            _ => die(format!("unexpected answer type {} from the daemon", m.hdr.ty)),
         }
     }
     let text = match (&cmd, json) {
-        (Command::ShowSummary, false) => {
-            summaries.iter().map(|s| output::summary(s, now)).collect()
+        (Command::ShowSummary, false) => summaries.iter().map(|s| output::summary(s, now)).collect(),
+        (Command::ShowSummary, true) => {
+            summaries.iter().map(|s| output::summary_json(s, now).to_string() + "\n").collect()
         }
-        (Command::ShowSummary, true) => summaries
-            .iter()
-            .map(|s| output::summary_json(s, now).to_string() + "\n")
-            .collect(),
         (Command::ShowClients, false) => output::clients(&clients, now),
         (Command::ShowClients, true) => output::clients_json(&clients, now).to_string() + "\n",
         (Command::ShowSync, false) => syncs.iter().map(|s| output::sync(s, now)).collect(),
-        (Command::ShowSync, true) => syncs
-            .iter()
-            .map(|s| output::sync_json(s).to_string() + "\n")
-            .collect(),
+        (Command::ShowSync, true) => syncs.iter().map(|s| output::sync_json(s).to_string() + "\n").collect(),
         _ => String::new(),
     };
     print!("{text}");

@@ -6,13 +6,7 @@ use vpnsyncd_common::ctl::{ClientInfo, Summary, SyncInfo};
 
 /// A duration in bgpctl's fmt_timeframe style: 01:02:03, 2d03h04m, 5w2d03h.
 pub fn timeframe(secs: u64) -> String {
-    let (w, d, h, m, s) = (
-        secs / 604_800,
-        secs / 86_400 % 7,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-    );
+    let (w, d, h, m, s) = (secs / 604_800, secs / 86_400 % 7, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if secs < 86_400 {
         format!("{:02}:{:02}:{:02}", secs / 3600, m, s)
     } else if secs < 604_800 {
@@ -54,49 +48,21 @@ pub fn summary_json(s: &Summary, now: u64) -> Value {
     })
 }
 
-const CLIENT_HEADER: (&str, &str, &str, &str, &str, &str, &str, &str, &str) = (
-    "Common Name",
-    "Real Address",
-    "Virtual IP",
-    "Cipher",
-    "Bytes In",
-    "Bytes Out",
-    "Up",
-    "Key",
-    "Last Rekey",
-);
+const CLIENT_HEADER: (&str, &str, &str, &str, &str, &str, &str, &str, &str) =
+    ("Common Name", "Real Address", "Virtual IP", "Cipher", "Bytes In", "Bytes Out", "Up", "Key", "Last Rekey");
 
 fn client_line(c: (&str, &str, &str, &str, &str, &str, &str, &str, &str)) -> String {
-    format!(
-        "{:<20} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n",
-        c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8
-    )
+    format!("{:<20} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n", c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8)
 }
 
 pub fn clients(list: &[ClientInfo], now: u64) -> String {
     let mut out = client_line(CLIENT_HEADER);
     for c in list {
-        let (up, key) = (
-            timeframe(now.saturating_sub(c.connected_since)),
-            c.key_id.to_string(),
-        );
-        let rekey = if c.last_rekey == 0 {
-            "never".to_string()
-        } else {
-            format!("{} ago", ago(now, c.last_rekey))
-        };
+        let (up, key) = (timeframe(now.saturating_sub(c.connected_since)), c.key_id.to_string());
+        let rekey = if c.last_rekey == 0 { "never".to_string() } else { format!("{} ago", ago(now, c.last_rekey)) };
         let (bin, bout) = (c.bytes_in.to_string(), c.bytes_out.to_string());
-        out += &client_line((
-            &c.common_name,
-            &c.real_address,
-            &c.virtual_ip,
-            &c.cipher,
-            &bin,
-            &bout,
-            &up,
-            &key,
-            &rekey,
-        ));
+        out +=
+            &client_line((&c.common_name, &c.real_address, &c.virtual_ip, &c.cipher, &bin, &bout, &up, &key, &rekey));
     }
     out
 }
@@ -140,11 +106,7 @@ pub fn sync(s: &SyncInfo, now: u64) -> String {
     if !s.peers.is_empty() {
         out += &format!("\n{:<24} {:<8} {}\n", "Peer", "Role", "Last heard");
         for p in &s.peers {
-            let heard = if p.last_heard == 0 {
-                "never".to_string()
-            } else {
-                format!("{} ago", ago(now, p.last_heard))
-            };
+            let heard = if p.last_heard == 0 { "never".to_string() } else { format!("{} ago", ago(now, p.last_heard)) };
             out += &format!("{:<24} {:<8} {}\n", p.address, p.role.name(), heard);
         }
     }
@@ -196,20 +158,11 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].find("Virtual IP"), lines[1].find("10.8.0.2"));
-        assert_eq!(
-            lines[0].find("Bytes In").map(|i| i + "Bytes In".len()),
-            lines[1].find(" 1234 ").map(|i| i + 5)
-        );
+        assert_eq!(lines[0].find("Bytes In").map(|i| i + "Bytes In".len()), lines[1].find(" 1234 ").map(|i| i + 5));
         assert!(lines[1].starts_with("alice "));
         assert!(lines[1].ends_with("00:10:00 ago"), "{}", lines[1]);
         assert!(lines[1].contains("01:00:00"));
-        let j = clients_json(
-            &[ClientInfo {
-                last_rekey: 0,
-                ..clients_sample()
-            }],
-            10,
-        );
+        let j = clients_json(&[ClientInfo { last_rekey: 0, ..clients_sample() }], 10);
         assert_eq!(j[0]["last_rekey"], Value::Null);
         assert_eq!(j[0]["common_name"], "bob");
     }
@@ -243,22 +196,12 @@ mod tests {
             sync: "standalone".into(),
         };
         let t = summary(&s, 3700);
-        assert!(
-            t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"),
-            "{t}"
-        );
+        assert!(t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"), "{t}");
         assert!(t.contains("Clients:  0 of 1024\n"));
         assert_eq!(summary_json(&s, 3700)["uptime"], 3600);
-        let y = SyncInfo {
-            role: None,
-            transport: "unicast".into(),
-            ..SyncInfo::default()
-        };
+        let y = SyncInfo { role: None, transport: "unicast".into(), ..SyncInfo::default() };
         let t = sync(&y, 0);
-        assert!(
-            t.starts_with("Role:       unknown\nTransport:  unicast\n"),
-            "{t}"
-        );
+        assert!(t.starts_with("Role:       unknown\nTransport:  unicast\n"), "{t}");
         assert_eq!(sync_json(&y)["role"], Value::Null);
     }
 }

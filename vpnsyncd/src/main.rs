@@ -32,10 +32,7 @@ struct Args {
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
-        opts: Options {
-            file: PathBuf::from(DEFAULT_CONFIG),
-            ..Options::default()
-        },
+        opts: Options { file: PathBuf::from(DEFAULT_CONFIG), ..Options::default() },
         proc: Proc::Parent,
         ids: None,
     };
@@ -53,8 +50,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 if !rest.is_empty() {
                     Ok(rest.to_string())
                 } else {
-                    it.next()
-                        .ok_or_else(|| format!("option requires an argument -- {c}"))
+                    it.next().ok_or_else(|| format!("option requires an argument -- {c}"))
                 }
             };
             match c {
@@ -76,9 +72,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
                             a.opts.macros.push((k.to_string(), val.to_string()));
                         }
                         _ => {
-                            let parsed = v
-                                .split_once(':')
-                                .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                            let parsed = v.split_once(':').and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
                             a.ids = Some(parsed.ok_or_else(|| format!("bad -U {v}"))?);
                         }
                     }
@@ -143,10 +137,7 @@ mod tests {
         assert!(a.opts.foreground && !a.opts.configtest);
         assert_eq!(a.opts.verbose, 2);
         assert_eq!(a.opts.file, PathBuf::from("/tmp/x.conf"));
-        assert_eq!(
-            a.opts.macros,
-            vec![("if".into(), "eth0".into()), ("port".into(), "1194".into())]
-        );
+        assert_eq!(a.opts.macros, vec![("if".into(), "eth0".into()), ("port".into(), "1194".into())]);
         let a = parse(&["-nf/etc/other.conf"]).unwrap();
         assert!(a.opts.configtest);
         assert_eq!(a.opts.file, PathBuf::from("/etc/other.conf"));
@@ -156,22 +147,10 @@ mod tests {
     #[test]
     fn bad_command_lines() {
         assert_eq!(parse(&["-x"]).err().unwrap(), "unknown option -- x");
-        assert_eq!(
-            parse(&["-f"]).err().unwrap(),
-            "option requires an argument -- f"
-        );
-        assert_eq!(
-            parse(&["-D", "novalue"]).err().unwrap(),
-            "could not parse macro definition novalue"
-        );
-        assert_eq!(
-            parse(&["file"]).err().unwrap(),
-            "unexpected argument \"file\""
-        );
-        assert_eq!(
-            parse(&["-E"]).err().unwrap(),
-            "children are started by the parent only"
-        );
+        assert_eq!(parse(&["-f"]).err().unwrap(), "option requires an argument -- f");
+        assert_eq!(parse(&["-D", "novalue"]).err().unwrap(), "could not parse macro definition novalue");
+        assert_eq!(parse(&["file"]).err().unwrap(), "unexpected argument \"file\"");
+        assert_eq!(parse(&["-E"]).err().unwrap(), "children are started by the parent only");
         assert!(parse(&["-E", "-U", "1:2"]).is_ok());
         assert_eq!(parse(&["-S", "-U", "x"]).err().unwrap(), "bad -U x");
     }
