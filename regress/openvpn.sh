@@ -130,6 +130,9 @@ check "e: distinct virtual IPs ($(client_ip 1), $(client_ip 2))" test -n "$(clie
 check "e: client 1 passes traffic" ping_inside 1
 check "e: client 2 passes traffic" ping_inside 2
 check "e: show clients has both" test "$(show_clients | awk 'NR>1' | wc -l)" -eq 2
+OUT=$("$VPNSYNCCTL" -s "$SOCK" kill client bob)
+check "e: kill client bob ($OUT)" test "$OUT" = 'disconnected 1 session(s) of "bob"'
+check "e: bob is gone from show clients, alice stays" bash -c "[ \"\$('$VPNSYNCCTL' -s '$SOCK' show clients | awk 'NR>1 {print \$1}')\" = alice ]"
 finish_case
 
 # f. renegotiation: client reneg-sec 10 for 60 s, then server reneg-sec 10,

@@ -16,6 +16,8 @@ pub mod reliable;
 pub mod server;
 pub mod session;
 pub mod settings;
+#[cfg(test)]
+mod testclient;
 pub mod tls;
 pub mod wire;
 pub mod wrap;

@@ -580,7 +580,12 @@ impl Session {
                 Framing::StubV2 => Some("compress stub-v2"),
             },
         };
-        let idx = self.keys.len() - 1;
+        // Control messages go over a key whose exchange is done: written
+        // into a key still negotiating, they would reach the client ahead
+        // of that key's key-method message.
+        let Some(idx) = self.talking_key() else {
+            return;
+        };
         for m in push::messages(&push::options(&self.conf.push, &c)) {
             self.send_message(idx, &m);
         }
@@ -802,12 +807,17 @@ impl Session {
 
     /// `kill client`: tell a cc-exit capable client to restart elsewhere.
     pub fn kill(&mut self, now: Now) {
-        let idx = self.keys.len() - 1;
-        if self.keys[idx].phase == Phase::Established {
+        if let Some(idx) = self.talking_key() {
             self.send_message(idx, "RESTART,killed by the administrator");
             self.flush(idx, now);
         }
         self.close("killed by vpnsyncctl");
+    }
+
+    /// The newest key whose exchange is done and whose TLS session we hold:
+    /// the one control messages go over.
+    fn talking_key(&self) -> Option<usize> {
+        self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
     }
 }
 

@@ -1,0 +1,1272 @@
+//! An in-process test of the server core: a client-mode OpenVPN core
+//! written for tests (reset, reliability, TLS, key method 2, push, data
+//! channel, renegotiation) talking to the real `Server` through a network
+//! simulator with loss, duplication and reordering, on a virtual clock.
+//! Nothing here sleeps: time is `Now` advanced by fixed steps.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use vpnsyncd_common::msg::KeyKind;
+use vpnsyncd_config::{Cipher, Digest};
+
+use crate::data::{classify, DataHeader, DataKey, Payload, OCC_EXIT, OCC_MAGIC, PING};
+use crate::keys::{self, KeyMethod2, KeySource};
+use crate::reliable::Reliable;
+use crate::server::Server;
+use crate::session::Now;
+use crate::settings;
+use crate::tls::testpki;
+use crate::wire::{ControlBody, ControlPacket, Opcode};
+use crate::wrap::{StaticKey, Wrapper};
+
+// ---------------------------------------------------------------------------
+// Deterministic randomness for the network and the test keys.
+
+/// xorshift64: tiny, deterministic, good enough to drop packets.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// True with probability `per_mille` / 1000.
+    fn chance(&mut self, per_mille: u32) -> bool {
+        self.next() % 1000 < u64::from(per_mille)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A static key (tls-auth / tls-crypt) from a seed.
+fn static_key(seed: u64) -> StaticKey {
+    let mut rng = Rng::new(seed);
+    let mut k = [0u8; StaticKey::LEN];
+    k.iter_mut().for_each(|b| *b = rng.next() as u8);
+    StaticKey(k)
+}
+
+/// The key in the file format of `openvpn --genkey secret`.
+fn key_file(k: &StaticKey) -> Vec<u8> {
+    let mut s = String::from("#\n# 2048 bit OpenVPN static key\n#\n");
+    s.push_str("-----BEGIN OpenVPN Static key V1-----\n");
+    for line in k.0.chunks(16) {
+        line.iter().for_each(|b| s.push_str(&format!("{b:02x}")));
+        s.push('\n');
+    }
+    s.push_str("-----END OpenVPN Static key V1-----\n");
+    s.into_bytes()
+}
+
+// ---------------------------------------------------------------------------
+// The client.
+
+/// 2.6.14 peer-info, less the compression stubs (no framing).
+const PEER_INFO_26: &str = "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\nIV_NCP=2\n\
+                            IV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n";
+/// 2.5.11: DATA_V2 and REQUEST_PUSH only; keys from the PRF.
+const PEER_INFO_25: &str = "IV_VER=2.5.11\nIV_PLAT=linux\nIV_PROTO=6\nIV_NCP=2\n\
+                            IV_CIPHERS=AES-256-GCM:AES-128-GCM\n";
+/// 2.4.12: DATA_V2 only: the server must wait for PUSH_REQUEST.
+const PEER_INFO_24: &str = "IV_VER=2.4.12\nIV_PLAT=linux\nIV_PROTO=2\nIV_NCP=2\n\
+                            IV_CIPHERS=AES-256-GCM:AES-128-GCM:BF-CBC\n";
+
+/// How the client wraps its control channel.
+#[derive(Clone)]
+enum ClientWrap {
+    None,
+    /// tls-auth with key-direction 1 (the server uses 0).
+    TlsAuth(StaticKey, Digest),
+    TlsCrypt(StaticKey),
+}
+
+#[derive(Clone)]
+struct ClientOptions {
+    peer_info: String,
+    wrap: ClientWrap,
+    /// Digest of CBC data channels.
+    auth: Digest,
+    /// The first PUSH_REQUEST goes out this long after the key exchange
+    /// unless a PUSH_REPLY came first; then every 5 s.
+    push_request_delay: Duration,
+    /// Offer TLS 1.2 only (the server takes 1.3 otherwise).
+    tls12: bool,
+}
+
+impl ClientOptions {
+    fn v26(wrap: ClientWrap) -> ClientOptions {
+        ClientOptions {
+            peer_info: PEER_INFO_26.into(),
+            wrap,
+            auth: Digest::Sha1,
+            push_request_delay: Duration::from_secs(1),
+            tls12: false,
+        }
+    }
+
+    /// The OCC options string a 2.6 client sends (§16); cosmetic only.
+    fn occ_string(&self) -> String {
+        let (keydir, tls_auth) = match self.wrap {
+            ClientWrap::TlsAuth(..) => (",keydir 1", ",tls-auth"),
+            _ => ("", ""),
+        };
+        format!(
+            "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4{keydir},auth {},keysize 128{tls_auth},key-method 2,tls-client",
+            self.auth.name()
+        )
+    }
+}
+
+/// What the server pushed.
+#[derive(Clone, Debug, Default)]
+struct Pushed {
+    address: Option<Ipv4Addr>,
+    peer_id: Option<u32>,
+    cipher: Option<Cipher>,
+    ekm: bool,
+    ping: Option<u32>,
+    options: Vec<String>,
+}
+
+impl Pushed {
+    fn parse(options: &[String]) -> Pushed {
+        let mut p = Pushed { options: options.to_vec(), ..Pushed::default() };
+        for o in options {
+            let words: Vec<&str> = o.split(' ').collect();
+            match words.as_slice() {
+                ["ifconfig", a, _] => p.address = a.parse().ok(),
+                ["peer-id", n] => p.peer_id = n.parse().ok(),
+                ["cipher", c] => p.cipher = Cipher::from_name(c),
+                ["ping", n] => p.ping = n.parse().ok(),
+                ["key-derivation", "tls-ekm"] => p.ekm = true,
+                ["protocol-flags", flags @ ..] => p.ekm |= flags.contains(&"tls-ekm"),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+fn next_key_id(k: u8) -> u8 {
+    if k >= 7 {
+        1
+    } else {
+        k + 1
+    }
+}
+
+/// Length of a server key-method-2 message at the start of `b`, once all
+/// of it arrived (fixed part, then four strings).
+fn server_key_method_len(b: &[u8]) -> Option<usize> {
+    let mut at = 4 + 1 + 32 + 32;
+    for _ in 0..4 {
+        let len = b.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    }
+    (b.len() >= at).then_some(at)
+}
+
+/// One key_id of the client.
+struct ClientKey {
+    key_id: u8,
+    rel: Reliable,
+    tls: ClientConnection,
+    /// TLS goes out once our reset was acknowledged (S_START).
+    tls_started: bool,
+    tls_out: Vec<u8>,
+    source: KeySource,
+    km_sent: bool,
+    /// The server's key source, once its key-method message arrived.
+    server_source: Option<KeySource>,
+    plain: Vec<u8>,
+    data: Option<DataKey>,
+    /// We encrypt with this key (S_ACTIVE: our key-method message was
+    /// acknowledged and the server's arrived).
+    send_ok: bool,
+}
+
+impl ClientKey {
+    fn new(key_id: u8, config: &Arc<ClientConfig>, reset: Opcode) -> ClientKey {
+        let name = ServerName::try_from("server").expect("a valid DNS name");
+        let tls = ClientConnection::new(config.clone(), name).expect("client TLS");
+        let mut rel = Reliable::new();
+        rel.send(reset, Vec::new());
+        ClientKey {
+            key_id,
+            rel,
+            tls,
+            tls_started: false,
+            tls_out: Vec::new(),
+            source: KeySource::random(true),
+            km_sent: false,
+            server_source: None,
+            plain: Vec::new(),
+            data: None,
+            send_ok: false,
+        }
+    }
+}
+
+fn client_tls_config(tls12: bool) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(testpki::CA) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(testpki::ALICE_CRT).collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(testpki::ALICE_KEY).unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    Arc::new(config)
+}
+
+/// The client core. Datagrams to send collect in `outbox`; decrypted IP
+/// packets in `received`.
+struct TestClient {
+    opts: ClientOptions,
+    tls_config: Arc<ClientConfig>,
+    wrap: Wrapper,
+    sid: [u8; 8],
+    remote_sid: Option<[u8; 8]>,
+    /// Oldest first: the lame duck (if any), then the newest.
+    keys: Vec<ClientKey>,
+    outbox: Vec<Vec<u8>>,
+    received: Vec<Vec<u8>>,
+    /// Every control message the server sent.
+    messages: Vec<String>,
+    push_parts: Vec<String>,
+    pushed: Option<Pushed>,
+    push_replies: usize,
+    push_requests: usize,
+    push_due: Option<Instant>,
+    pings_received: usize,
+    last_send: Instant,
+    /// TLS errors, for test failure messages.
+    errors: Vec<String>,
+}
+
+/// Room for TLS bytes in one control packet (a 1250-byte IP datagram).
+fn payload_room(wrap: &Wrapper) -> usize {
+    1250 - 28 - (1 + 8 + wrap.overhead() + 1 + 4 * 4 + 8 + 4)
+}
+
+impl TestClient {
+    /// A client that sends its hard reset at once.
+    fn new(opts: ClientOptions, now: Now) -> TestClient {
+        let wrap = match &opts.wrap {
+            ClientWrap::None => Wrapper::none(),
+            ClientWrap::TlsAuth(k, d) => Wrapper::tls_auth(k, Some(1), *d),
+            ClientWrap::TlsCrypt(k) => Wrapper::tls_crypt(k, false),
+        };
+        let mut sid = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut sid).unwrap();
+        let tls_config = client_tls_config(opts.tls12);
+        let first = ClientKey::new(0, &tls_config, Opcode::HardResetClientV2);
+        let mut c = TestClient {
+            opts,
+            tls_config,
+            wrap,
+            sid,
+            remote_sid: None,
+            keys: vec![first],
+            outbox: Vec::new(),
+            received: Vec::new(),
+            messages: Vec::new(),
+            push_parts: Vec::new(),
+            pushed: None,
+            push_replies: 0,
+            push_requests: 0,
+            push_due: None,
+            pings_received: 0,
+            last_send: now.mono,
+            errors: Vec::new(),
+        };
+        c.flush(0, now);
+        c
+    }
+
+    /// The newest key_id.
+    fn key_id(&self) -> u8 {
+        self.keys.last().map_or(0, |k| k.key_id)
+    }
+
+    /// The key_id we encrypt with.
+    fn send_key_id(&self) -> Option<u8> {
+        self.keys.iter().rev().find(|k| k.send_ok).map(|k| k.key_id)
+    }
+
+    fn connected(&self) -> bool {
+        self.pushed.is_some() && self.send_key_id().is_some()
+    }
+
+    fn address(&self) -> Option<Ipv4Addr> {
+        self.pushed.as_ref().and_then(|p| p.address)
+    }
+
+    fn on_datagram(&mut self, now: Now, packet: &mut [u8]) {
+        let Some(&first) = packet.first() else {
+            return;
+        };
+        match Opcode::from_u8(first >> 3) {
+            Some(Opcode::DataV1 | Opcode::DataV2) => self.on_data(packet),
+            Some(_) => self.on_control(now, packet),
+            None => self.errors.push(format!("unknown opcode in {first:#x}")),
+        }
+    }
+
+    fn on_data(&mut self, packet: &mut [u8]) {
+        let key_id = packet[0] & 7;
+        let Some(data) = self.keys.iter_mut().find(|k| k.key_id == key_id).and_then(|k| k.data.as_mut()) else {
+            return;
+        };
+        let Ok(payload) = data.decrypt(packet) else {
+            return;
+        };
+        match classify(payload) {
+            Payload::Ping => self.pings_received += 1,
+            Payload::Ip => self.received.push(payload.to_vec()),
+            Payload::Occ | Payload::OccExit => {}
+        }
+    }
+
+    fn on_control(&mut self, now: Now, packet: &[u8]) {
+        let Ok((first, sid, body)) = self.wrap.unwrap(packet) else {
+            return;
+        };
+        let Ok(p) = ControlPacket::decode(first, sid, &body) else {
+            return;
+        };
+        match self.remote_sid {
+            None if p.opcode == Opcode::HardResetServerV2 && p.key_id == 0 => self.remote_sid = Some(sid),
+            Some(r) if r == sid => {}
+            _ => return,
+        }
+        if !p.body.acks.is_empty() && p.body.remote_session_id != Some(self.sid) {
+            return;
+        }
+        let idx = match self.keys.iter().position(|k| k.key_id == p.key_id) {
+            Some(i) => i,
+            // The server renegotiates: follow.
+            None if p.opcode == Opcode::SoftResetV1
+                && p.key_id == next_key_id(self.key_id())
+                && self.keys.last().is_some_and(|k| k.data.is_some()) =>
+            {
+                self.new_key_state(p.key_id)
+            }
+            None => return,
+        };
+        let ks = &mut self.keys[idx];
+        ks.rel.acked(&p.body.acks);
+        if let Some(pid) = p.body.msg_pid {
+            ks.rel.receive(pid, p.opcode, p.body.payload);
+        }
+        self.process(idx, now);
+    }
+
+    /// Opens key state `key_id` with our SOFT_RESET; the newest key with
+    /// data keys stays as the lame duck. Returns its index.
+    fn new_key_state(&mut self, key_id: u8) -> usize {
+        if let Some(keep) = self.keys.iter().rposition(|k| k.data.is_some()) {
+            let mut old = self.keys.swap_remove(keep);
+            // The server has its keys: it is established there.
+            old.send_ok = true;
+            self.keys.clear();
+            self.keys.push(old);
+        }
+        self.keys.push(ClientKey::new(key_id, &self.tls_config, Opcode::SoftResetV1));
+        self.keys.len() - 1
+    }
+
+    /// Starts a renegotiation (client side, like `reneg-sec` on the client).
+    fn renegotiate(&mut self, now: Now) {
+        let idx = self.new_key_state(next_key_id(self.key_id()));
+        self.flush(idx, now);
+    }
+
+    fn process(&mut self, idx: usize, now: Now) {
+        let ks = &mut self.keys[idx];
+        if !ks.tls_started && ks.rel.all_acked() {
+            ks.tls_started = true;
+        }
+        while let Some((opcode, payload)) = ks.rel.deliver() {
+            if opcode != Opcode::ControlV1 || payload.is_empty() {
+                continue;
+            }
+            let mut rest = &payload[..];
+            while !rest.is_empty() {
+                let r = ks
+                    .tls
+                    .read_tls(&mut rest)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| ks.tls.process_new_packets().map_err(|e| e.to_string()));
+                if let Err(e) = r {
+                    self.errors.push(format!("key_id {}: TLS: {e}", ks.key_id));
+                    return;
+                }
+            }
+        }
+        if !ks.tls.is_handshaking() && !ks.km_sent {
+            let km = KeyMethod2 {
+                source: ks.source.clone(),
+                options: self.opts.occ_string(),
+                username: String::new(),
+                password: String::new(),
+                peer_info: self.opts.peer_info.clone(),
+            };
+            ks.tls.writer().write_all(&km.encode()).unwrap();
+            ks.km_sent = true;
+        }
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = ks.tls.reader().read(&mut buf) {
+            ks.plain.extend_from_slice(&buf[..n]);
+        }
+        if ks.server_source.is_none() && ks.plain.len() >= 5 && ks.plain[4] & 0x0f != 2 {
+            // What OpenVPN's key_method_2_read() would see: not a key
+            // method message, a fatal TLS error for this key state.
+            let head = String::from_utf8_lossy(&ks.plain[..ks.plain.len().min(24)]).into_owned();
+            self.errors.push(format!(
+                "key_id {}: unknown key_method/flags={} in the server's first plaintext {head:?}",
+                ks.key_id, ks.plain[4]
+            ));
+            ks.plain.clear();
+            return;
+        }
+        if ks.server_source.is_none() {
+            if let Some(len) = server_key_method_len(&ks.plain) {
+                let bytes: Vec<u8> = ks.plain.drain(..len).collect();
+                match KeyMethod2::parse(&bytes, false) {
+                    Ok(m) => ks.server_source = Some(m.source),
+                    Err(e) => self.errors.push(format!("server key method: {e}")),
+                }
+                if ks.key_id == 0 {
+                    self.push_due = Some(now.mono + self.opts.push_request_delay);
+                }
+                self.derive(idx);
+            }
+        }
+        let ks = &mut self.keys[idx];
+        let mut messages = Vec::new();
+        if ks.server_source.is_some() {
+            while let Some(end) = ks.plain.iter().position(|b| *b == 0) {
+                let m: Vec<u8> = ks.plain.drain(..=end).collect();
+                messages.push(String::from_utf8_lossy(&m[..end]).into_owned());
+            }
+        }
+        for m in messages {
+            self.message(idx, m);
+        }
+        self.flush(idx, now);
+    }
+
+    fn message(&mut self, idx: usize, m: String) {
+        if let Some(rest) = m.strip_prefix("PUSH_REPLY") {
+            let mut last = true;
+            for o in rest.split(',').filter(|o| !o.is_empty()) {
+                match o {
+                    "push-continuation 2" => last = false,
+                    "push-continuation 1" => {}
+                    _ => self.push_parts.push(o.to_string()),
+                }
+            }
+            if last {
+                let parts = std::mem::take(&mut self.push_parts);
+                self.push_replies += 1;
+                if self.pushed.is_none() {
+                    self.pushed = Some(Pushed::parse(&parts));
+                    self.derive(idx);
+                }
+            }
+        }
+        self.messages.push(m);
+    }
+
+    /// Makes the data keys of key state `idx` once everything they need
+    /// is known: the server's key source and (for the cipher and the
+    /// derivation) the push.
+    fn derive(&mut self, idx: usize) {
+        let Some(p) = self.pushed.clone() else {
+            return;
+        };
+        let (Some(remote_sid), auth) = (self.remote_sid, self.opts.auth) else {
+            return;
+        };
+        let ks = &mut self.keys[idx];
+        let Some(server) = ks.server_source.as_ref() else {
+            return;
+        };
+        if ks.data.is_some() {
+            return;
+        }
+        let key2 = if p.ekm {
+            ks.tls.export_keying_material([0u8; 256], keys::EKM_LABEL, None).unwrap()
+        } else {
+            keys::prf_key2(&ks.source, server, &self.sid, &remote_sid)
+        };
+        let cipher = p.cipher.unwrap_or(Cipher::Aes256Gcm);
+        ks.data = Some(DataKey::new(cipher, auth, &key2, false));
+    }
+
+    /// TLS output into reliable packets, then everything due on the wire.
+    fn flush(&mut self, idx: usize, now: Now) {
+        let room = payload_room(&self.wrap);
+        let ks = &mut self.keys[idx];
+        if ks.tls_started {
+            while ks.tls.wants_write() {
+                if ks.tls.write_tls(&mut ks.tls_out).is_err() {
+                    break;
+                }
+            }
+            while !ks.tls_out.is_empty() && ks.rel.can_send() {
+                let n = ks.tls_out.len().min(room);
+                let part: Vec<u8> = ks.tls_out.drain(..n).collect();
+                ks.rel.send(Opcode::ControlV1, part);
+            }
+        }
+        if ks.data.is_some() && (ks.key_id == 0 || (ks.rel.all_acked() && ks.tls_out.is_empty())) {
+            ks.send_ok = true;
+        }
+        let key_id = ks.key_id;
+        let mut due: Vec<(u32, Opcode, Vec<u8>)> = Vec::new();
+        ks.rel.transmit(now.mono, |t| due.push((t.pid, t.opcode, t.payload.to_vec())));
+        let mut packets = Vec::new();
+        for (pid, opcode, payload) in due {
+            let acks = ks.rel.take_acks(4);
+            packets.push((
+                opcode.first_byte(key_id),
+                ControlBody {
+                    remote_session_id: (!acks.is_empty()).then_some(self.remote_sid).flatten(),
+                    acks,
+                    msg_pid: Some(pid),
+                    payload,
+                },
+            ));
+        }
+        if ks.rel.has_acks() {
+            packets.push((
+                Opcode::AckV1.first_byte(key_id),
+                ControlBody {
+                    acks: ks.rel.take_acks(8),
+                    remote_session_id: self.remote_sid,
+                    msg_pid: None,
+                    payload: Vec::new(),
+                },
+            ));
+        }
+        for (first, body) in packets {
+            let p = self.wrap.wrap(first, &self.sid, &body.to_bytes(), now.unix as u32).unwrap();
+            self.outbox.push(p);
+            self.last_send = now.mono;
+        }
+    }
+
+    /// A control message on the newest key state whose keys are made.
+    fn send_message(&mut self, now: Now, text: &str) {
+        let idx = self.keys.iter().rposition(|k| k.server_source.is_some()).expect("a key state past its key exchange");
+        let mut m = text.as_bytes().to_vec();
+        m.push(0);
+        self.keys[idx].tls.writer().write_all(&m).unwrap();
+        self.flush(idx, now);
+    }
+
+    /// Encrypts `payload` with the current key; false if there is none.
+    fn send_data(&mut self, now: Now, payload: &[u8]) -> bool {
+        let peer_id = self.pushed.as_ref().and_then(|p| p.peer_id);
+        let Some(ks) = self.keys.iter_mut().rev().find(|k| k.send_ok) else {
+            return false;
+        };
+        let hdr = DataHeader { key_id: ks.key_id, peer_id };
+        let mut out = [0u8; 2048];
+        let n = ks.data.as_mut().expect("send_ok keys have data keys").encrypt(hdr, payload, &mut out).unwrap();
+        self.outbox.push(out[..n].to_vec());
+        self.last_send = now.mono;
+        true
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        for idx in 0..self.keys.len() {
+            self.flush(idx, now);
+        }
+        if self.pushed.is_none() && self.push_due.is_some_and(|t| t <= now.mono) {
+            self.push_due = Some(now.mono + Duration::from_secs(5));
+            self.push_requests += 1;
+            self.send_message(now, "PUSH_REQUEST");
+        }
+        if let Some(ping) = self.pushed.as_ref().and_then(|p| p.ping) {
+            if now.mono.duration_since(self.last_send) >= Duration::from_secs(ping.into()) {
+                self.send_data(now, &PING);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The network and the lab around client and server.
+
+/// Per-mille rates of one direction.
+#[derive(Clone, Copy, Default)]
+struct Impair {
+    loss: u32,
+    dup: u32,
+    /// Held back 1..3 steps, so later packets overtake it.
+    reorder: u32,
+}
+
+const CLEAN: Impair = Impair { loss: 0, dup: 0, reorder: 0 };
+const BAD: Impair = Impair { loss: 200, dup: 100, reorder: 150 };
+
+struct Link {
+    imp: Impair,
+    rng: Rng,
+    /// (step at which it arrives, datagram), in sending order.
+    queue: Vec<(u64, Vec<u8>)>,
+    sent: usize,
+    /// What the impairments did: (lost, duplicated, held back).
+    harm: (usize, usize, usize),
+}
+
+impl Link {
+    fn new(imp: Impair, seed: u64) -> Link {
+        Link { imp, rng: Rng::new(seed), queue: Vec::new(), sent: 0, harm: (0, 0, 0) }
+    }
+
+    fn send(&mut self, step: u64, p: Vec<u8>) {
+        self.sent += 1;
+        if self.rng.chance(self.imp.loss) {
+            self.harm.0 += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.imp.dup) {
+            self.harm.1 += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let hold = if self.rng.chance(self.imp.reorder) {
+                self.harm.2 += 1;
+                1 + self.rng.below(3)
+            } else {
+                0
+            };
+            self.queue.push((step + 1 + hold, p.clone()));
+        }
+    }
+
+    fn arrived(&mut self, step: u64) -> Vec<Vec<u8>> {
+        let (now, later): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(s, _)| *s <= step);
+        self.queue = later;
+        now.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+const STEP: Duration = Duration::from_millis(50);
+const UNIX0: u64 = 1_790_000_000;
+const CLIENT_ADDR: &str = "198.18.0.7:40000";
+
+/// The server configuration with the test PKI.
+fn server(extra: &str, wrap_key: Option<&StaticKey>) -> Server {
+    let text = format!("ca \"/k/ca.crt\"\ncertificate \"/k/server.crt\"\nkey \"/k/server.key\"\n{extra}");
+    let conf = vpnsyncd_config::parse_str("test", &text, &[]).unwrap();
+    let mut keys = vec![
+        (KeyKind::Ca, testpki::CA.to_vec()),
+        (KeyKind::Certificate, testpki::SERVER_CRT.to_vec()),
+        (KeyKind::Key, testpki::SERVER_KEY.to_vec()),
+    ];
+    if let Some(k) = wrap_key {
+        keys.push((KeyKind::Wrap, key_file(k)));
+    }
+    let (session, wrap) = settings::build(&conf, &keys).unwrap();
+    Server::new(&conf, session, wrap)
+}
+
+struct Lab {
+    server: Server,
+    client: TestClient,
+    start: Instant,
+    now: Now,
+    step: u64,
+    up: Link,
+    down: Link,
+    addr: SocketAddr,
+    /// IP packets the server wrote to its tun device.
+    tun: Vec<Vec<u8>>,
+    /// Drop everything the client sends.
+    client_silent: bool,
+}
+
+impl Lab {
+    fn new(server: Server, opts: ClientOptions, up: Impair, down: Impair, seed: u64) -> Lab {
+        let start = Instant::now();
+        let now = Now { mono: start, unix: UNIX0 };
+        let mut lab = Lab {
+            server,
+            client: TestClient::new(opts, now),
+            start,
+            now,
+            step: 0,
+            up: Link::new(up, seed),
+            down: Link::new(down, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            addr: CLIENT_ADDR.parse().unwrap(),
+            tun: Vec::new(),
+            client_silent: false,
+        };
+        lab.client_to_link();
+        lab
+    }
+
+    /// The usual lab: tls-auth (SHA1) like the stock client set-up.
+    fn tls_auth(extra: &str, up: Impair, down: Impair, seed: u64) -> Lab {
+        let k = static_key(7);
+        let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{extra}"), Some(&k));
+        Lab::new(server, ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1)), up, down, seed)
+    }
+
+    fn set_network(&mut self, up: Impair, down: Impair) {
+        self.up.imp = up;
+        self.down.imp = down;
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now.mono.duration_since(self.start)
+    }
+
+    fn client_to_link(&mut self) {
+        for p in self.client.outbox.drain(..) {
+            if !self.client_silent {
+                self.up.send(self.step, p);
+            }
+        }
+    }
+
+    fn server_to_link(&mut self) {
+        for (listener, to, p) in self.server.outbox.drain(..) {
+            assert_eq!((listener, to), (0, self.addr), "answer to the client");
+            self.down.send(self.step, p);
+        }
+    }
+
+    /// One virtual time step: deliver, run the timers, send.
+    fn step(&mut self) {
+        self.step += 1;
+        self.now.mono += STEP;
+        self.now.unix = UNIX0 + self.elapsed().as_secs();
+        let now = self.now;
+        for mut p in self.up.arrived(self.step) {
+            if let Some(ip) = self.server.on_datagram(now, 0, self.addr, &mut p) {
+                self.tun.push(ip.to_vec());
+            }
+        }
+        self.server.on_timer(now);
+        self.server_to_link();
+        for mut p in self.down.arrived(self.step) {
+            self.client.on_datagram(now, &mut p);
+        }
+        self.client.on_timer(now);
+        self.client_to_link();
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now.mono + d;
+        while self.now.mono < end {
+            self.step();
+        }
+    }
+
+    /// Steps until `done` holds; false if `limit` of virtual time passed.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&Lab) -> bool) -> bool {
+        let end = self.now.mono + limit;
+        while !done(self) {
+            if self.now.mono >= end {
+                return false;
+            }
+            self.step();
+        }
+        true
+    }
+
+    fn connect(&mut self, limit: Duration) {
+        let ok = self.run_until(limit, |l| l.client.connected() && !l.server.client_infos().is_empty());
+        assert!(
+            ok,
+            "not connected after {:?}: client errors {:?}, messages {:?}, server sessions {}",
+            self.elapsed(),
+            self.client.errors,
+            self.client.messages,
+            self.server.client_count()
+        );
+    }
+
+    /// A packet from the tun device to the client.
+    fn server_sends(&mut self, ip: &[u8]) -> bool {
+        let mut out = [0u8; 2048];
+        match self.server.on_tun_packet(self.now, ip, &mut out) {
+            Some((listener, to, n)) => {
+                assert_eq!((listener, to), (0, self.addr));
+                self.down.send(self.step, out[..n].to_vec());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn client_sends(&mut self, ip: &[u8]) -> bool {
+        let ok = self.client.send_data(self.now, ip);
+        self.client_to_link();
+        ok
+    }
+
+    /// Sends `n` packets each way, one pair per step, then lets them
+    /// arrive; returns how many arrived (client->server, server->client).
+    fn exchange(&mut self, n: u16, tag: u8) -> (usize, usize) {
+        let me = self.client.address().expect("an address");
+        let (tun0, rx0) = (self.tun.len(), self.client.received.len());
+        let mut sent_up = Vec::new();
+        let mut sent_down = Vec::new();
+        for i in 0..n {
+            let up = ipv4(me, LAN_HOST, i, tag);
+            assert!(self.client_sends(&up), "client has a key to send with");
+            sent_up.push(up);
+            let down = ipv4(LAN_HOST, me, i, tag);
+            assert!(self.server_sends(&down), "server has a key to send with");
+            sent_down.push(down);
+            self.step();
+        }
+        self.run(Duration::from_millis(500));
+        let got_up = &self.tun[tun0..];
+        let got_down = &self.client.received[rx0..];
+        assert!(got_up.iter().all(|p| sent_up.contains(p)), "intact upstream");
+        assert!(got_down.iter().all(|p| sent_down.contains(p)), "intact downstream");
+        (got_up.len(), got_down.len())
+    }
+
+    fn info(&self) -> vpnsyncd_common::ctl::ClientInfo {
+        let infos = self.server.client_infos();
+        assert_eq!(infos.len(), 1, "one client");
+        infos.into_iter().next().unwrap()
+    }
+}
+
+const LAN_HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+
+/// A minimal IPv4/UDP packet whose payload names it.
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, id: u16, tag: u8) -> Vec<u8> {
+    let payload = [tag, (id >> 8) as u8, id as u8, 0x5a, 0xa5, 0x11, 0x22, 0x33];
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let sum = p.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    let ulen = (8 + payload.len()) as u16;
+    p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
+    p.extend_from_slice(&ulen.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&payload);
+    p
+}
+
+const HAND_WINDOW: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn clean_network_connects_and_passes_data() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 1);
+    lab.connect(Duration::from_secs(5));
+    assert!(lab.elapsed() < Duration::from_secs(1), "a few round trips");
+    assert_eq!(lab.client.address(), Some(Ipv4Addr::new(10, 8, 0, 2)));
+    let p = lab.client.pushed.clone().unwrap();
+    assert!(p.ekm, "2.6 client: keys from TLS-EKM: {:?}", p.options);
+    assert_eq!(p.peer_id, Some(0));
+    assert_eq!(p.cipher, Some(Cipher::Aes256Gcm));
+    assert_eq!(lab.client.push_requests, 0, "pushed without a request");
+    assert_eq!(lab.client.push_replies, 1);
+
+    let info = lab.info();
+    assert_eq!(info.common_name, "alice");
+    assert_eq!(info.virtual_ip, "10.8.0.2");
+    assert_eq!(info.real_address, CLIENT_ADDR);
+    assert_eq!(info.cipher, "AES-256-GCM");
+    assert_eq!(info.key_id, 0);
+    assert_eq!(info.peer_id, 0);
+
+    // One packet each way, checked byte for byte.
+    let me = Ipv4Addr::new(10, 8, 0, 2);
+    let up = ipv4(me, LAN_HOST, 1, 1);
+    assert!(lab.client_sends(&up));
+    lab.step();
+    assert_eq!(lab.tun, vec![up]);
+    let down = ipv4(LAN_HOST, me, 2, 1);
+    assert!(lab.server_sends(&down));
+    lab.step();
+    assert_eq!(lab.client.received, vec![down]);
+
+    assert_eq!(lab.exchange(50, 2), (50, 50));
+    let info = lab.info();
+    assert!(info.bytes_in > 0 && info.bytes_out > 0);
+
+    // Spoofed source: the server drops it.
+    assert!(lab.client_sends(&ipv4(Ipv4Addr::new(10, 8, 0, 3), LAN_HOST, 9, 9)));
+    let before = lab.tun.len();
+    lab.step();
+    assert_eq!(lab.tun.len(), before, "wrong source address dropped");
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+#[test]
+fn lossy_network_connects_within_the_hand_window() {
+    let mut harm = [0usize; 3];
+    for seed in 1..=20 {
+        let mut lab = Lab::tls_auth("", BAD, BAD, seed);
+        lab.connect(HAND_WINDOW);
+        assert_eq!(lab.client.address(), Some(Ipv4Addr::new(10, 8, 0, 2)));
+        assert_eq!(lab.info().common_name, "alice");
+        let (up, down) = lab.exchange(40, 3);
+        assert!(up >= 20 && down >= 20, "seed {seed}: {up}/{down} of 40 arrived");
+        assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+        for l in [&lab.up, &lab.down] {
+            harm[0] += l.harm.0;
+            harm[1] += l.harm.1;
+            harm[2] += l.harm.2;
+        }
+    }
+    // The network did its worst, in every way.
+    assert!(harm.iter().all(|n| *n >= 20), "{harm:?}");
+}
+
+/// Renegotiates from the client side (waiting for both sides to use the
+/// new key) and returns when done.
+fn client_renegotiates(lab: &mut Lab, limit: Duration) {
+    let want = next_key_id(lab.client.key_id());
+    lab.client.renegotiate(lab.now);
+    lab.client_to_link();
+    let ok = lab.run_until(limit, |l| l.client.send_key_id() == Some(want) && l.info().key_id == want);
+    assert!(
+        ok,
+        "renegotiation to key_id {want} unfinished after {:?}: client {:?}, server {}, errors {:?}",
+        lab.elapsed(),
+        lab.client.send_key_id(),
+        lab.info().key_id,
+        lab.client.errors
+    );
+}
+
+#[test]
+fn client_renegotiates_under_loss_and_no_packet_is_lost_at_the_switch() {
+    for seed in 1..=10 {
+        let mut lab = Lab::tls_auth("", BAD, BAD, seed);
+        lab.connect(HAND_WINDOW);
+        client_renegotiates(&mut lab, HAND_WINDOW);
+        assert_eq!(lab.info().key_id, 1);
+        assert!(lab.info().last_rekey >= UNIX0);
+        let (up, down) = lab.exchange(40, 4);
+        assert!(up >= 20 && down >= 20, "seed {seed}: {up}/{down} of 40 arrived");
+        // Some data still on key 0: the lame duck decrypts it.
+        assert_eq!(lab.client.keys.len(), 2, "the old key is kept");
+
+        // The next one on a clean network, with traffic every step while
+        // the keys change: nothing may be lost.
+        lab.set_network(CLEAN, CLEAN);
+        lab.run(Duration::from_millis(500));
+        let me = lab.client.address().unwrap();
+        let (tun0, rx0) = (lab.tun.len(), lab.client.received.len());
+        lab.client.renegotiate(lab.now);
+        lab.client_to_link();
+        let mut sent = 0u16;
+        let mut seen_keys = Vec::new();
+        while sent < 400 && !(lab.client.send_key_id() == Some(2) && lab.info().key_id == 2 && sent > 40) {
+            assert!(lab.client_sends(&ipv4(me, LAN_HOST, sent, 5)));
+            assert!(lab.server_sends(&ipv4(LAN_HOST, me, sent, 5)));
+            seen_keys.push(lab.client.send_key_id());
+            sent += 1;
+            lab.step();
+        }
+        lab.run(Duration::from_millis(200));
+        assert_eq!(lab.info().key_id, 2, "seed {seed}");
+        assert!(seen_keys.contains(&Some(1)) && seen_keys.contains(&Some(2)));
+        assert_eq!(lab.tun.len() - tun0, usize::from(sent), "seed {seed}: upstream loss at the switch");
+        assert_eq!(lab.client.received.len() - rx0, usize::from(sent), "seed {seed}: downstream loss at the switch");
+        assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    }
+}
+
+#[test]
+fn server_renegotiates_after_reneg_sec() {
+    let mut lab = Lab::tls_auth("reneg-sec 10\n", CLEAN, CLEAN, 3);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(5, 6), (5, 5));
+    // Nothing before reneg-sec.
+    lab.run(Duration::from_secs(9));
+    assert_eq!(lab.client.key_id(), 0);
+    assert_eq!(lab.info().key_id, 0);
+    lab.run(Duration::from_secs(2));
+    assert_eq!(lab.client.key_id(), 1, "the client followed the server's soft reset");
+    assert_eq!(lab.client.send_key_id(), Some(1));
+    assert_eq!(lab.info().key_id, 1);
+    assert!(lab.info().last_rekey > UNIX0);
+    assert_eq!(lab.exchange(20, 7), (20, 20));
+    assert_eq!(lab.info().key_id, 1);
+    // Every ten seconds for a minute, under loss: renegotiations overlap
+    // (the server's timer may fire before the client finished the last
+    // one), the session must survive them and converge.
+    lab.set_network(BAD, BAD);
+    let me = lab.client.address().unwrap();
+    let mut max_key = 1;
+    for i in 0..120u16 {
+        lab.client_sends(&ipv4(me, LAN_HOST, i, 8));
+        lab.server_sends(&ipv4(LAN_HOST, me, i, 8));
+        lab.run(Duration::from_millis(500));
+        max_key = max_key.max(lab.info().key_id);
+    }
+    assert!(max_key >= 4, "renegotiated every 10 s: key_id {max_key}");
+    lab.set_network(CLEAN, CLEAN);
+    lab.run(Duration::from_secs(3));
+    assert_eq!(lab.exchange(40, 9), (40, 40));
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+fn client(peer_info: &str, wrap: ClientWrap) -> ClientOptions {
+    ClientOptions { peer_info: peer_info.into(), ..ClientOptions::v26(wrap) }
+}
+
+#[test]
+fn client_2_5_uses_prf_keys() {
+    let k = static_key(7);
+    let srv = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&k));
+    let opts = client(PEER_INFO_25, ClientWrap::TlsAuth(k, Digest::Sha1));
+    let mut lab = Lab::new(srv, opts, CLEAN, CLEAN, 5);
+    lab.connect(Duration::from_secs(5));
+    let p = lab.client.pushed.clone().unwrap();
+    assert!(!p.ekm, "no EKM for IV_PROTO=6: {:?}", p.options);
+    assert!(
+        !p.options.iter().any(|o| o.starts_with("protocol-flags") || o.starts_with("key-derivation")),
+        "{:?}",
+        p.options
+    );
+    assert_eq!(p.cipher, Some(Cipher::Aes256Gcm));
+    assert_eq!(p.peer_id, Some(0));
+    // Keys from the PRF agree: data passes both ways.
+    assert_eq!(lab.exchange(10, 10), (10, 10));
+    // A PUSH_REQUEST (as a 2.5 client sends when it waits) is answered
+    // again, with the same options.
+    lab.client.send_message(lab.now, "PUSH_REQUEST");
+    lab.run(Duration::from_millis(200));
+    assert_eq!(lab.client.push_replies, 2);
+    let replies: Vec<&String> = lab.client.messages.iter().filter(|m| m.starts_with("PUSH_REPLY")).collect();
+    assert_eq!(replies[0], replies[1]);
+    // The PRF with new randoms and the same session ids on renegotiation.
+    client_renegotiates(&mut lab, Duration::from_secs(5));
+    assert_eq!(lab.exchange(10, 11), (10, 10));
+}
+
+#[test]
+fn client_2_4_gets_its_push_reply_on_request_only() {
+    for (imp, seed) in [(CLEAN, 1), (BAD, 2), (BAD, 3), (BAD, 4)] {
+        let k = static_key(7);
+        let srv = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&k));
+        let opts = client(PEER_INFO_24, ClientWrap::TlsAuth(k, Digest::Sha1));
+        let mut lab = Lab::new(srv, opts, imp, imp, seed);
+        lab.connect(HAND_WINDOW);
+        assert!(lab.client.push_requests >= 1);
+        assert!(lab.elapsed() >= Duration::from_secs(1), "no unsolicited push");
+        assert!(!lab.client.pushed.as_ref().unwrap().ekm);
+        let (up, down) = lab.exchange(20, 12);
+        assert!(up >= 10 && down >= 10, "{up}/{down}");
+    }
+}
+
+/// tls-crypt, tls-auth with SHA256, and the CBC data channel with SHA256.
+#[test]
+fn tls_crypt_and_tls_auth_sha256() {
+    let k = static_key(99);
+    let cases = [
+        ("tls-crypt \"/k/tc.key\"\n", ClientWrap::TlsCrypt(k.clone()), PEER_INFO_26, Digest::Sha1, "AES-256-GCM"),
+        (
+            "tls-auth \"/k/ta.key\" direction 0 digest sha256\n",
+            ClientWrap::TlsAuth(k.clone(), Digest::Sha256),
+            PEER_INFO_26,
+            Digest::Sha1,
+            "AES-256-GCM",
+        ),
+        (
+            "auth sha256\ntls-auth \"/k/ta.key\" direction 0\ndata-ciphers aes-256-cbc\n",
+            ClientWrap::TlsAuth(k.clone(), Digest::Sha256),
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-CBC\nIV_PROTO=990\n",
+            Digest::Sha256,
+            "AES-256-CBC",
+        ),
+    ];
+    for (conf, wrap, peer_info, auth, cipher) in cases {
+        for (imp, seed) in [(CLEAN, 21), (BAD, 22)] {
+            let srv = server(conf, Some(&k));
+            let opts = ClientOptions { auth, ..client(peer_info, wrap.clone()) };
+            let mut lab = Lab::new(srv, opts, imp, imp, seed);
+            lab.connect(HAND_WINDOW);
+            assert_eq!(lab.info().cipher, cipher, "{conf}");
+            let (up, down) = lab.exchange(20, 13);
+            assert!(up >= 10 && down >= 10, "{conf}: {up}/{down}");
+            client_renegotiates(&mut lab, HAND_WINDOW);
+            lab.set_network(CLEAN, CLEAN);
+            lab.run(Duration::from_millis(500));
+            assert_eq!(lab.exchange(10, 14), (10, 10), "{conf}");
+        }
+    }
+}
+
+/// TLS 1.2 with EKM: the exporter without a context (RFC 5705).
+#[test]
+fn tls_1_2_client_with_ekm() {
+    let mut lab = Lab::new(
+        server("", None),
+        ClientOptions { tls12: true, ..ClientOptions::v26(ClientWrap::None) },
+        CLEAN,
+        CLEAN,
+        31,
+    );
+    lab.connect(Duration::from_secs(5));
+    assert!(lab.client.pushed.as_ref().unwrap().ekm);
+    assert_eq!(lab.client.keys[0].tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(lab.exchange(10, 15), (10, 10));
+}
+
+/// A client without the right key gets no answer at all, and no session
+/// exists for it.
+#[test]
+fn wrong_static_key_gets_no_answer() {
+    let right = static_key(1);
+    let wrong = static_key(2);
+    let cases = [
+        ("tls-auth \"/k/ta.key\" direction 0\n", ClientWrap::TlsAuth(wrong.clone(), Digest::Sha1)),
+        // The right key, the wrong direction: no HMAC matches either.
+        ("tls-auth \"/k/ta.key\" direction 1\n", ClientWrap::TlsAuth(right.clone(), Digest::Sha1)),
+        ("tls-auth \"/k/ta.key\" direction 0 digest sha256\n", ClientWrap::TlsAuth(right.clone(), Digest::Sha1)),
+        ("tls-crypt \"/k/tc.key\"\n", ClientWrap::TlsCrypt(wrong.clone())),
+        ("tls-crypt \"/k/tc.key\"\n", ClientWrap::None),
+    ];
+    for (conf, wrap) in cases {
+        let mut lab = Lab::new(server(conf, Some(&right)), ClientOptions::v26(wrap), CLEAN, CLEAN, 41);
+        lab.run(Duration::from_secs(20));
+        assert!(lab.up.sent >= 4, "the client kept trying");
+        assert_eq!(lab.down.sent, 0, "{conf}: the server answered");
+        assert_eq!(lab.server.client_count(), 0, "{conf}: a session exists");
+        assert!(lab.server.client_infos().is_empty());
+        assert!(lab.client.remote_sid.is_none());
+    }
+}
+
+#[test]
+fn silent_client_is_dropped_after_the_keepalive_timeout() {
+    let mut lab = Lab::tls_auth("keepalive 2 10\n", CLEAN, CLEAN, 51);
+    lab.connect(Duration::from_secs(5));
+    let p = lab.client.pushed.clone().unwrap();
+    assert_eq!(p.ping, Some(2));
+    assert!(p.options.contains(&"ping-restart 10".to_string()));
+    // A client that pings stays, and the server pings it.
+    lab.run(Duration::from_secs(30));
+    assert_eq!(lab.server.client_count(), 1);
+    assert!(lab.client.pings_received >= 10, "{}", lab.client.pings_received);
+    assert!(lab.tun.is_empty(), "pings never reach the tun device");
+    // Now silence.
+    lab.client_silent = true;
+    lab.run(Duration::from_secs(9));
+    assert_eq!(lab.server.client_count(), 1, "not yet");
+    lab.run(Duration::from_secs(2));
+    assert_eq!(lab.server.client_count(), 0, "dropped after 10 s");
+    assert!(lab.server.client_infos().is_empty());
+    // Its address is free again: a new client gets the same one.
+    assert!(!lab.server_sends(&ipv4(LAN_HOST, Ipv4Addr::new(10, 8, 0, 2), 1, 1)));
+    reconnect(&mut lab);
+}
+
+/// A new client (same address, new session) in place of the old one.
+fn reconnect(lab: &mut Lab) {
+    let opts = lab.client.opts.clone();
+    lab.client = TestClient::new(opts, lab.now);
+    lab.client_silent = false;
+    lab.client_to_link();
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.client.address(), Some(Ipv4Addr::new(10, 8, 0, 2)));
+    assert_eq!(lab.exchange(3, 16), (3, 3));
+}
+
+#[test]
+fn occ_exit_and_exit_message_end_the_session_at_once() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 61);
+    lab.connect(Duration::from_secs(5));
+    let mut exit = OCC_MAGIC.to_vec();
+    exit.push(OCC_EXIT);
+    assert!(lab.client_sends(&exit));
+    lab.step();
+    assert_eq!(lab.server.client_count(), 0, "OCC_EXIT removes the session");
+    assert!(lab.tun.is_empty());
+
+    reconnect(&mut lab);
+    lab.client.send_message(lab.now, "EXIT");
+    lab.client_to_link();
+    lab.step();
+    assert_eq!(lab.server.client_count(), 0, "EXIT removes the session");
+    reconnect(&mut lab);
+}
+
+/// A client that restarts (new session id, same address) replaces its
+/// old session, which gives its address back first.
+#[test]
+fn restarted_client_replaces_its_session() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 81);
+    lab.connect(Duration::from_secs(5));
+    let old_sid = lab.client.sid;
+    reconnect(&mut lab);
+    assert_ne!(lab.client.sid, old_sid);
+    assert_eq!(lab.server.client_count(), 1);
+    assert_eq!(lab.info().peer_id, 0);
+}
+
+/// A PUSH_REQUEST that arrives on the old key while a renegotiation is
+/// under way (a 2.4 client repeats it every 5 s until answered) must not
+/// break the new key state: its answer may only follow the key-method
+/// reply (OpenVPN queues it until the key state is active).
+#[test]
+fn push_request_during_renegotiation() {
+    let k = static_key(7);
+    let srv = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&k));
+    let opts = client(PEER_INFO_24, ClientWrap::TlsAuth(k, Digest::Sha1));
+    let mut lab = Lab::new(srv, opts, CLEAN, CLEAN, 71);
+    lab.connect(Duration::from_secs(5));
+    lab.client.renegotiate(lab.now);
+    lab.client.send_message(lab.now, "PUSH_REQUEST");
+    lab.client_to_link();
+    let ok = lab.run_until(Duration::from_secs(10), |l| l.client.send_key_id() == Some(1) && l.info().key_id == 1);
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    assert!(ok, "renegotiation unfinished");
+    assert_eq!(lab.client.push_replies, 2, "the request was answered");
+    assert_eq!(lab.exchange(10, 17), (10, 10));
+}
