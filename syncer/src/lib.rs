@@ -2,18 +2,40 @@
 //! UDP (multicast or unicast), encrypted and authenticated with the sync key.
 //!
 //! This process holds the sync socket, its role and its counters, and answers
-//! `vpnsyncctl show sync`.
+//! `vpnsyncctl show sync`. The protocol lives in the sans-IO [`core::Core`]
+//! (over [`proto`]); this file is only the poll(2) loop around it.
 
+pub mod core;
+mod imsgs;
+pub mod key;
+mod peers;
+pub mod proto;
+mod replay;
+mod table;
+
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
-use vpnsyncd_common::ctl::{PeerInfo, SyncInfo};
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
-use vpnsyncd_config::{Config, SyncTransport};
+use vpnsyncd_config::Config;
+
+use crate::core::{Core, Output, Transport, PROGRESS_EVERY};
+use crate::key::SyncKey;
+use crate::proto::BootId;
+
+/// Datagrams read per loop iteration at most, so that a flood on the sync
+/// socket cannot starve the engine channel.
+const RECV_BURST: usize = 256;
+/// Datagrams kept while the socket buffer is full (a bulk answer is a
+/// burst); beyond this they are dropped like any lost datagram.
+const MAX_BACKLOG: usize = 8192;
 
 fn bad(e: DecodeError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
@@ -23,14 +45,17 @@ struct Syncer {
     conf: Config,
     parent: ImsgBuf,
     engine: ImsgBuf,
-    _sock: Option<OwnedFd>,
-    role: Option<Role>,
-    info: SyncInfo,
+    sock: Option<UdpSocket>,
+    /// Datagrams the socket did not take yet, sent when it is writable.
+    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
+    core: Core,
+    /// When a failed send was last logged (one line per second at most).
+    send_error_logged: Option<Instant>,
 }
 
 /// The syncer process: runs until the parent goes away.
 pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
-    if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet") {
+    if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet mcast") {
         log::error!("pledge: {e}");
         return 1;
     }
@@ -46,11 +71,34 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         return 1;
     };
     let sock = st.take_fds(FdKind::Sync).pop();
-    if conf.sync.is_some() && (sock.is_none() || st.key(KeyKind::Sync).is_none()) {
-        log::error!("sync is configured but the parent sent no sync socket or key");
+    let sync = match (&conf.sync, &sock, st.key(KeyKind::Sync)) {
+        (None, _, _) => None,
+        (Some(sync), Some(_), Some(key)) => match SyncKey::parse(key) {
+            Ok(key) => Some((Transport::new(&sync.transport), key)),
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        },
+        (Some(_), _, _) => {
+            log::error!("sync is configured but the parent sent no sync socket or key");
+            return 1;
+        }
+    };
+    let mut boot: BootId = [0; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut boot).is_err() {
+        log::error!("no randomness for the sync boot id");
         return 1;
     }
-    let mut s = Syncer { info: describe(&conf), conf, parent, engine: ImsgBuf::new(peer), _sock: sock, role: None };
+    let mut s = Syncer {
+        core: Core::new(sync, boot, Instant::now(), unix_now()),
+        conf,
+        parent,
+        engine: ImsgBuf::new(peer),
+        sock: sock.map(UdpSocket::from),
+        backlog: VecDeque::new(),
+        send_error_logged: None,
+    };
     s.engine.set_maxsize(1 << 20);
     match s.run() {
         Ok(()) => 0,
@@ -61,21 +109,18 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     }
 }
 
-/// The static part of `show sync` for a configuration.
-fn describe(conf: &Config) -> SyncInfo {
-    let Some(sync) = &conf.sync else {
-        return SyncInfo { transport: "standalone (no sync block)".into(), bulk_complete: true, ..SyncInfo::default() };
-    };
-    let (transport, peers) = match &sync.transport {
-        SyncTransport::Multicast { group, port, interface } => {
-            (format!("multicast {group}:{port} on {interface}"), Vec::new())
-        }
-        SyncTransport::Unicast { peers } => (
-            "unicast".to_string(),
-            peers.iter().map(|p| PeerInfo { address: p.to_string(), last_heard: 0, role: Role::Init }).collect(),
-        ),
-    };
-    SyncInfo { transport, peers, ..SyncInfo::default() }
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Logs a lost datagram, one line per second at most (`logged` is when the
+/// last line went out).
+fn send_failed(logged: &mut Option<Instant>, to: SocketAddr, e: &io::Error) {
+    let now = Instant::now();
+    if logged.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+        log::debug!("sync send to {to}: {e}");
+        *logged = Some(now);
+    }
 }
 
 fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
@@ -93,8 +138,13 @@ fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
 }
 
 impl Syncer {
+    /// One iteration: timers, then what the core produced (so datagrams
+    /// for the engine's updates of the previous wake-up leave before we
+    /// sleep), then poll, then the events.
     fn run(&mut self) -> io::Result<()> {
         loop {
+            self.core.tick(Instant::now());
+            self.dispatch()?;
             let flags = |b: &ImsgBuf| {
                 if b.queued() > 0 {
                     PollFlags::POLLIN | PollFlags::POLLOUT
@@ -102,11 +152,16 @@ impl Syncer {
                     PollFlags::POLLIN
                 }
             };
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.parent.as_fd(), flags(&self.parent)),
                 PollFd::new(self.engine.as_fd(), flags(&self.engine)),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            if let Some(s) = &self.sock {
+                let out = if self.backlog.is_empty() { PollFlags::empty() } else { PollFlags::POLLOUT };
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN | out));
+            }
+            let tick = PollTimeout::try_from(PROGRESS_EVERY).expect("100 ms fits");
+            match poll(&mut fds, tick) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -127,6 +182,72 @@ impl Syncer {
                     self.on_engine(m)?;
                 }
             }
+            if ev.get(2).is_some_and(|e| e.contains(PollFlags::POLLOUT)) {
+                self.send_backlog();
+            }
+            let readable = PollFlags::POLLIN | PollFlags::POLLERR;
+            if ev.get(2).is_some_and(|e| e.intersects(readable)) {
+                self.receive();
+            }
+        }
+    }
+
+    /// Reads the datagrams waiting on the sync socket.
+    fn receive(&mut self) {
+        let Some(sock) = &self.sock else {
+            return;
+        };
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..RECV_BURST {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => self.core.on_datagram(from, &buf[..n], Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // An ICMP error for an earlier send (a unicast peer down).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    log::debug!("sync socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out the core's output.
+    fn dispatch(&mut self) -> io::Result<()> {
+        for out in self.core.take_output() {
+            match out {
+                Output::Send { to, bytes } => {
+                    if self.backlog.len() < MAX_BACKLOG {
+                        self.backlog.push_back((to, bytes));
+                    } else {
+                        send_failed(&mut self.send_error_logged, to, &io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                Output::Engine { ty, data } => self.engine.compose(ty as u32, 0, None, &data)?,
+                Output::Parent { ty, data } => self.parent.compose(ty as u32, 0, None, &data)?,
+            }
+        }
+        self.send_backlog();
+        Ok(())
+    }
+
+    /// Sends queued datagrams until the socket is full. A datagram that
+    /// fails otherwise is lost like any other: the protocol repeats what
+    /// matters (heartbeats, bulk requests, the next progress flush).
+    fn send_backlog(&mut self) {
+        let Some(sock) = &self.sock else {
+            self.backlog.clear();
+            return;
+        };
+        while let Some((to, bytes)) = self.backlog.front() {
+            let to = *to;
+            match sock.send_to(bytes, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => send_failed(&mut self.send_error_logged, to, &e),
+                Ok(_) => {}
+            }
+            self.backlog.pop_front();
         }
     }
 
@@ -134,11 +255,20 @@ impl Syncer {
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::Role => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
-                self.role = Some(role);
-                log::info!("role {}", role.name());
+                self.core.set_role(role);
             }
             ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
-            ImsgType::KeyMaterial => {}
+            ImsgType::KeyMaterial => {
+                let mut r = Reader::new(&m.data);
+                if KeyKind::from_u8(r.u8().map_err(bad)?).map_err(bad)? == KeyKind::Sync {
+                    // A bad key on reload keeps the running one: dropping
+                    // out of the cluster would be worse.
+                    match SyncKey::parse(r.rest()) {
+                        Ok(key) => self.core.set_key(key),
+                        Err(e) => log::error!("reload: {e}; keeping the running sync key"),
+                    }
+                }
+            }
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 self.conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
@@ -154,8 +284,11 @@ impl Syncer {
     fn on_engine(&mut self, m: Imsg) -> io::Result<()> {
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::CtlShowSync => {
-                let info = SyncInfo { role: self.role, ..self.info.clone() };
+                let info = self.core.info(Instant::now());
                 self.engine.compose(ImsgType::CtlSync as u32, m.hdr.peerid, None, &info.encode())?;
+            }
+            ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete) => {
+                self.core.on_engine(ty, &m.data).map_err(bad)?
             }
             other => {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the engine")))
@@ -164,3 +297,6 @@ impl Syncer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,78 @@
+//! The other members: learned from their datagrams (multicast) or
+//! configured (unicast), with what their heartbeats said.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use vpnsyncd_common::ctl::PeerInfo;
+use vpnsyncd_common::msg::Role;
+
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    /// When we last accepted a datagram from it (monotonic, for timers).
+    heard: Option<Instant>,
+    /// The same in Unix seconds, for `show sync`.
+    heard_unix: u64,
+    role: Role,
+    /// Its last heartbeat said its table is complete.
+    complete: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Peers(Vec<Peer>);
+
+impl Peers {
+    /// Starts with the configured unicast peers, never heard yet.
+    pub fn new(configured: &[SocketAddr]) -> Peers {
+        Peers(configured.iter().map(|&a| Peer::new(a)).collect())
+    }
+
+    /// Notes an authenticated datagram from `addr`.
+    pub fn heard(&mut self, addr: SocketAddr, now: Instant, unix: u64) {
+        let i = match self.0.iter().position(|p| p.addr == addr) {
+            Some(i) => i,
+            None => {
+                self.0.push(Peer::new(addr));
+                self.0.len() - 1
+            }
+        };
+        let p = &mut self.0[i];
+        if p.heard.is_none() {
+            log::info!("sync peer {addr} first heard");
+        }
+        p.heard = Some(now);
+        p.heard_unix = unix;
+    }
+
+    /// Records a heartbeat of a peer already [`Peers::heard`].
+    pub fn heartbeat(&mut self, addr: SocketAddr, role: Role, complete: bool) {
+        if let Some(p) = self.0.iter_mut().find(|p| p.addr == addr) {
+            p.role = role;
+            p.complete = complete;
+        }
+    }
+
+    pub fn role(&self, addr: SocketAddr) -> Option<Role> {
+        self.0.iter().find(|p| p.addr == addr).map(|p| p.role)
+    }
+
+    /// Whether a peer that can answer a bulk request was heard within
+    /// `within`: if not, a joining member is alone and starts complete.
+    pub fn complete_heard(&self, now: Instant, within: Duration) -> bool {
+        self.0.iter().any(|p| p.complete && p.heard.is_some_and(|t| now.saturating_duration_since(t) < within))
+    }
+
+    pub fn info(&self) -> Vec<PeerInfo> {
+        self.0
+            .iter()
+            .map(|p| PeerInfo { address: p.addr.to_string(), last_heard: p.heard_unix, role: p.role })
+            .collect()
+    }
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        Peer { addr, heard: None, heard_unix: 0, role: Role::Init, complete: false }
+    }
+}
