@@ -224,3 +224,364 @@ client_conf() {
 	local o
 	for o in "$@"; do echo "$o"; done
 }
+
+# --- The HA lab: keepalived (VRRP) + vpnsyncd on every server --------------
+# ha_lab N_SERVERS N_CLIENTS [ADVERT]: the topology, a PKI in $PKI, and on
+# every server sI vpnsyncd then keepalived (priority 150/100/50 for s1/s2/s3,
+# 30 for more). ADVERT is advert_int in seconds: 1 (VRRPv2, the default) or
+# below 1 (VRRPv3, e.g. 0.1). Returns once one server holds both VIPs.
+#
+# Per server, everything lives in $LAB_TMP/sI/: vpnsyncd.conf, vpnsyncd.sock,
+# vpnsyncd.pid, vpnsyncd.log (every line prefixed with a Unix time with
+# microseconds), demote (keepalived's track_file, written by vpnsyncd),
+# alive (the vrrp_script), keepalived.conf, keepalived.log, ka*.pid.
+#
+# Demotion: the demote value is 120, above the largest priority difference
+# (150 - 50), and keepalived clamps the effective priority to >= 1: a demoted
+# server loses against any server that is not demoted.
+# Preemption stays on (VRRP's default): a server that is back and has its
+# session table complete takes the VIPs back when its priority is higher.
+#
+# Backups bind the VIP before they hold it: vpnsyncd uses IP_FREEBIND, so the
+# lab does not set net.ipv4.ip_nonlocal_bind.
+HA_DEMOTE=${HA_DEMOTE:-120}
+HA_ADVERT=1
+HA_SERVERS=0
+HA_CLIENTS=0
+PKI=${PKI:-$LAB_TMP/pki}
+
+# stamp: copies stdin to stdout, each line prefixed with "UNIXTIME.USEC ".
+stamp() {
+	local l
+	while IFS= read -r l || [ -n "$l" ]; do
+		printf '%s %s\n' "$EPOCHREALTIME" "$l"
+	done
+}
+
+ha_dir() { echo "$LAB_TMP/s$1"; }
+ha_sock() { echo "$LAB_TMP/s$1/vpnsyncd.sock"; }
+ha_log() { echo "$LAB_TMP/s$1/vpnsyncd.log"; }
+ha_ctl() { local i=$1; shift; "$VPNSYNCCTL" -s "$(ha_sock "$i")" "$@"; }
+ha_priority() {
+	case $1 in 1) echo 150 ;; 2) echo 100 ;; 3) echo 50 ;; *) echo 30 ;; esac
+}
+
+# ha_server_conf I [SYNC-KEY-FILE]: vpnsyncd.conf of server I.
+ha_server_conf() {
+	local i=$1 key=${2:-$PKI/sync.key} d
+	d=$(ha_dir "$i")
+	cat <<-EOC
+		listen on $PUB_VIP port 1194
+		tun device tun0
+		client network 10.8.0.0/24
+		ca "$PKI/ca.crt"
+		certificate "$PKI/server.crt"
+		key "$PKI/server.key"
+		crl "$PKI/crl.pem"
+		tls-auth "$PKI/ta.key" direction 0
+		socket "$d/vpnsyncd.sock"
+		push route 198.19.0.0/24
+		keepalive ${HA_KEEPALIVE:-2 10}
+		sync {
+			role vip $PUB_VIP interface eth0
+			multicast interface eth1
+			key "$key"
+			demote file "$d/demote" value $HA_DEMOTE
+		}
+	EOC
+}
+
+# ha_keepalived_conf I: keepalived.conf of server I.
+ha_keepalived_conf() {
+	local i=$1 d prio ver=""
+	d=$(ha_dir "$i")
+	prio=$(ha_priority "$i")
+	case $HA_ADVERT in 0.* | .*) ver="vrrp_version 3" ;; esac
+	cat <<-EOC
+		global_defs {
+			router_id $LAB-s$i
+			script_user root
+			enable_script_security
+			$ver
+			vrrp_garp_master_delay 0
+			vrrp_garp_master_repeat 3
+		}
+		vrrp_script vpnsyncd_alive {
+			script "$d/alive"
+			interval 1
+			timeout 1
+			fall 1
+			rise 1
+			weight 0
+		}
+		track_file vpnsyncd_demote {
+			file "$d/demote"
+			weight -1
+		}
+		vrrp_sync_group vpn {
+			group {
+				outside
+				inside
+			}
+			sync_group_tracking_weight
+		}
+	EOC
+	local inst ifname vrid vip
+	for inst in outside inside; do
+		if [ $inst = outside ]; then ifname=eth0 vrid=51 vip=$PUB_VIP; else ifname=eth1 vrid=52 vip=$IN_VIP; fi
+		cat <<-EOC
+			vrrp_instance $inst {
+				state BACKUP
+				interface $ifname
+				virtual_router_id $vrid
+				priority $prio
+				advert_int $HA_ADVERT
+				virtual_ipaddress {
+					$vip/24 dev $ifname
+				}
+				track_file {
+					vpnsyncd_demote
+				}
+				track_script {
+					vpnsyncd_alive
+				}
+			}
+		EOC
+	done
+}
+
+# start_vpnsyncd I [SYNC-KEY-FILE]: starts vpnsyncd on server I (foreground,
+# verbose), its stderr time-stamped into vpnsyncd.log; waits for its socket.
+start_vpnsyncd() {
+	local i=$1 d
+	d=$(ha_dir "$i")
+	mkdir -p "$d"
+	ha_server_conf "$i" "${2:-}" >"$d/vpnsyncd.conf"
+	ip netns exec "$LAB-s$i" "$VPNSYNCD" -d -v -f "$d/vpnsyncd.conf" 2> >(stamp >>"$d/vpnsyncd.log") &
+	echo $! >"$d/vpnsyncd.pid"
+	LAB_PIDS+=("$!")
+	disown $!
+	wait_for 10 "$VPNSYNCCTL" -s "$d/vpnsyncd.sock" show summary >/dev/null ||
+		{ say "start_vpnsyncd $i: no control socket after 10 s:"; tail -5 "$d/vpnsyncd.log" >&2; return 1; }
+}
+
+# start_keepalived I: keepalived in server I's namespace, with its own
+# config and pid files (never the host's /run/keepalived*.pid).
+start_keepalived() {
+	local i=$1 d
+	d=$(ha_dir "$i")
+	mkdir -p "$d"
+	[ -f "$d/demote" ] || echo 0 >"$d/demote"
+	# The vrrp_script: fails when this server's vpnsyncd parent is gone. A
+	# killed parent may linger as a zombie of the test shell, which kill -0
+	# would still find: the state in /proc tells.
+	cat >"$d/alive" <<-EOS
+		#!/bin/sh
+		pid=\$(cat "$d/vpnsyncd.pid" 2>/dev/null) || exit 1
+		state=\$(awk '/^State:/ { print \$2 }' "/proc/\$pid/status" 2>/dev/null)
+		[ -n "\$state" ] && [ "\$state" != Z ]
+	EOS
+	chmod 755 "$d/alive"
+	ha_keepalived_conf "$i" >"$d/keepalived.conf"
+	ip netns exec "$LAB-s$i" keepalived -n -l -D -f "$d/keepalived.conf" \
+		-p "$d/ka.pid" -r "$d/ka-vrrp.pid" -c "$d/ka-chk.pid" -b "$d/ka-bfd.pid" \
+		> >(stamp >>"$d/keepalived.log") 2>&1 &
+	echo $! >"$d/keepalived.parent"
+	LAB_PIDS+=("$!")
+	disown $!
+}
+
+# ha_vips I: how many of the two VIPs server I holds (0, 1 or 2).
+ha_vips() {
+	local n=0
+	ip -n "$LAB-s$1" -4 addr show dev eth0 2>/dev/null | grep -q "inet $PUB_VIP/" && n=$((n + 1))
+	ip -n "$LAB-s$1" -4 addr show dev eth1 2>/dev/null | grep -q "inet $IN_VIP/" && n=$((n + 1))
+	echo $n
+}
+
+# master_of: the index of the server(s) holding the public VIP 198.18.0.10
+# (space-separated if several, empty if none).
+master_of() {
+	local i out=()
+	for i in $(seq 1 "$HA_SERVERS"); do
+		ip -n "$LAB-s$i" -4 addr show dev eth0 2>/dev/null | grep -q "inet $PUB_VIP/" && out+=("$i")
+	done
+	echo "${out[*]}"
+}
+
+# ha_settled: exactly one server holds both VIPs and nobody else holds any.
+ha_settled() {
+	local i m="" total=0 v
+	for i in $(seq 1 "$HA_SERVERS"); do
+		v=$(ha_vips "$i")
+		total=$((total + v))
+		[ "$v" = 2 ] && m=$i
+	done
+	[ -n "$m" ] && [ "$total" = 2 ]
+}
+
+ha_lab() {
+	local ns=$1 nc=$2 i
+	HA_ADVERT=${3:-1}
+	HA_SERVERS=$ns
+	HA_CLIENTS=$nc
+	[ -f "$PKI/ca.crt" ] || make_pki "$PKI"
+	lab_topology "$ns" "$nc"
+	for i in $(seq 1 "$ns"); do
+		mkdir -p "$(ha_dir "$i")"
+		echo 0 >"$(ha_dir "$i")/demote"
+		start_vpnsyncd "$i" || return 1
+	done
+	for i in $(seq 1 "$ns"); do start_keepalived "$i"; done
+	wait_for 20 ha_settled || { say "ha_lab: no server holds both VIPs after 20 s"; return 1; }
+	say "ha_lab: $ns servers (advert_int $HA_ADVERT), master s$(master_of)"
+}
+
+# ha_ns_pids I: every process in server I's namespace.
+ha_ns_pids() { ip netns pids "$LAB-s$1" 2>/dev/null; }
+
+# kill_vpnsyncd I: SIGKILL of vpnsyncd's parent on server I (its children
+# notice their parent is gone and exit; keepalived's vrrp_script fails).
+kill_vpnsyncd() {
+	local pid
+	pid=$(cat "$(ha_dir "$1")/vpnsyncd.pid" 2>/dev/null) || return 1
+	kill -9 "$pid" 2>/dev/null
+}
+
+# power_cut I: server I loses power. The cables are pulled first: the
+# switch-side veth ends (sI-eth0, sI-eth1 in the switch namespace) go down,
+# so not one more frame leaves or reaches the server; then every process of
+# its namespace (keepalived, vpnsyncd and children) gets SIGKILL at once.
+# Why the switch side and not "ip link set down" inside the server: a link
+# set down by the server itself is an event its keepalived and vpnsyncd
+# would see and react to (FAULT state, a priority-0 advert, releasing the
+# VIP), i.e. a graceful exit. A power cut gives the backups nothing: they
+# must notice the silence (master-down timer 3 x advert_int + skew).
+power_cut() {
+	local i=$1
+	ip -n "$LAB-sw" link set "s$i-eth0" down
+	ip -n "$LAB-sw" link set "s$i-eth1" down
+	ha_ns_pids "$i" | xargs -r kill -9 2>/dev/null
+	POWER_CUT_AT=$EPOCHREALTIME
+}
+
+# power_on I: server I boots again: no process, no VIP (a rebooted machine
+# holds none), cables back, then vpnsyncd and keepalived start (vpnsyncd
+# first, so that its demotion is in the track file before keepalived reads
+# it). Does not wait for VRRP.
+power_on() {
+	local i=$1 d
+	d=$(ha_dir "$i")
+	ha_ns_pids "$i" | xargs -r kill -9 2>/dev/null
+	sleep 0.2
+	ip -n "$LAB-s$i" addr del "$PUB_VIP/24" dev eth0 2>/dev/null
+	ip -n "$LAB-s$i" addr del "$IN_VIP/24" dev eth1 2>/dev/null
+	ip -n "$LAB-s$i" link del tun0 2>/dev/null
+	echo 0 >"$d/demote"
+	echo "--- power on $EPOCHREALTIME" >>"$d/vpnsyncd.log"
+	ip -n "$LAB-sw" link set "s$i-eth0" up
+	ip -n "$LAB-sw" link set "s$i-eth1" up
+	start_vpnsyncd "$i" || return 1
+	start_keepalived "$i"
+}
+
+# ping_log NS DEST FILE: 10 Hz ping from namespace NS, -D timestamps, -O to
+# also log the unanswered ones; in the background until stopped (its pid
+# is in PING_PID and LAB_PIDS).
+ping_log() {
+	ip netns exec "$1" ping -D -O -n -i 0.1 -W 1 "$2" >"$3" 2>&1 &
+	PING_PID=$!
+	LAB_PIDS+=("$!")
+	disown $!
+}
+
+# longest_gap FILE: the longest time in seconds (2 decimals) without a reply
+# in a ping_log file: the largest difference between the -D timestamps of
+# consecutive replies, and the time from the last reply to the last line
+# (an outage that never ended counts too). 99.99 if there is no reply.
+longest_gap() {
+	awk '
+		/^\[[0-9]+\.[0-9]+\]/ {
+			t = substr($1, 2, length($1) - 2) + 0
+			last = t
+			if ($0 ~ / bytes from /) {
+				if (have && t - prev > gap) gap = t - prev
+				prev = t; have = 1
+			}
+		}
+		END {
+			if (!have) { printf "99.99\n"; exit }
+			if (last - prev > gap) gap = last - prev
+			printf "%.2f\n", gap
+		}' "$1"
+}
+
+# ping_replies FILE: the number of replies in a ping_log file.
+ping_replies() { grep -c " bytes from " "$1"; }
+
+# HA clients: ha_start_client N NAME [openvpn options...]: stock openvpn on
+# client N (tls-auth), its output time-stamped into $LAB_TMP/cN.log.
+ha_start_client() {
+	local n=$1 name=$2
+	shift 2
+	client_conf "$name" "$PKI" "tls-auth $PKI/ta.key 1" "$@" >"$LAB_TMP/c$n.ovpn"
+	: >"$LAB_TMP/c$n.log"
+	ip netns exec "$LAB-c$n" openvpn --config "$LAB_TMP/c$n.ovpn" --suppress-timestamps \
+		> >(stamp >>"$LAB_TMP/c$n.log") 2>&1 &
+	eval "HA_CLIENT$n=$!"
+	LAB_PIDS+=("$!")
+	disown $!
+}
+
+# ha_connected N: client N completed its (first) handshake.
+ha_connected() { grep -q "Initialization Sequence Completed" "$LAB_TMP/c$1.log"; }
+
+# tunnel_ip N: client N's address on tun0 (empty without one).
+tunnel_ip() { ip -n "$LAB-c$1" -4 addr show tun0 2>/dev/null | awk '/inet /{sub("/.*", "", $2); print $2}'; }
+
+# client_restarted N: client N's log shows a restart or a data-channel
+# complaint: SIGUSR1, "Restart pause", a second "Initialization Sequence
+# Completed", "replay" or "bad packet ID" (also the "Inactivity timeout").
+client_restarted() {
+	local f=$LAB_TMP/c$1.log
+	grep -Eqi "SIGUSR1|Restart pause|replay|bad packet ID|Inactivity timeout" "$f" && return 0
+	[ "$(grep -c "Initialization Sequence Completed" "$f")" -gt 1 ]
+}
+
+# client_trouble N: the lines that made client_restarted true (for the log).
+client_trouble() {
+	grep -Ei "SIGUSR1|Restart pause|replay|bad packet ID|Inactivity timeout|Initialization Sequence Completed" "$LAB_TMP/c$1.log" | tail -n +2 | head -5
+}
+
+# ha_teardown: ends the current HA lab (processes, namespaces, per-server
+# files) but keeps $LAB_TMP and the PKI, so that the next case starts clean.
+ha_teardown() {
+	local p n
+	for p in "${LAB_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	for n in "${LAB_NETNS[@]}"; do
+		ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
+		ip netns del "$n" 2>/dev/null
+	done
+	LAB_PIDS=()
+	LAB_NETNS=()
+	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log
+	HA_SERVERS=0
+	HA_CLIENTS=0
+}
+
+# replied_since FILE T [N]: a ping_log FILE has at least N (3) replies
+# stamped after the Unix time T.
+replied_since() {
+	[ "$(awk -v t="$2" '/ bytes from / { if (substr($1, 2, length($1) - 2) + 0 > t) n++ } END { print n + 0 }' "$1")" -ge "${3:-3}" ]
+}
+
+# sync_field I PATH: a field of `vpnsyncctl -j show sync` on server I, e.g.
+# "sessions", "rejected.auth", "sent" (empty when it cannot be read).
+sync_field() {
+	ha_ctl "$1" -j show sync 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v[k]
+print(str(v).lower() if isinstance(v, bool) else v)' "$2" 2>/dev/null
+}
