@@ -44,6 +44,8 @@ lab_cleanup() {
 		ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$n" 2>/dev/null
 	done
+	# LAB_KEEP=DIR keeps the logs and configurations for a post-mortem.
+	[ -n "${LAB_KEEP:-}" ] && cp -a "$LAB_TMP" "$LAB_KEEP"
 	rm -rf "$LAB_TMP"
 }
 trap lab_cleanup EXIT
@@ -236,6 +238,12 @@ client_conf() {
 # microseconds), demote (keepalived's track_file, written by vpnsyncd),
 # alive (the vrrp_script), keepalived.conf, keepalived.log, ka*.pid.
 #
+# Failure detection: keepalived tracks the tun device (track_interface
+# tun0): it exists exactly as long as vpnsyncd's engine does, so a killed
+# daemon is seen at once through netlink (the vrrp_script polls only every
+# second; keepalived's track_process needs the proc connector, which network
+# namespaces do not have).
+#
 # Demotion: the demote value is 120, above the largest priority difference
 # (150 - 50), and keepalived clamps the effective priority to >= 1: a demoted
 # server loses against any server that is not demoted.
@@ -344,6 +352,9 @@ ha_keepalived_conf() {
 				}
 				track_script {
 					vpnsyncd_alive
+				}
+				track_interface {
+					tun0
 				}
 			}
 		EOC

@@ -409,7 +409,7 @@ impl Engine {
                 }
             }
             ImsgType::SyncDelete => self.server.ghost_delete(&sid(&m.data)?),
-            ImsgType::SyncReady => log::info!("sync: session table complete"),
+            ImsgType::SyncReady => log::info!("sync: ready, holding every session of the cluster"),
             ImsgType::CtlSync => {
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);

@@ -354,6 +354,7 @@ impl Server {
         if let Some(s) = self.session_mut(id).filter(|s| s.ghost) {
             s.promote(now, delay);
             s.record_dirty = true;
+            log::info!("promoted: 1 ghost session(s) now live (its packet came before the role change)");
             self.settle(now, id);
         }
     }
