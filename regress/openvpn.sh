@@ -200,4 +200,13 @@ stop_client 1
 T0=$SECONDS
 check "h: explicit-exit-notify drops the session at once" wait_for 3 bash -c "[ \$('$VPNSYNCCTL' -s '$SOCK' show clients | wc -l) -eq 1 ]"
 finish_case
+# i. clients configured for compression: framing without compressing (the
+# server pushes "compress stub-v2" to 2.6 clients, "comp-lzo no" otherwise).
+case_connect "i (comp-lzo in the client profile)" -- "comp-lzo no"
+check "i: the server pushed a compression stub" grep -Eq "compress stub-v2|comp-lzo no" "$LAB_TMP/c1.log"
+check "i: no restart at the client" no_restart 1
+finish_case
+case_connect "i (compress lz4-v2 in the client profile)" -- "compress lz4-v2"
+check "i: no restart at the client (lz4-v2)" no_restart 1
+finish_case
 summary
