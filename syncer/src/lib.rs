@@ -55,7 +55,9 @@ struct Syncer {
 
 /// The syncer process: runs until the parent goes away.
 pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
-    if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet mcast") {
+    // The parent joined the multicast group and set TTL and loopback on the
+    // socket: sending and receiving need no "mcast" promise.
+    if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet") {
         log::error!("pledge: {e}");
         return 1;
     }
