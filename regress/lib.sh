@@ -4,6 +4,7 @@
 # time, and removes what it made on exit, also when it fails.
 
 set -u
+PATH=$PATH:${HOME:-/root}/.cargo/bin:/root/.cargo/bin
 REGRESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$REGRESS_DIR/.." && pwd)
 VPNSYNCD=${VPNSYNCD:-$TOP/target/debug/vpnsyncd}
