@@ -186,14 +186,20 @@ impl Server {
             (Opcode::DataV2, Some(p)) if p != wire::NO_PEER_ID => p,
             _ => *self.by_addr.get(&from)?,
         };
-        if self.session_mut(id)?.peer != from {
-            // No floating: a client keeps its address.
+        // A client whose address changed (NAT rebinding, a roaming laptop)
+        // is found by its peer-id; it floats once its packet authenticates.
+        let floated = self.session_mut(id)?.peer != from;
+        if floated && opcode != Opcode::DataV2 {
             return None;
         }
         self.promote_on_packet(now, id);
         let s = self.session_mut(id)?;
         let vip = s.virtual_ip;
         let payload = s.decrypt(now, packet)?;
+        if floated {
+            self.float(id, from);
+        }
+        let s = self.session_mut(id)?;
         match classify(payload) {
             Payload::Ip if vip.is_some() && ipv4_src(payload) == vip => Some(payload),
             Payload::Ip => None,
@@ -205,6 +211,23 @@ impl Server {
             }
             Payload::Ping | Payload::Occ => None,
         }
+    }
+
+    /// Moves session `id` to the client's new address (its packet from
+    /// there authenticated and passed the replay check) and tells the
+    /// backups.
+    fn float(&mut self, id: u32, to: SocketAddr) {
+        if let Some(other) = self.by_addr.get(&to).copied().filter(|o| *o != id) {
+            self.remove(other, "its address now belongs to a floating client");
+        }
+        let Some(s) = self.session_mut(id) else { return };
+        let from = std::mem::replace(&mut s.peer, to);
+        s.record_dirty = true;
+        log::info!("{}: floated from {from}", s.label());
+        if self.by_addr.get(&from) == Some(&id) {
+            self.by_addr.remove(&from);
+        }
+        self.by_addr.insert(to, id);
     }
 
     /// A packet from the tun device: encrypted into `out` for the client

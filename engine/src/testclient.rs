@@ -1270,3 +1270,28 @@ fn push_request_during_renegotiation() {
     assert_eq!(lab.client.push_replies, 2, "the request was answered");
     assert_eq!(lab.exchange(10, 17), (10, 10));
 }
+
+#[test]
+fn client_floats_to_a_new_address_once_its_packet_authenticates() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 3);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(5, 1), (5, 5));
+    // Someone else replays one of the client's packets from elsewhere: the
+    // replay window refuses it, the session stays where it is.
+    let me = lab.client.address().unwrap();
+    assert!(lab.client_sends(&ipv4(me, LAN_HOST, 77, 7)));
+    let captured: Vec<Vec<u8>> = lab.up.arrived(u64::MAX);
+    assert_eq!(captured.len(), 1);
+    let mut first = captured[0].clone();
+    assert!(lab.server.on_datagram(lab.now, 0, lab.addr, &mut first).is_some());
+    let mut replay = captured[0].clone();
+    let elsewhere: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    assert!(lab.server.on_datagram(lab.now, 0, elsewhere, &mut replay).is_none());
+    assert_eq!(lab.info().real_address, CLIENT_ADDR, "a replayed packet does not move the session");
+    // The client's own new packets from a new address move it.
+    lab.addr = "198.51.100.7:5000".parse().unwrap();
+    assert!(lab.client_sends(&ipv4(me, LAN_HOST, 78, 8)));
+    lab.step();
+    assert_eq!(lab.info().real_address, "198.51.100.7:5000");
+    assert_eq!(lab.exchange(5, 2), (5, 5), "answers go to the new address");
+}
