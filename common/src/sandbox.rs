@@ -67,6 +67,10 @@ pub fn drop_privileges(uid: u32, gid: u32, root: &Path) -> io::Result<()> {
 
 /// Restricts the process to `promises` (OpenBSD pledge(2)); on other systems
 /// [`drop_privileges`] is the whole confinement and this does nothing.
+///
+/// No unveil(2) follows: the children pledge no rpath/wpath/cpath, so they
+/// cannot name any file at all, and the parent must reread whatever paths a
+/// reloaded vpnsyncd.conf names (as bgpd's parent does).
 pub fn pledge(promises: &str) -> io::Result<()> {
     let p = CString::new(promises).map_err(|_| io::Error::other("NUL in pledge promises"))?;
     #[cfg(target_os = "openbsd")]

@@ -785,10 +785,12 @@ impl Session {
         let hdr = DataHeader { key_id: ks.key_id, peer_id: v2.then_some(peer_id) };
         let data = ks.data.as_mut()?;
         let res = if framing == Framing::LzoStub {
-            let mut framed = Vec::with_capacity(payload.len() + 1);
-            framed.push(0xFA);
-            framed.extend_from_slice(payload);
-            data.encrypt(hdr, &framed, out)
+            // The 0xFA "not compressed" byte in front, without allocating.
+            let mut framed = [0u8; crate::batch::MAX_DATAGRAM];
+            let framed = framed.get_mut(..payload.len() + 1)?;
+            framed[0] = 0xFA;
+            framed[1..].copy_from_slice(payload);
+            data.encrypt(hdr, framed, out)
         } else {
             data.encrypt(hdr, payload, out)
         };
