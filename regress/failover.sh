@@ -99,14 +99,20 @@ continued() {
 
 # --- the cases -------------------------------------------------------------
 
+# one_client_up LABEL: the HA lab with client alice connected and synced to
+# the backups, and a 10 Hz ping through the tunnel in $LAB_TMP/ping-c1.
+one_client_up() {
+	ha_lab 3 1 || { not_ok "$1: lab up"; return 1; }
+	clients_up "$1" 1
+	ghosts_on_backups "$1" alice
+	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-c1"
+	sleep 2
+}
+
 # 1: one client, the master fails, a backup takes over.
 case_one() {
 	local label=$1 how=$2
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
-	clients_up "$label" 1
-	ghosts_on_backups "$label" alice
-	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-c1"
-	sleep 2
+	one_client_up "$label" || return
 	fail "$label" "$how"
 	continued "$label" 1 "$LAB_TMP/ping-c1"
 	say "$label: longest gap through the tunnel $(longest_gap "$LAB_TMP/ping-c1") s"
@@ -116,11 +122,7 @@ case_one() {
 # 2: the master fails, then the new master fails too.
 case_two_failures() {
 	local label=2
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
-	clients_up "$label" 1
-	ghosts_on_backups "$label" alice
-	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-c1"
-	sleep 2
+	one_client_up "$label" || return
 	fail "$label (first failure)" cut
 	continued "$label (first failure)" 1 "$LAB_TMP/ping-c1"
 	sleep 2
@@ -231,11 +233,7 @@ case_stream() {
 # 6: the failed server comes back, gets the bulk, takes over again.
 case_rejoin() {
 	local label=6 early=0 deadline n
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
-	clients_up "$label" 1
-	ghosts_on_backups "$label" alice
-	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-c1"
-	sleep 2
+	one_client_up "$label" || return
 	fail "$label" cut
 	continued "$label (s$OLD failed)" 1 "$LAB_TMP/ping-c1"
 	local back=$OLD holder=$NEW

@@ -38,13 +38,20 @@ check() {
 	if "$@"; then ok "$what"; else not_ok "$what"; fi
 }
 
-lab_cleanup() {
+# lab_stop: kills what the lab started and deletes its namespaces.
+lab_stop() {
 	local p n
 	for p in "${LAB_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	for n in "${LAB_NETNS[@]}"; do
 		ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$n" 2>/dev/null
 	done
+	LAB_PIDS=()
+	LAB_NETNS=()
+}
+
+lab_cleanup() {
+	lab_stop
 	# LAB_KEEP=DIR keeps the logs and configurations for a post-mortem.
 	[ -n "${LAB_KEEP:-}" ] && cp -a "$LAB_TMP" "$LAB_KEEP"
 	rm -rf "$LAB_TMP"
@@ -568,14 +575,7 @@ client_trouble() {
 # ha_teardown: ends the current HA lab (processes, namespaces, per-server
 # files) but keeps $LAB_TMP and the PKI, so that the next case starts clean.
 ha_teardown() {
-	local p n
-	for p in "${LAB_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-	for n in "${LAB_NETNS[@]}"; do
-		ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$n" 2>/dev/null
-	done
-	LAB_PIDS=()
-	LAB_NETNS=()
+	lab_stop
 	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log
 	HA_SERVERS=0
 	HA_CLIENTS=0

@@ -46,7 +46,7 @@ pub fn main(mut parent: ImsgBuf, mut st: Startup) -> i32 {
 }
 
 fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
-    let conf = vpnsyncd_config::parse_str("configuration from parent", &st.conf, &[])
+    let conf = vpnsyncd_config::from_parent(&st.conf)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let route = st.take_fds(FdKind::Route).pop();
     let mut watcher: Option<Box<dyn Watcher>> = match (conf.sync.as_ref().map(|s| &s.role), route) {

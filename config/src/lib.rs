@@ -188,6 +188,11 @@ pub fn parse_file(path: &Path, macros: &[(String, String)]) -> Result<Config, Co
     parser::parse(parser::Source::File(path), macros)
 }
 
+/// The canonical text a child received from the parent (see `Display`).
+pub fn from_parent(text: &str) -> Result<Config, ConfErrors> {
+    parse_str("configuration from parent", text, &[])
+}
+
 /// Parses `text` named `name` in messages. `include` is refused: this is
 /// how children read the canonical text the parent sent them.
 pub fn parse_str(name: &str, text: &str, macros: &[(String, String)]) -> Result<Config, ConfErrors> {

@@ -53,7 +53,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         log::error!("pledge: {e}");
         return 1;
     }
-    let conf = match vpnsyncd_config::parse_str("configuration from parent", &st.conf, &[]) {
+    let conf = match vpnsyncd_config::from_parent(&st.conf) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -365,7 +365,7 @@ impl Engine {
             }
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
-                let conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
+                let conf = vpnsyncd_config::from_parent(text)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let keys = std::mem::take(&mut self.pending_keys);
                 match crate::settings::build(&conf, &keys) {

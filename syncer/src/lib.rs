@@ -61,7 +61,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         log::error!("pledge: {e}");
         return 1;
     }
-    let conf = match vpnsyncd_config::parse_str("configuration from parent", &st.conf, &[]) {
+    let conf = match vpnsyncd_config::from_parent(&st.conf) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -273,7 +273,7 @@ impl Syncer {
             }
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
-                self.conf = vpnsyncd_config::parse_str("configuration from parent", text, &[])
+                self.conf = vpnsyncd_config::from_parent(text)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             }
             other => {
