@@ -423,15 +423,20 @@ ha_vips() {
 master_of() {
 	local i out=()
 	for i in $(seq 1 "$HA_SERVERS"); do
+		[ -n "${HA_DOWN[$i]:-}" ] && continue
 		ip -n "$LAB-s$i" -4 addr show dev eth0 2>/dev/null | grep -q "inet $PUB_VIP/" && out+=("$i")
 	done
 	echo "${out[*]}"
 }
 
 # ha_settled: exactly one server holds both VIPs and nobody else holds any.
+# A powered-off server is not counted: its addresses may linger on its side
+# of the cut cables (keepalived was killed before it could remove them), but
+# nobody can reach them.
 ha_settled() {
 	local i m="" total=0 v
 	for i in $(seq 1 "$HA_SERVERS"); do
+		[ -n "${HA_DOWN[$i]:-}" ] && continue
 		v=$(ha_vips "$i")
 		total=$((total + v))
 		[ "$v" = 2 ] && m=$i
@@ -476,8 +481,10 @@ kill_vpnsyncd() {
 # would see and react to (FAULT state, a priority-0 advert, releasing the
 # VIP), i.e. a graceful exit. A power cut gives the backups nothing: they
 # must notice the silence (master-down timer 3 x advert_int + skew).
+declare -A HA_DOWN
 power_cut() {
 	local i=$1
+	HA_DOWN[$i]=1
 	ip -n "$LAB-sw" link set "s$i-eth0" down
 	ip -n "$LAB-sw" link set "s$i-eth1" down
 	ha_ns_pids "$i" | xargs -r kill -9 2>/dev/null
@@ -490,6 +497,7 @@ power_cut() {
 # it). Does not wait for VRRP.
 power_on() {
 	local i=$1 d
+	unset "HA_DOWN[$i]"
 	d=$(ha_dir "$i")
 	ha_ns_pids "$i" | xargs -r kill -9 2>/dev/null
 	sleep 0.2
@@ -576,6 +584,7 @@ client_trouble() {
 # files) but keeps $LAB_TMP and the PKI, so that the next case starts clean.
 ha_teardown() {
 	lab_stop
+	HA_DOWN=()
 	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log
 	HA_SERVERS=0
 	HA_CLIENTS=0
