@@ -73,7 +73,8 @@ fail() {
 		power_cut "$OLD"
 		say "$label: power cut of the master s$OLD"
 	fi
-	check "$label: a backup takes both VIPs over from s$OLD" wait_for 15 taken_over "$OLD"
+	check "$label: a backup takes both VIPs over from s$OLD" wait_for 15 taken_over "$OLD" ||
+		ha_explain
 	NEW=$(master_of)
 	say "$label: s$NEW is master after $(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}') s"
 	check "$label: s$NEW promoted the ghost sessions (\"promoted: N ghost session(s) now live\")" \

@@ -580,6 +580,24 @@ client_trouble() {
 	grep -Ei "SIGUSR1|Restart pause|replay|bad packet ID|Inactivity timeout|Initialization Sequence Completed" "$LAB_TMP/c$1.log" | tail -n +2 | head -5
 }
 
+# ha_explain: what the lab looks like, for a failed check: namespaces, who
+# holds which VIP, the demote files, the last keepalived and vpnsyncd lines
+# of every server, and whether the clients still run.
+ha_explain() {
+	local i d
+	say "  namespaces: $(ip netns list | awk '{print $1}' | tr '\n' ' ')"
+	for i in $(seq 1 "$HA_SERVERS"); do
+		d=$(ha_dir "$i")
+		say "  s$i: VIPs $(ha_vips "$i")${HA_DOWN[$i]:+ (powered off)}, demote $(cat "$d/demote" 2>/dev/null)"
+		tail -n 4 "$d/keepalived.log" 2>/dev/null | sed "s/^/    s$i keepalived: /" >&2
+		tail -n 3 "$d/vpnsyncd.log" 2>/dev/null | sed "s/^/    s$i vpnsyncd: /" >&2
+	done
+	for i in $(seq 1 "$HA_CLIENTS"); do
+		say "  c$i: $(ip netns pids "$LAB-c$i" 2>/dev/null | wc -l) process(es), tunnel IP '$(tunnel_ip "$i")'"
+		tail -n 3 "$LAB_TMP/c$i.log" 2>/dev/null | sed "s/^/    c$i: /" >&2
+	done
+}
+
 # ha_teardown: ends the current HA lab (processes, namespaces, per-server
 # files) but keeps $LAB_TMP and the PKI, so that the next case starts clean.
 ha_teardown() {
