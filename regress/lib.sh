@@ -26,6 +26,32 @@ need_root() {
 		say "FATAL: run it as root; CI does."
 		exit 2
 	fi
+	lab_lock
+}
+
+# lab_lock: one lab at a time on a machine, since the namespaces have fixed
+# names (two runs would delete each other's). A directory is the lock (not
+# flock: the daemons a lab starts would inherit its descriptor); a lock
+# whose owner died is taken over.
+LAB_LOCK=/run/vpnsyncd-lab.lock
+lab_lock() {
+	local deadline=$((SECONDS + 900)) owner said=""
+	while ! mkdir "$LAB_LOCK" 2>/dev/null; do
+		owner=$(cat "$LAB_LOCK/pid" 2>/dev/null)
+		if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+			rm -rf "$LAB_LOCK"
+			continue
+		fi
+		[ $SECONDS -lt $deadline ] || { say "FATAL: another lab (pid $owner) still runs after 900 s"; exit 2; }
+		[ -n "$said" ] || say "waiting for the lab of pid $owner to end"
+		said=1
+		sleep 1
+	done
+	echo $$ >"$LAB_LOCK/pid"
+}
+
+lab_unlock() {
+	[ "$(cat "$LAB_LOCK/pid" 2>/dev/null)" = $$ ] && rm -rf "$LAB_LOCK"
 }
 
 ok() { PASSED=$((PASSED + 1)); say "ok - $*"; }
@@ -55,6 +81,7 @@ lab_cleanup() {
 	# LAB_KEEP=DIR keeps the logs and configurations for a post-mortem.
 	[ -n "${LAB_KEEP:-}" ] && cp -a "$LAB_TMP" "$LAB_KEEP"
 	rm -rf "$LAB_TMP"
+	lab_unlock
 }
 trap lab_cleanup EXIT
 
