@@ -297,11 +297,6 @@ impl DataKey {
         }
     }
 
-    /// The cipher this key was made for.
-    pub fn cipher(&self) -> Cipher {
-        self.cipher
-    }
-
     /// Most bytes a packet can be longer than its payload (header included),
     /// for sizing buffers and MTU.
     pub fn overhead(&self, v2: bool) -> usize {

@@ -62,12 +62,6 @@ impl Reliable {
         Reliable::default()
     }
 
-    /// A key state whose reset (msg_pid 0) both sides already exchanged
-    /// elsewhere continues at msg_pid 1 on both sides.
-    pub fn starting_at(next_send: u32, next_recv: u32) -> Reliable {
-        Reliable { next_send, next_recv, ..Reliable::default() }
-    }
-
     /// Records a reliable packet from the peer.
     pub fn receive(&mut self, pid: u32, opcode: Opcode, payload: Vec<u8>) -> Received {
         if pid >= self.next_recv.saturating_add(RECV_WINDOW) {
@@ -153,16 +147,6 @@ impl Reliable {
     pub fn all_acked(&self) -> bool {
         self.outgoing.is_empty()
     }
-
-    /// When `transmit` next has something to resend.
-    pub fn next_timer(&self) -> Option<Instant> {
-        self.outgoing.iter().filter_map(|o| o.due).min()
-    }
-
-    /// (next msg_pid to send, next expected msg_pid), for the session record.
-    pub fn sequence(&self) -> (u32, u32) {
-        (self.next_send, self.next_recv)
-    }
 }
 
 #[cfg(test)]
@@ -214,7 +198,9 @@ mod tests {
         assert_eq!(sent(&mut r, t0 + Duration::from_secs(6)).len(), 6);
         r.acked(&[0, 1, 7, 0]);
         assert!(r.can_send());
-        assert_eq!(r.next_timer(), Some(t0 + Duration::from_secs(14)));
+        // The third send was at 6 s with an 8 s timeout: next at 14 s.
+        assert!(sent(&mut r, t0 + Duration::from_millis(13_999)).is_empty());
+        assert_eq!(sent(&mut r, t0 + Duration::from_secs(14)), vec![2, 3, 4, 5]);
     }
 
     #[test]
