@@ -234,6 +234,8 @@ impl Server {
     /// that owns its destination. Returns (listener, client, length).
     pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
         let id = *self.by_vip.get(&ipv4_dst(packet)?)?;
+        // Traffic for a ghost's client reaches us: we hold the VIPs now.
+        self.promote_on_packet(now, id);
         let s = self.session_mut(id)?;
         let n = s.encrypt(now, packet, out)?;
         Some((s.listener, s.peer, n))

@@ -778,6 +778,11 @@ impl Session {
     /// Encrypts `payload` for the client with the newest usable key into
     /// `out`; returns the packet length.
     pub fn encrypt(&mut self, now: Now, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        // A ghost's counters may lag the old master's: sending before the
+        // takeover jump could reuse a nonce.
+        if self.ghost {
+            return None;
+        }
         let v2 = self.negotiated.as_ref()?.data_v2;
         let framing = self.negotiated.as_ref()?.framing;
         let peer_id = self.peer_id;

@@ -17,8 +17,9 @@ use vpnsyncd_config::{Cipher, Digest};
 
 use crate::data::{classify, DataHeader, DataKey, Payload, OCC_EXIT, OCC_MAGIC, PING};
 use crate::keys::{self, KeyMethod2, KeySource};
+use crate::record::{Progress, SessionRecord};
 use crate::reliable::Reliable;
-use crate::server::Server;
+use crate::server::{Server, SyncOut};
 use crate::session::Now;
 use crate::settings;
 use crate::tls::testpki;
@@ -268,6 +269,10 @@ struct TestClient {
     last_send: Instant,
     /// TLS errors, for test failure messages.
     errors: Vec<String>,
+    /// Data and control packets refused (a stock client logs a replay or
+    /// authentication warning for each).
+    data_rejected: usize,
+    control_rejected: usize,
 }
 
 /// Room for TLS bytes in one control packet (a 1250-byte IP datagram).
@@ -305,6 +310,8 @@ impl TestClient {
             pings_received: 0,
             last_send: now.mono,
             errors: Vec::new(),
+            data_rejected: 0,
+            control_rejected: 0,
         };
         c.flush(0, now);
         c
@@ -345,6 +352,7 @@ impl TestClient {
             return;
         };
         let Ok(payload) = data.decrypt(packet) else {
+            self.data_rejected += 1;
             return;
         };
         match classify(payload) {
@@ -356,6 +364,7 @@ impl TestClient {
 
     fn on_control(&mut self, now: Now, packet: &[u8]) {
         let Ok((first, sid, body)) = self.wrap.unwrap(packet) else {
+            self.control_rejected += 1;
             return;
         };
         let Ok(p) = ControlPacket::decode(first, sid, &body) else {
@@ -1294,4 +1303,51 @@ fn client_floats_to_a_new_address_once_its_packet_authenticates() {
     lab.step();
     assert_eq!(lab.info().real_address, "198.51.100.7:5000");
     assert_eq!(lab.exchange(5, 2), (5, 5), "answers go to the new address");
+}
+
+/// Hands what `from` queued for the syncer to `to`, as the syncers would.
+fn sync(from: &mut Server, to: &mut Server, now: Now) {
+    for out in from.sync_out.drain(..) {
+        match out {
+            SyncOut::Upsert(_, rec) => to.install_ghost(now, &SessionRecord::decode(&rec).unwrap()),
+            SyncOut::Progress(entries) => {
+                for (sid, p) in entries {
+                    to.ghost_progress(now, &sid, &Progress::decode(&p).unwrap());
+                }
+            }
+            SyncOut::Delete(sid) => to.ghost_delete(&sid),
+        }
+    }
+}
+
+/// Issue 4's takeover, in-process: server A serves the client and streams
+/// its record and progress; server B holds a ghost; the last reports are
+/// lost with A. B answers the client's next packet at once with packet ids
+/// and control replay ids the client accepts, then replaces the copied keys
+/// by a renegotiation within the rekey window.
+#[test]
+fn a_backup_continues_the_session_from_the_synced_record() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 11);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(20, 1), (20, 20));
+    let mut backup = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&static_key(7)));
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert_eq!(backup.client_infos().len(), 1, "the ghost is installed");
+    assert_eq!(lab.exchange(20, 2), (20, 20));
+    lab.run(Duration::from_millis(400));
+    sync(&mut lab.server, &mut backup, lab.now);
+    // Traffic whose progress never leaves A.
+    assert_eq!(lab.exchange(50, 3), (50, 50));
+    lab.server.sync_out.clear();
+    // A dies; B has the VIP.
+    std::mem::swap(&mut lab.server, &mut backup);
+    assert_eq!(lab.exchange(20, 4), (20, 20), "B answers at once");
+    assert_eq!(lab.info().real_address, CLIENT_ADDR);
+    assert_eq!(lab.info().key_id, 0, "still the copied keys");
+    lab.run(Duration::from_secs(61));
+    assert!(lab.info().key_id >= 1, "B renegotiated within the rekey window");
+    assert_eq!(lab.exchange(20, 5), (20, 20), "data on B's own keys");
+    assert_eq!(lab.client.data_rejected, 0, "the client accepted every data packet of B");
+    assert_eq!(lab.client.control_rejected, 0, "and every control packet");
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
 }
