@@ -242,6 +242,22 @@ lab_topology() {
 	ip -n "$LAB-in" route add 10.8.0.0/24 via "$IN_VIP"
 }
 
+# server_base_conf SOCKET: what every lab server's vpnsyncd.conf holds: the
+# VIP listener, the tunnel, the lab PKI with its CRL, the pushed inside route.
+server_base_conf() {
+	cat <<-EOC
+		listen on $PUB_VIP port 1194
+		tun device tun0
+		client network 10.8.0.0/24
+		ca "$PKI/ca.crt"
+		certificate "$PKI/server.crt"
+		key "$PKI/server.key"
+		crl "$PKI/crl.pem"
+		socket "$1"
+		push route 198.19.0.0/24
+	EOC
+}
+
 # client_conf NAME PKI [extra openvpn options...]: a stock client profile.
 client_conf() {
 	local name=$1 pki=$2
@@ -313,17 +329,9 @@ ha_priority() {
 ha_server_conf() {
 	local i=$1 key=${2:-$PKI/sync.key} d
 	d=$(ha_dir "$i")
+	server_base_conf "$d/vpnsyncd.sock"
 	cat <<-EOC
-		listen on $PUB_VIP port 1194
-		tun device tun0
-		client network 10.8.0.0/24
-		ca "$PKI/ca.crt"
-		certificate "$PKI/server.crt"
-		key "$PKI/server.key"
-		crl "$PKI/crl.pem"
 		tls-auth "$PKI/ta.key" direction 0
-		socket "$d/vpnsyncd.sock"
-		push route 198.19.0.0/24
 		keepalive ${HA_KEEPALIVE:-2 10}
 		sync {
 			role vip $PUB_VIP interface eth0

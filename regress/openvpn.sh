@@ -17,18 +17,8 @@ LOG=$LAB_TMP/server.log
 
 # server_conf [extra statements...]: the server configuration.
 server_conf() {
-	cat <<-EOC
-		listen on $PUB_VIP port 1194
-		tun device tun0
-		client network 10.8.0.0/24
-		ca "$PKI/ca.crt"
-		certificate "$PKI/server.crt"
-		key "$PKI/server.key"
-		crl "$PKI/crl.pem"
-		socket "$SOCK"
-		push route 198.19.0.0/24
-		keepalive 2 10
-	EOC
+	server_base_conf "$SOCK"
+	echo "keepalive 2 10"
 	local o
 	for o in "$@"; do echo "$o"; done
 }
