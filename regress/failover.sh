@@ -35,7 +35,13 @@ has_line() { grep -Eq "$2" "$1"; }
 master_is() { [ "$(master_of)" = "$1" ]; }
 master_is_not() { local m; m=$(master_of); [ -n "$m" ] && [ "$m" != "$1" ] && [ "${m#* }" = "$m" ]; }
 
-taken_over() { ha_settled && [ "$(master_of)" != "$1" ]; }
+# taken_over OLD: another server holds both VIPs, alone (the same answer
+# before and after ha_settled, which reads the servers one by one).
+taken_over() {
+	local m
+	m=$(master_of)
+	[ -n "$m" ] && [ "$m" != "$1" ] && ha_settled && [ "$(master_of)" = "$m" ]
+}
 
 declare -A IP0
 # clients_up LABEL N: clients 1..N (alice, bob) connect through the VIP.
