@@ -117,12 +117,30 @@ struct KeyState {
 }
 
 impl KeyState {
+    /// A key state about to negotiate, with a fresh TLS session.
     fn new(key_id: u8, tls: &Arc<ServerConfig>, now: Instant) -> Result<KeyState, String> {
         let tls = ServerConnection::new(tls.clone()).map_err(|e| format!("TLS: {e}"))?;
-        Ok(KeyState {
+        Ok(KeyState { tls: Some(tls), ..KeyState::blank(key_id, now) })
+    }
+
+    /// A ghost's key state: the copied keys, no TLS session.
+    fn copied(key_id: u8, data: DataKey, key2: [u8; 256], now: Instant) -> KeyState {
+        KeyState {
+            phase: Phase::Established,
+            data: Some(data),
+            key2: Some(Box::new(key2)),
+            send_ok: true,
+            established: Some(now),
+            ..KeyState::blank(key_id, now)
+        }
+    }
+
+    /// What every key state starts from: nothing negotiated, nothing sent.
+    fn blank(key_id: u8, now: Instant) -> KeyState {
+        KeyState {
             key_id,
             rel: Reliable::new(),
-            tls: Some(tls),
+            tls: None,
             phase: Phase::Negotiating,
             data: None,
             key2: None,
@@ -132,7 +150,7 @@ impl KeyState {
             expires: None,
             tls_out: Vec::new(),
             plain: Vec::new(),
-        })
+        }
     }
 }
 
@@ -167,8 +185,6 @@ pub struct Session {
     /// Control datagrams to send to `peer`.
     pub outbox: Vec<Vec<u8>>,
     conf: Arc<SessionConfig>,
-    /// The server's key source of the current negotiation (PRF path).
-    client_source: Option<KeySource>,
     /// A copy of a session served by another member (a backup's view):
     /// it sends nothing until promoted.
     pub ghost: bool,
@@ -215,14 +231,29 @@ impl Session {
         let mut ks = KeyState::new(0, &conf.tls, now.mono)?;
         // Our reset (msg_pid 0) goes out with the acknowledgement of theirs.
         ks.rel.send(Opcode::HardResetServerV2, Vec::new());
-        Ok(Session {
+        Ok(Session::blank(conf, wrap, peer, listener, peer_id, (local_sid, remote_sid), vec![ks], now))
+    }
+
+    /// A session with its identity and keys, nothing negotiated yet.
+    #[allow(clippy::too_many_arguments)]
+    fn blank(
+        conf: Arc<SessionConfig>,
+        wrap: Wrapper,
+        peer: SocketAddr,
+        listener: usize,
+        peer_id: u32,
+        (local_sid, remote_sid): ([u8; 8], [u8; 8]),
+        keys: Vec<KeyState>,
+        now: Now,
+    ) -> Session {
+        Session {
             peer,
             listener,
             peer_id,
             local_sid,
             remote_sid,
             wrap,
-            keys: vec![ks],
+            keys,
             common_name: None,
             virtual_ip: None,
             negotiated: None,
@@ -237,13 +268,12 @@ impl Session {
             push_sent: false,
             outbox: Vec::new(),
             conf,
-            client_source: None,
             ghost: false,
             synced_at: now.mono,
             record_dirty: false,
             last_progress: None,
             reneg_at: None,
-        })
+        }
     }
 
     /// How the session is named in the log.
@@ -527,7 +557,6 @@ impl Session {
             self.last_rekey = now.unix;
             self.record_dirty = true;
         }
-        self.client_source = Some(client.source);
     }
 
     fn negotiate(&self, client: &KeyMethod2) -> Result<Negotiated, String> {
@@ -892,49 +921,21 @@ impl Session {
         let keys = rec
             .keys
             .iter()
-            .map(|k| KeyState {
-                key_id: k.key_id,
-                rel: Reliable::new(),
-                tls: None,
-                phase: Phase::Established,
-                data: Some(DataKey::new(rec.negotiated.cipher, conf.auth, &k.key2, true)),
-                key2: Some(Box::new(k.key2)),
-                send_ok: true,
-                started: now.mono,
-                established: Some(now.mono),
-                expires: None,
-                tls_out: Vec::new(),
-                plain: Vec::new(),
+            .map(|k| {
+                let data = DataKey::new(rec.negotiated.cipher, conf.auth, &k.key2, true);
+                KeyState::copied(k.key_id, data, k.key2, now.mono)
             })
             .collect();
+        let sids = (rec.local_sid, rec.remote_sid);
         let mut s = Session {
-            peer: rec.peer,
-            listener: rec.listener.into(),
-            peer_id: rec.peer_id,
-            local_sid: rec.local_sid,
-            remote_sid: rec.remote_sid,
-            wrap,
-            keys,
             common_name: Some(rec.common_name.clone()),
             virtual_ip: Some(rec.virtual_ip),
             negotiated: Some(rec.negotiated.clone()),
-            wants_address: false,
-            closed: None,
             connected_since: rec.connected_since,
             last_rekey: rec.last_rekey,
-            bytes_in: 0,
-            bytes_out: 0,
-            last_recv: now.mono,
-            last_send: now.mono,
             push_sent: true,
-            outbox: Vec::new(),
-            conf,
-            client_source: None,
             ghost: true,
-            synced_at: now.mono,
-            record_dirty: false,
-            last_progress: None,
-            reneg_at: None,
+            ..Session::blank(conf, wrap, rec.peer, rec.listener.into(), rec.peer_id, sids, keys, now)
         };
         for k in &rec.keys {
             s.apply_key(k.key_id, k.send, k.recv);
