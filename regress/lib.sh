@@ -337,6 +337,7 @@ ha_server_conf() {
 			role vip $PUB_VIP interface eth0
 			multicast interface eth1
 			key "$key"
+			member $i
 			demote file "$d/demote" value $HA_DEMOTE
 		}
 	EOC

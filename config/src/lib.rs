@@ -16,6 +16,9 @@ pub use net::Ipv4Net;
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
+/// The largest cluster: members are numbered 1 to this.
+pub const MAX_MEMBERS: u8 = 8;
+
 /// The sync defaults of the VPNSync lineage.
 pub const DEFAULT_SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 2, 0);
 pub const DEFAULT_SYNC_PORT: u16 = 1196;
@@ -143,6 +146,10 @@ pub struct SyncConfig {
     /// After a takeover every session is renegotiated within this many
     /// seconds, spread evenly, so that clients do not all rekey at once.
     pub rekey_window: u32,
+    /// This machine's number in the cluster, 1 to [`MAX_MEMBERS`], unique:
+    /// it decides which packet ids this member may ever send under a
+    /// shared key and which peer-ids it hands out (docs/SYNC.md).
+    pub member: u8,
 }
 
 /// A parsed and checked configuration.

@@ -10,7 +10,7 @@ use crate::error::{ConfError, ConfErrors, Pos};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
     Cipher, Config, Demote, Digest, Ipv4Net, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT, DEFAULT_SOCKET,
-    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER,
+    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, MAX_MEMBERS, DEFAULT_USER,
 };
 
 pub enum Source<'a> {
@@ -40,7 +40,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "tun",
     "user",
 ];
-const SYNC_KEYWORDS: &[&str] = &["demote", "key", "multicast", "peer", "rekey-window", "role"];
+const SYNC_KEYWORDS: &[&str] = &["demote", "key", "member", "multicast", "peer", "rekey-window", "role"];
 const MAX_INCLUDE_DEPTH: usize = 8;
 const DEFAULT_DEMOTE_VALUE: u8 = 50;
 const DEFAULT_REKEY_WINDOW: u32 = 60;
@@ -63,6 +63,7 @@ struct SyncDraft {
     key: Option<PathBuf>,
     demote: Option<Demote>,
     rekey_window: Option<u32>,
+    member: Option<u8>,
 }
 
 /// The configuration as written so far; defaults are applied at the end.
@@ -631,9 +632,12 @@ impl Parser {
                 return Err(err(&file, pos, "the sync block has both multicast and peer statements: choose one"))
             }
         };
+        let member = draft.member.ok_or_else(|| {
+            missing(&format!("a member statement (member 1 to member {MAX_MEMBERS}, a different number on each member)"))
+        })?;
         let demote = draft.demote.unwrap_or(Demote { group: "carp".into(), file: None, value: DEFAULT_DEMOTE_VALUE });
         let rekey_window = draft.rekey_window.unwrap_or(DEFAULT_REKEY_WINDOW);
-        self.d.sync = Some(SyncConfig { role, transport, key, demote, rekey_window });
+        self.d.sync = Some(SyncConfig { role, transport, key, demote, rekey_window, member });
         Ok(())
     }
 
@@ -719,6 +723,11 @@ impl Parser {
                     }
                 }
                 self.draft().demote = Some(d);
+            }
+            "member" => {
+                self.once("sync member", pos)?;
+                let n = self.number("member", 1, MAX_MEMBERS.into())?;
+                self.draft().member = Some(n as u8);
             }
             "rekey-window" => {
                 self.once("sync rekey-window", pos)?;

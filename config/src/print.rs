@@ -99,6 +99,7 @@ impl Display for Config {
             write!(f, " file {}", path(file))?;
         }
         writeln!(f, " value {}", s.demote.value)?;
+        writeln!(f, "\tmember {}", s.member)?;
         writeln!(f, "\trekey-window {}", s.rekey_window)?;
         writeln!(f, "}}")
     }

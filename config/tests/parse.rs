@@ -89,7 +89,7 @@ fn tls_auth_digest_follows_auth_and_tls_crypt() {
 #[test]
 fn sync_block_multicast_vip() {
     let c = parse(&with_keys(
-        "sync {\n\trole vip 198.18.0.10 interface eth0\n\tmulticast interface eth1\n\tkey \"/k/sync.key\"\n\
+        "sync {\n\trole vip 198.18.0.10 interface eth0\n\tmulticast interface eth1\n\tkey \"/k/sync.key\"\n\tmember 2\n\
          \tdemote file \"/run/d\" value 20\n\trekey-window 30\n}\n",
     ))
     .unwrap();
@@ -107,12 +107,12 @@ fn sync_block_multicast_vip() {
 #[test]
 fn sync_block_carp_unicast() {
     let c = parse(&with_keys(
-        "sync { \n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n demote group vpn\n multicast_unused = 1\n}\n",
+        "sync { \n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n member 1\n demote group vpn\n multicast_unused = 1\n}\n",
     ))
     .unwrap_err();
-    assert_eq!(c, "test.conf:10:2: unknown keyword \"multicast_unused\" in the sync block\n");
+    assert_eq!(c, "test.conf:11:2: unknown keyword \"multicast_unused\" in the sync block\n");
     let c = parse(&with_keys(
-        "sync {\n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n demote group vpn\n}",
+        "sync {\n role carp interface carp0\n peer 10.0.0.2\n peer 10.0.0.3 port 2000\n key /k/s\n member 8\n demote group vpn\n}",
     ))
     .unwrap();
     let s = c.sync.unwrap();
@@ -128,7 +128,7 @@ fn sync_block_carp_unicast() {
 #[test]
 fn sync_group_and_port() {
     let c = parse(&with_keys(
-        "sync {\nrole vip ::1 interface lo\nmulticast group 239.1.2.3 port 5000 interface \"br0\"\nkey k\n}\n",
+        "sync {\nrole vip ::1 interface lo\nmulticast group 239.1.2.3 port 5000 interface \"br0\"\nkey k\nmember 3\n}\n",
     ))
     .unwrap();
     assert_eq!(
@@ -152,7 +152,7 @@ fn macros_from_file_and_command_line() {
 fn canonical_form_round_trips() {
     let text = with_keys(
         "listen on 127.0.0.1\ntls-auth \"/k/t a$.key\" direction 0\npush domain \"a \\\"b\\\"\"\n\
-         sync {\nrole vip 127.0.0.2 interface lo\npeer 10.0.0.2\nkey /k/s\n}\n",
+         sync {\nrole vip 127.0.0.2 interface lo\npeer 10.0.0.2\nkey /k/s\nmember 1\n}\n",
     );
     let text = text.replace("a$.key", "a\\$.key");
     let c = parse(&text).unwrap();
@@ -267,6 +267,13 @@ fn malformed_files() {
         ("sync {\nmulticast port 1196\n}", "test.conf:5:1: multicast needs an interface: multicast interface IF"),
         ("sync {\ndemote value 300\n}", "test.conf:5:14: demote value \"300\" is not a number from 1 to 255"),
         ("sync {\nrol vip 1.2.3.4 interface eth0\n}", "test.conf:5:1: unknown keyword \"rol\" in the sync block; did you mean \"role\"?"),
+        (
+            "sync {\nrole vip 1.2.3.4 interface eth0\nkey /k/s\nmulticast interface eth1\n}",
+            "test.conf:4:1: the sync block needs a member statement (member 1 to member 8, a different number on each member)",
+        ),
+        ("sync {\nmember 0\n}", "test.conf:5:8: member \"0\" is not a number from 1 to 8"),
+        ("sync {\nmember 9\n}", "test.conf:5:8: member \"9\" is not a number from 1 to 8"),
+        ("sync {\nmember 1\nmember 2\n}", "test.conf:6:1: sync member is already set on line 5"),
         ("sync\n[\n", "test.conf:5:1: expected \"{\" after \"sync\", found \"[\""),
     ];
     assert!(cases.len() >= 20);
@@ -277,7 +284,7 @@ fn malformed_files() {
         assert_eq!(first, *want, "for {body:?}; all errors:\n{got}");
         // Nothing else is reported for these one-mistake files, except
         // where the sync block itself is incomplete.
-        if !body.starts_with("sync {\nro") && !body.starts_with("sync {\nmu") && !body.starts_with("sync {\nde") {
+        if !body.starts_with("sync {\nro") && !body.starts_with("sync {\nmu") && !body.starts_with("sync {\nde") && !body.starts_with("sync {\nme") {
             assert_eq!(error(&text), *want);
         }
     }
