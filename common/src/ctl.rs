@@ -64,6 +64,11 @@ pub struct SyncInfo {
     pub rejected_replay: u64,
     pub rejected_version: u64,
     pub rejected_malformed: u64,
+    /// What the member knows of its own table ("in sync", or why it may
+    /// be missing state).
+    pub state: String,
+    /// Updates refused because the table was full.
+    pub rejected_full: u64,
 }
 
 fn role_or_none(r: Option<Role>) -> u8 {
@@ -137,6 +142,7 @@ impl SyncInfo {
             w.u64(v);
         }
         w.u64(self.rejected_version).u64(self.rejected_malformed);
+        w.str(&self.state).u64(self.rejected_full);
         w.finish()
     }
 
@@ -164,6 +170,8 @@ impl SyncInfo {
             rejected_replay: r.u64()?,
             rejected_version: r.u64()?,
             rejected_malformed: r.u64()?,
+            state: r.str()?.to_owned(),
+            rejected_full: r.u64()?,
         };
         r.end()?;
         Ok(s)
@@ -245,6 +253,8 @@ mod tests {
             rejected_replay: 7,
             rejected_version: 8,
             rejected_malformed: 9,
+            state: "in sync".into(),
+            rejected_full: 10,
         };
         assert_eq!(SyncInfo::decode(&y.encode()), Ok(y.clone()));
         check_truncations(&y.encode(), SyncInfo::decode);

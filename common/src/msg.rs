@@ -16,14 +16,16 @@
 //! | `CtlShow*`, `CtlLog`, `CtlKillClient` | vpnsyncctl -> engine (-> syncer) | see `ctl` | |
 //! | `CtlSummary`, `CtlClient`, `CtlSync`, `CtlEnd` | replies | see `ctl` | |
 //!
-//! | `SyncUpsert` | engine <-> syncer | session id (8 bytes), then the session record | |
-//! | `SyncProgress` | engine <-> syncer | entries: session id (8), u16 length, progress bytes | |
-//! | `SyncDelete` | engine <-> syncer | session id (8 bytes) | |
+//! | `SyncUpsert` | engine <-> syncer | session id (8), generation (8), then the session record | |
+//! | `SyncProgress` | engine <-> syncer | entries: session id (8), generation (8), u16 length, progress bytes | |
+//! | `SyncDelete` | engine <-> syncer | session id (8), generation of its last record (8) | |
 //! | `SyncReady` | syncer -> parent, engine | empty: the session table is complete (bulk done) | |
+//! | `SyncUnready` | syncer -> parent | reason text: the table may lack state, demote again | |
 //!
-//! The engine sends `Sync*` while master (its sessions' state); the syncer
-//! sends them to a backup's engine (ghost sessions from the master). The
-//! syncer treats records and progress as opaque bytes.
+//! The engine sends `Sync*` while it serves sessions (their state); the
+//! syncer sends them to the other members' engines (ghost sessions). The
+//! syncer treats records and progress as opaque bytes and orders them by
+//! generation (engine/src/replication.rs).
 //!
 //! `peerid` carries the control connection id so that answers find their
 //! way back to the right `vpnsyncctl`.
@@ -72,6 +74,7 @@ imsg_types! {
     SyncProgress = 41,
     SyncDelete = 42,
     SyncReady = 43,
+    SyncUnready = 44,
 }
 
 /// Which key file a `KeyMaterial` message carries.

@@ -10,7 +10,7 @@ use crate::error::{ConfError, ConfErrors, Pos};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
     Cipher, Config, Demote, Digest, Ipv4Net, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT, DEFAULT_SOCKET,
-    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, MAX_MEMBERS, DEFAULT_USER,
+    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
 };
 
 pub enum Source<'a> {
@@ -633,7 +633,9 @@ impl Parser {
             }
         };
         let member = draft.member.ok_or_else(|| {
-            missing(&format!("a member statement (member 1 to member {MAX_MEMBERS}, a different number on each member)"))
+            missing(&format!(
+                "a member statement (member 1 to member {MAX_MEMBERS}, a different number on each member)"
+            ))
         })?;
         let demote = draft.demote.unwrap_or(Demote { group: "carp".into(), file: None, value: DEFAULT_DEMOTE_VALUE });
         let rekey_window = draft.rekey_window.unwrap_or(DEFAULT_REKEY_WINDOW);

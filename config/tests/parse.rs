@@ -284,7 +284,11 @@ fn malformed_files() {
         assert_eq!(first, *want, "for {body:?}; all errors:\n{got}");
         // Nothing else is reported for these one-mistake files, except
         // where the sync block itself is incomplete.
-        if !body.starts_with("sync {\nro") && !body.starts_with("sync {\nmu") && !body.starts_with("sync {\nde") && !body.starts_with("sync {\nme") {
+        if !body.starts_with("sync {\nro")
+            && !body.starts_with("sync {\nmu")
+            && !body.starts_with("sync {\nde")
+            && !body.starts_with("sync {\nme")
+        {
             assert_eq!(error(&text), *want);
         }
     }

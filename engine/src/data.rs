@@ -17,6 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use vpnsyncd_config::{Cipher, Digest};
 
 use crate::packet_id::{PacketIdExhausted, PacketIdSend, ReplayError, ReplayWindow};
+use crate::sendspace::SendSpace;
 
 /// Opcode of P_DATA_V1 (one header byte).
 const P_DATA_V1: u8 = 6;
@@ -262,6 +263,8 @@ pub struct DataKey {
     send: DirKey,
     recv: DirKey,
     send_id: PacketIdSend,
+    /// Which ids this member may send under the key (crate::sendspace).
+    space: SendSpace,
     replay: ReplayWindow,
     rng: SystemRandom,
 }
@@ -292,6 +295,7 @@ impl DataKey {
             send: DirKey::new(cipher, auth, send),
             recv: DirKey::new(cipher, auth, recv),
             send_id: PacketIdSend::new(),
+            space: SendSpace::Any,
             replay: ReplayWindow::new(),
             rng: SystemRandom::new(),
         }
@@ -315,9 +319,18 @@ impl DataKey {
         self.send_id.parts().0
     }
 
-    /// Continues sending after `last`, e.g. on a backup taking over.
-    pub fn set_send_counter(&mut self, last: u32) {
-        self.send_id = PacketIdSend::from_parts(last, 0);
+    /// Continues sending after `last` if that is ahead of our own counter:
+    /// a counter never moves back, so this member never repeats an id it
+    /// sent itself (invariant (a), with [`SendSpace`] for the others).
+    pub fn advance_send_counter(&mut self, last: u32) {
+        if last > self.send_counter() {
+            self.send_id = PacketIdSend::from_parts(last, 0);
+        }
+    }
+
+    /// Restricts the ids this key sends to a member's send space.
+    pub fn set_send_space(&mut self, space: SendSpace) {
+        self.space = space;
     }
 
     /// The replay window as `(time, highest id, seen bitmap)`.
@@ -325,9 +338,13 @@ impl DataKey {
         self.replay.parts()
     }
 
-    /// Restores a replay window from [`DataKey::recv_state`].
-    pub fn set_recv_state(&mut self, time: u32, highest: u32, seen: u64) {
-        self.replay = ReplayWindow::from_parts(time, highest, seen);
+    /// Takes a replicated replay window if it is ahead of ours; a window
+    /// never moves back, so a stale report cannot reopen seen ids.
+    pub fn merge_recv_state(&mut self, (time, highest, seen): (u32, u32, u64)) {
+        let (t, h, _) = self.replay.parts();
+        if (time, highest) > (t, h) {
+            self.replay = ReplayWindow::from_parts(time, highest, seen);
+        }
     }
 
     /// Builds the wire packet carrying `payload` in `out` and returns its
@@ -341,13 +358,13 @@ impl DataKey {
         hdr.write(out);
         match &self.send {
             DirKey::Aead { key, implicit_iv } => {
-                let id = self.send_id.next_short()?;
+                let id = self.send_id.next_in(self.space)?;
                 seal_aead(key, implicit_iv, hdr, id, payload, out)?;
             }
             DirKey::Cbc { aes, hmac } => {
                 let iv_at = hdr.len() + self.auth.output_len();
                 self.rng.fill(&mut out[iv_at..iv_at + BLOCK]).map_err(|_| DataError::Random)?;
-                let id = self.send_id.next_short()?;
+                let id = self.send_id.next_in(self.space)?;
                 seal_cbc(aes, hmac, hdr.len(), id, payload, out)?;
             }
         }
@@ -627,7 +644,7 @@ mod tests {
         let mut buf = [0; 71];
         assert_eq!(server.encrypt(V2, &[0; 48], &mut buf), Err(DataError::BufferTooSmall));
         assert_eq!(server.send_counter(), 0);
-        server.set_send_counter(u32::MAX - 1);
+        server.advance_send_counter(u32::MAX - 1);
         let mut buf = [0; 100];
         let n = server.encrypt(V1, b"last", &mut buf).expect("last id");
         assert!(server.needs_rekey());
@@ -637,7 +654,7 @@ mod tests {
         let state = client.recv_state();
         assert_eq!(state.1, u32::MAX);
         let (_, mut backup) = pair(Cipher::Aes128Gcm, Digest::Sha1);
-        backup.set_recv_state(state.0, state.1, state.2);
+        backup.merge_recv_state(state);
         assert_eq!(backup.decrypt(&mut { sent }[..n]), Err(DataError::Replay(ReplayError::Duplicate)));
     }
 

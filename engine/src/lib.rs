@@ -13,9 +13,11 @@ pub mod pool;
 pub mod push;
 pub mod record;
 pub mod reliable;
+pub mod sendspace;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod syncglue;
 #[cfg(test)]
 mod testclient;
 pub mod tls;

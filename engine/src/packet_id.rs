@@ -155,9 +155,9 @@ impl PacketIdSend {
         (self.last, self.time)
     }
 
-    /// The next short-form id.
-    pub fn next_short(&mut self) -> Result<u32, PacketIdExhausted> {
-        self.last = self.last.checked_add(1).ok_or(PacketIdExhausted)?;
+    /// The next short-form id within a member's send space.
+    pub fn next_in(&mut self, space: crate::sendspace::SendSpace) -> Result<u32, PacketIdExhausted> {
+        self.last = space.next(self.last).ok_or(PacketIdExhausted)?;
         Ok(self.last)
     }
 
@@ -264,11 +264,11 @@ mod tests {
     #[test]
     fn send_counter() {
         let mut s = PacketIdSend::new();
-        assert_eq!(s.next_short(), Ok(1));
-        assert_eq!(s.next_short(), Ok(2));
+        assert_eq!(s.next_in(crate::sendspace::SendSpace::Any), Ok(1));
+        assert_eq!(s.next_in(crate::sendspace::SendSpace::Any), Ok(2));
         let mut s = PacketIdSend::from_parts(u32::MAX - 1, 0);
-        assert_eq!(s.next_short(), Ok(u32::MAX));
-        assert_eq!(s.next_short(), Err(PacketIdExhausted));
+        assert_eq!(s.next_in(crate::sendspace::SendSpace::Any), Ok(u32::MAX));
+        assert_eq!(s.next_in(crate::sendspace::SendSpace::Any), Err(PacketIdExhausted));
         assert!(s.needs_rekey());
         assert!(!PacketIdSend::from_parts(0xFEFF_FFFF, 0).needs_rekey());
     }

@@ -40,6 +40,11 @@ impl Pool {
         (self.first..=self.last).contains(&a) && self.used.insert(a)
     }
 
+    /// Whether `a` lies in the range (a synced record's address must).
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&u32::from(a))
+    }
+
     /// Returns an address to the pool.
     pub fn release(&mut self, a: Ipv4Addr) {
         self.used.remove(&u32::from(a));

@@ -18,7 +18,8 @@ use vpnsyncd_config::Cipher;
 
 use crate::session::{Framing, Negotiated};
 
-pub const VERSION: u8 = 1;
+/// 2: keys carry their senders, age and lame-duck expiry.
+pub const VERSION: u8 = 2;
 
 /// A receive replay window: (time, highest id, bitmap of the 64 below).
 pub type Window = (u32, u32, u64);
@@ -32,6 +33,14 @@ pub struct KeyRecord {
     /// The last packet id the master sent with this key.
     pub send: u32,
     pub recv: Window,
+    /// Bit `m - 1`: member `m` has sent under this key (the creator, and
+    /// every member that took it over). See `Session::promote`.
+    pub senders: u8,
+    /// Seconds since the key was established, so that a copy is
+    /// renegotiated no later than the original would have been.
+    pub age: u32,
+    /// A lame duck: seconds until it is dropped; 0 for the primary key.
+    pub expires_in: u32,
 }
 
 /// The counters of one key state, as progress.
@@ -241,6 +250,7 @@ impl SessionRecord {
                 v.u8(k.key_id).0.extend_from_slice(&k.key2);
                 v.u32(k.send);
                 put_window(v, k.recv);
+                v.u8(k.senders).u32(k.age).u32(k.expires_in);
             });
         }
         field(&mut w, tag::PROGRESS, |v| self.progress.put(v));
@@ -271,6 +281,9 @@ impl SessionRecord {
                     key2: get_array::<256>(&mut v)?,
                     send: v.u32()?,
                     recv: get_window(&mut v)?,
+                    senders: v.u8()?,
+                    age: v.u32()?,
+                    expires_in: v.u32()?,
                 }),
                 tag::PROGRESS => progress = Some(Progress::get(&mut v)?),
                 _ => {}
@@ -279,7 +292,12 @@ impl SessionRecord {
         let missing = DecodeError("session record lacks a required field");
         let (local_sid, remote_sid) = sids.ok_or(missing.clone())?;
         let (connected_since, last_rekey) = times.ok_or(missing.clone())?;
-        if keys.is_empty() || keys.iter().any(|k| k.key_id > 7) {
+        // At most a lame duck and a primary, each key_id once.
+        if keys.is_empty()
+            || keys.len() > 2
+            || keys.iter().any(|k| k.key_id > 7)
+            || keys.windows(2).any(|w| w[0].key_id == w[1].key_id)
+        {
             return Err(DecodeError("session record without valid keys"));
         }
         Ok(SessionRecord {
@@ -324,7 +342,15 @@ pub(crate) mod tests {
             },
             connected_since: 1_700_000_000,
             last_rekey: 0,
-            keys: vec![KeyRecord { key_id: 1, key2: [7; 256], send: 1000, recv: (0, 900, 0xffff) }],
+            keys: vec![KeyRecord {
+                key_id: 1,
+                key2: [7; 256],
+                send: 1000,
+                recv: (0, 900, 0xffff),
+                senders: 1,
+                age: 30,
+                expires_in: 0,
+            }],
             progress: Progress {
                 wrap_send: (12, 1_700_000_000),
                 wrap_recv: (1_700_000_001, 20, 3),

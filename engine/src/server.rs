@@ -9,24 +9,59 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use vpnsyncd_common::ctl::ClientInfo;
+use vpnsyncd_common::msg::Role;
 use vpnsyncd_config::Config;
 
 use crate::data::{classify, Payload};
 use crate::pool::Pool;
 use crate::record::{Progress, SessionRecord};
-use crate::session::{Now, Session, SessionConfig};
+use crate::sendspace::MEMBERS;
+use crate::session::{Gen, Now, Offer, Session, SessionConfig};
 use crate::wire::{self, Opcode};
 use crate::wrap::Wrapper;
 
 /// A control datagram to send: (listener index, destination, bytes).
 pub type Outgoing = (usize, SocketAddr, Vec<u8>);
 
-/// Session state for the syncer (keyed by our session id).
+/// Session state for the syncer (keyed by our session id), each with the
+/// generation it belongs to (crate::replication::Gen).
 #[derive(Debug, PartialEq, Eq)]
 pub enum SyncOut {
-    Upsert([u8; 8], Vec<u8>),
-    Progress(Vec<([u8; 8], Vec<u8>)>),
-    Delete([u8; 8]),
+    Upsert([u8; 8], Gen, Vec<u8>),
+    Progress(Vec<([u8; 8], Gen, Vec<u8>)>),
+    /// The generation of the session's last record.
+    Delete([u8; 8], Gen),
+}
+
+/// Peer-ids a synced record may carry: every member hands out its own
+/// residue class (mod 8) of peer-ids, lowest first, so this bounds the
+/// session table whatever a record says.
+const PEER_ID_LIMIT: u32 = 1 << 19;
+
+/// Why a synced record was not installed; each has a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// We already hold this generation or a newer one.
+    Stale,
+    /// We serve the session ourselves.
+    Live,
+    /// Its listener, peer-id, cipher or address does not fit our
+    /// configuration.
+    Invalid(&'static str),
+    /// Its peer-id, address or client address belongs to a session we serve.
+    Conflict,
+    /// The session table is full.
+    Full,
+}
+
+/// Records refused, by reason, for `show summary`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    pub stale: u64,
+    pub live: u64,
+    pub invalid: u64,
+    pub conflict: u64,
+    pub full: u64,
 }
 
 /// All sessions of this engine.
@@ -36,13 +71,18 @@ pub struct Server {
     wrap: Wrapper,
     pool: Pool,
     max_clients: u32,
-    /// Indexed by peer-id (the lowest free slot, as OpenVPN assigns it).
-    sessions: Vec<Option<Session>>,
+    listeners: usize,
+    /// What carpwatch said last: only a MASTER serves ghosts.
+    role: Role,
+    /// Indexed by peer-id: this member hands out the lowest free one of
+    /// its residue class, others' come from their records.
+    sessions: Vec<Option<Box<Session>>>,
     by_addr: HashMap<SocketAddr, u32>,
     by_vip: HashMap<Ipv4Addr, u32>,
     by_sid: HashMap<[u8; 8], u32>,
     pub outbox: Vec<Outgoing>,
     pub sync_out: Vec<SyncOut>,
+    refusals: Refusals,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -61,12 +101,15 @@ impl Server {
             wrap,
             pool: Pool::new(conf.pool.0, conf.pool.1),
             max_clients: conf.max_clients,
+            listeners: conf.listen.len(),
+            role: Role::Init,
             sessions: Vec::new(),
             by_addr: HashMap::new(),
             by_vip: HashMap::new(),
             by_sid: HashMap::new(),
             outbox: Vec::new(),
             sync_out: Vec::new(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -75,16 +118,35 @@ impl Server {
     pub fn reconfigure(&mut self, conf: &Config, session: Arc<SessionConfig>, wrap: Wrapper) {
         self.pool.resize(conf.pool.0, conf.pool.1);
         self.max_clients = conf.max_clients;
+        self.listeners = conf.listen.len();
         self.conf = session;
         self.wrap = wrap;
     }
 
+    /// The sessions this member serves (ghosts do not count).
     pub fn client_count(&self) -> usize {
-        self.sessions.iter().flatten().count()
+        self.sessions.iter().flatten().filter(|s| !s.is_ghost()).count()
+    }
+
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
     }
 
     fn session_mut(&mut self, id: u32) -> Option<&mut Session> {
-        self.sessions.get_mut(id as usize).and_then(Option::as_mut)
+        self.sessions.get_mut(id as usize).and_then(Option::as_mut).map(|b| &mut **b)
+    }
+
+    /// The lowest free peer-id of this member's residue class.
+    fn free_peer_id(&self) -> u32 {
+        let m = u32::from(self.conf.member - 1);
+        (m..).step_by(MEMBERS.into()).find(|&p| self.sessions.get(p as usize).is_none_or(Option::is_none)).unwrap_or(m)
+    }
+
+    fn put(&mut self, id: u32, s: Session) {
+        while self.sessions.len() <= id as usize {
+            self.sessions.push(None);
+        }
+        self.sessions[id as usize] = Some(Box::new(s));
     }
 
     /// A datagram from a client. Returns the IP packet to write to the tun
@@ -111,13 +173,19 @@ impl Server {
     }
 
     fn control(&mut self, now: Now, id: u32, packet: &[u8]) {
-        self.promote_on_packet(now, id);
         let Some(s) = self.session_mut(id) else {
             return;
         };
         // Authentication first: nothing reaches the session unverified.
         match s.unwrap(packet) {
-            Ok((first, sid, body)) => s.on_control(now, first, sid, &body),
+            Ok((first, sid, body)) => {
+                if !self.serves(now, id) {
+                    return;
+                }
+                if let Some(s) = self.session_mut(id) {
+                    s.on_control(now, first, sid, &body);
+                }
+            }
             Err(e) => log::debug!("{}: control packet dropped: {e}", s.label()),
         }
         self.settle(now, id);
@@ -155,7 +223,7 @@ impl Server {
             log::warn!("{from}: refused: {} clients already (max clients)", self.max_clients);
             return None;
         }
-        let peer_id = self.sessions.iter().position(Option::is_none).unwrap_or(self.sessions.len()) as u32;
+        let peer_id = self.free_peer_id();
         let mut wrap = self.wrap.clone();
         if let Err(e) = wrap.record_replay(id, time) {
             log::debug!("{from}: {e}");
@@ -170,13 +238,9 @@ impl Server {
         };
         log::info!("{from}: new session, peer-id {peer_id}");
         s.on_control(now, first, sid, &body);
-        if peer_id as usize == self.sessions.len() {
-            self.sessions.push(Some(s));
-        } else {
-            self.sessions[peer_id as usize] = Some(s);
-        }
         self.by_addr.insert(from, peer_id);
-        self.by_sid.insert(self.sessions[peer_id as usize].as_ref().map_or([0; 8], |s| s.local_sid), peer_id);
+        self.by_sid.insert(s.local_sid, peer_id);
+        self.put(peer_id, s);
         self.settle(now, peer_id);
         None
     }
@@ -192,10 +256,12 @@ impl Server {
         if floated && opcode != Opcode::DataV2 {
             return None;
         }
-        self.promote_on_packet(now, id);
         let s = self.session_mut(id)?;
         let vip = s.virtual_ip;
         let payload = s.decrypt(now, packet)?;
+        if !self.serves(now, id) {
+            return None;
+        }
         if floated {
             self.float(id, from);
         }
@@ -222,7 +288,7 @@ impl Server {
         }
         let Some(s) = self.session_mut(id) else { return };
         let from = std::mem::replace(&mut s.peer, to);
-        s.record_dirty = true;
+        s.mark_dirty();
         log::info!("{}: floated from {from}", s.label());
         if self.by_addr.get(&from) == Some(&id) {
             self.by_addr.remove(&from);
@@ -234,8 +300,8 @@ impl Server {
     /// that owns its destination. Returns (listener, client, length).
     pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
         let id = *self.by_vip.get(&ipv4_dst(packet)?)?;
-        // Traffic for a ghost's client reaches us: we hold the VIPs now.
-        self.promote_on_packet(now, id);
+        // A ghost never sends, and tunnel traffic proves nothing: every
+        // member routes the pool to its own tun device.
         let s = self.session_mut(id)?;
         let n = s.encrypt(now, packet, out)?;
         Some((s.listener, s.peer, n))
@@ -247,10 +313,8 @@ impl Server {
         for id in 0..self.sessions.len() as u32 {
             if let Some(s) = self.session_mut(id) {
                 s.on_timer(now);
-                if !s.ghost && s.virtual_ip.is_some() && !s.record_dirty {
-                    if let Some(p) = s.take_progress() {
-                        progress.push((s.local_sid, p.encode()));
-                    }
+                if let Some((gen, p)) = s.take_progress() {
+                    progress.push((s.local_sid, gen, p.encode()));
                 }
                 self.settle(now, id);
             }
@@ -278,12 +342,8 @@ impl Server {
                 }
             }
         }
-        if s.record_dirty && !s.ghost {
-            s.record_dirty = false;
-            if let Some(rec) = s.snapshot() {
-                s.take_progress();
-                self.sync_out.push(SyncOut::Upsert(s.local_sid, rec.encode()));
-            }
+        if let Some((gen, rec)) = s.take_record(now) {
+            self.sync_out.push(SyncOut::Upsert(s.local_sid, gen, rec.encode()));
         }
         let (listener, peer) = (s.listener, s.peer);
         for p in s.outbox.drain(..) {
@@ -298,12 +358,12 @@ impl Server {
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        if s.ghost {
+        if s.is_ghost() {
             log::debug!("ghost {}: removed: {why}", s.label());
         } else {
             log::info!("{}: session ended: {why}", s.label());
             if s.virtual_ip.is_some() {
-                self.sync_out.push(SyncOut::Delete(s.local_sid));
+                self.sync_out.push(SyncOut::Delete(s.local_sid, s.gen()));
             }
         }
         if self.by_sid.get(&s.local_sid) == Some(&id) {
@@ -325,75 +385,169 @@ impl Server {
         }
     }
 
-    /// A session of another member, from its record: installed (or
-    /// replaced) as a ghost.
-    pub fn install_ghost(&mut self, now: Now, rec: &SessionRecord) {
-        if let Some(old) = self.by_sid.get(&rec.local_sid).copied() {
-            self.remove(old, "replaced by a newer record");
+    /// Whether session `id`, whose packet just authenticated, is served
+    /// here: a live session is; a ghost only while we are MASTER, and
+    /// then it is promoted by this packet (a record that arrived after the
+    /// role change, for instance from a split-brain peer).
+    fn serves(&mut self, now: Now, id: u32) -> bool {
+        let (master, delay) = (self.role == Role::Master, self.conf.rekey_window / 2);
+        let Some(s) = self.session_mut(id) else { return false };
+        if !s.is_ghost() {
+            return true;
         }
-        if let Some(Some(other)) = self.sessions.get(rec.peer_id as usize) {
-            log::warn!("{}: peer-id {} taken over by a synced session", other.label(), rec.peer_id);
-            self.remove(rec.peer_id, "its peer-id belongs to a synced session");
+        if !master {
+            return false;
         }
-        if let Some(other) = self.by_vip.get(&rec.virtual_ip).copied() {
-            self.remove(other, "its address belongs to a synced session");
+        s.promote(now, delay);
+        log::info!("promoted: 1 ghost session now live (its packet authenticated)");
+        self.settle(now, id);
+        true
+    }
+
+    /// A record of another member's session: a new ghost, or a newer state
+    /// of one we hold. Never changes a session we serve.
+    pub fn install_ghost(&mut self, now: Now, gen: Gen, rec: &SessionRecord) -> Result<(), Refusal> {
+        let res = self.offer(now, gen, rec);
+        if let Err(r) = res {
+            let c = &mut self.refusals;
+            *match r {
+                Refusal::Stale => &mut c.stale,
+                Refusal::Live => &mut c.live,
+                Refusal::Invalid(_) => &mut c.invalid,
+                Refusal::Conflict => &mut c.conflict,
+                Refusal::Full => &mut c.full,
+            } += 1;
+            if let Refusal::Invalid(why) = r {
+                log::warn!("sync: record of peer-id {} refused: {why}", rec.peer_id);
+            }
         }
-        if let Some(other) = self.by_addr.get(&rec.peer).copied() {
-            self.remove(other, "its client address belongs to a synced session");
+        res
+    }
+
+    /// Checks a record against our configuration: what we would index or
+    /// serve with it must exist here.
+    fn validate(&self, rec: &SessionRecord) -> Result<(), Refusal> {
+        if usize::from(rec.listener) >= self.listeners {
+            return Err(Refusal::Invalid("its listener does not exist here (the listen statements differ)"));
+        }
+        if rec.peer_id >= PEER_ID_LIMIT {
+            return Err(Refusal::Invalid("peer-id out of range"));
+        }
+        let c = rec.negotiated.cipher;
+        if !self.conf.data_ciphers.contains(&c) && self.conf.fallback_cipher != Some(c) {
+            return Err(Refusal::Invalid("its cipher is not configured here (data-ciphers differ)"));
+        }
+        if !self.pool.contains(rec.virtual_ip) {
+            return Err(Refusal::Invalid("its tunnel address is outside the pool here"));
+        }
+        Ok(())
+    }
+
+    fn offer(&mut self, now: Now, gen: Gen, rec: &SessionRecord) -> Result<(), Refusal> {
+        self.validate(rec)?;
+        if let Some(id) = self.by_sid.get(&rec.local_sid).copied() {
+            let s = self.session_mut(id).ok_or(Refusal::Stale)?;
+            let old_peer = s.peer;
+            return match s.offer(rec, gen, now) {
+                Offer::Stale => Err(Refusal::Stale),
+                Offer::Live => {
+                    self.settle(now, id);
+                    Err(Refusal::Live)
+                }
+                Offer::Applied if old_peer != rec.peer => {
+                    if self.by_addr.get(&old_peer) == Some(&id) {
+                        self.by_addr.remove(&old_peer);
+                    }
+                    self.clear_ghost_at(self.by_addr.get(&rec.peer).copied(), "its client address moved")?;
+                    self.by_addr.insert(rec.peer, id);
+                    Ok(())
+                }
+                Offer::Applied => Ok(()),
+            };
+        }
+        // What the record takes must be free, or held by an older ghost.
+        let by_slot = self.sessions.get(rec.peer_id as usize).and_then(|s| s.as_ref()).map(|s| s.peer_id);
+        let conflicts = [by_slot, self.by_vip.get(&rec.virtual_ip).copied(), self.by_addr.get(&rec.peer).copied()];
+        if conflicts.iter().flatten().any(|&id| self.session_mut(id).is_some_and(|s| !s.is_ghost())) {
+            return Err(Refusal::Conflict);
+        }
+        if self.sessions.iter().flatten().count() >= self.table_limit() {
+            return Err(Refusal::Full);
+        }
+        for id in conflicts {
+            self.clear_ghost_at(id, "its peer-id or address belongs to a newer record")?;
         }
         let id = rec.peer_id;
-        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, now);
-        log::info!("ghost {}: installed", ghost.label());
-        while self.sessions.len() <= id as usize {
-            self.sessions.push(None);
-        }
+        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, gen, now);
+        log::debug!("ghost {}: installed", ghost.label());
         self.pool.claim(rec.virtual_ip);
         self.by_addr.insert(rec.peer, id);
         self.by_vip.insert(rec.virtual_ip, id);
         self.by_sid.insert(rec.local_sid, id);
-        self.sessions[id as usize] = Some(ghost);
+        self.put(id, ghost);
+        Ok(())
     }
 
-    /// The master's latest counters for one of our ghosts.
-    pub fn ghost_progress(&mut self, now: Now, sid: &[u8; 8], p: &Progress) {
-        let Some(id) = self.by_sid.get(sid).copied() else { return };
-        if let Some(s) = self.session_mut(id).filter(|s| s.ghost) {
-            s.apply_progress(p, now);
+    /// Removes the ghost `id` to make room; a live session is a conflict.
+    fn clear_ghost_at(&mut self, id: Option<u32>, why: &str) -> Result<(), Refusal> {
+        match id.and_then(|id| self.session_mut(id).map(|s| (id, s.is_ghost()))) {
+            Some((_, false)) => Err(Refusal::Conflict),
+            Some((id, true)) => {
+                self.remove(id, why);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
-    /// The master ended a session.
-    pub fn ghost_delete(&mut self, sid: &[u8; 8]) {
+    /// Live sessions and ghosts together: every member's clients.
+    fn table_limit(&self) -> usize {
+        self.max_clients as usize * usize::from(MEMBERS)
+    }
+
+    /// The master's latest counters for one of our ghosts.
+    pub fn ghost_progress(&mut self, now: Now, sid: &[u8; 8], gen: Gen, p: &Progress) {
+        let Some(id) = self.by_sid.get(sid).copied() else { return };
+        if let Some(s) = self.session_mut(id) {
+            s.apply_progress(gen, p, now);
+        }
+    }
+
+    /// The master ended a session (`gen`: its last record).
+    pub fn ghost_delete(&mut self, sid: &[u8; 8], gen: Gen) {
         if let Some(id) = self.by_sid.get(sid).copied() {
-            if self.session_mut(id).is_some_and(|s| s.ghost) {
+            if self.session_mut(id).is_some_and(|s| s.is_ghost() && s.gen() <= gen) {
                 self.remove(id, "ended on the master");
             }
         }
     }
 
-    /// A packet for a ghost: the VIP is here, so this member serves it now,
-    /// before the role change reaches us.
-    fn promote_on_packet(&mut self, now: Now, id: u32) {
-        let n = self.sessions.len().max(1) as u32;
-        let delay = self.conf.rekey_window * (id + 1) / n;
-        if let Some(s) = self.session_mut(id).filter(|s| s.ghost) {
-            s.promote(now, delay);
-            s.record_dirty = true;
-            log::info!("promoted: 1 ghost session(s) now live (its packet came before the role change)");
-            self.settle(now, id);
+    /// The role from carpwatch: a new MASTER promotes every ghost, a
+    /// member that stops being MASTER turns its sessions into ghosts.
+    pub fn set_role(&mut self, now: Now, role: Role) {
+        match (self.role, role) {
+            (Role::Master, Role::Master) => {}
+            (_, Role::Master) => {
+                self.role = role;
+                self.promote_all(now);
+            }
+            (Role::Master, _) => {
+                self.role = role;
+                self.demote_all(now);
+            }
+            _ => self.role = role,
         }
     }
 
     /// We became master: every ghost is live; their renegotiations are
     /// spread evenly over the rekey window.
-    pub fn promote_all(&mut self, now: Now) {
-        let ghosts: Vec<u32> = self.sessions.iter().flatten().filter(|s| s.ghost).map(|s| s.peer_id).collect();
+    fn promote_all(&mut self, now: Now) {
+        let ghosts: Vec<u32> = self.sessions.iter().flatten().filter(|s| s.is_ghost()).map(|s| s.peer_id).collect();
         let n = ghosts.len() as u32;
         for (i, id) in ghosts.iter().enumerate() {
             let delay = self.conf.rekey_window * (i as u32 + 1) / n.max(1);
             if let Some(s) = self.session_mut(*id) {
                 s.promote(now, delay);
-                s.record_dirty = true;
             }
             self.settle(now, *id);
         }
@@ -404,11 +558,11 @@ impl Server {
 
     /// Another member became master: our sessions become ghosts that its
     /// reports keep current; unfinished handshakes are dropped.
-    pub fn demote_all(&mut self, now: Now) {
-        let live: Vec<u32> = self.sessions.iter().flatten().filter(|s| !s.ghost).map(|s| s.peer_id).collect();
+    fn demote_all(&mut self, now: Now) {
+        let live: Vec<u32> = self.sessions.iter().flatten().filter(|s| !s.is_ghost()).map(|s| s.peer_id).collect();
         for id in live {
             let Some(s) = self.session_mut(id) else { continue };
-            if s.snapshot().is_some() {
+            if s.snapshot(now).is_some() {
                 s.demote(now);
             } else {
                 self.remove(id, "another member is master");

@@ -15,10 +15,15 @@ use vpnsyncd_config::{Cipher, Digest};
 use crate::data::{DataHeader, DataKey};
 use crate::keys::{self, KeyMethod2, KeySource, PeerInfo};
 use crate::push::{self, ClientPush, PushSettings};
-use crate::record::{KeyProgress, KeyRecord, Progress, SessionRecord};
+use crate::record::Progress;
 use crate::reliable::{Received, Reliable};
+use crate::sendspace::SendSpace;
 use crate::wire::{ControlBody, Opcode};
 use crate::wrap::Wrapper;
+
+#[path = "replication.rs"]
+mod replication;
+pub use replication::{Gen, Offer};
 
 /// Each TLS negotiation must finish within this time (`--hand-window`).
 pub const HAND_WINDOW: Duration = Duration::from_secs(60);
@@ -59,6 +64,8 @@ pub struct SessionConfig {
     pub push: PushSettings,
     /// After a takeover, renegotiations are spread over this window.
     pub rekey_window: Duration,
+    /// This machine's number in the cluster (1 when standalone).
+    pub member: u8,
 }
 
 /// Compression framing for clients configured with `comp-lzo`/`compress`
@@ -114,6 +121,12 @@ struct KeyState {
     tls_out: Vec<u8>,
     /// Plaintext control messages not yet terminated by a NUL.
     plain: Vec<u8>,
+    /// Made or sent under by this run of the engine (not only copied).
+    ours: bool,
+    /// Bit `m - 1`: member `m` has sent under this key (replication).
+    senders: u8,
+    /// Never encrypt with this key here (crate::replication, promotion).
+    no_send: bool,
 }
 
 impl KeyState {
@@ -121,18 +134,6 @@ impl KeyState {
     fn new(key_id: u8, tls: &Arc<ServerConfig>, now: Instant) -> Result<KeyState, String> {
         let tls = ServerConnection::new(tls.clone()).map_err(|e| format!("TLS: {e}"))?;
         Ok(KeyState { tls: Some(tls), ..KeyState::blank(key_id, now) })
-    }
-
-    /// A ghost's key state: the copied keys, no TLS session.
-    fn copied(key_id: u8, data: DataKey, key2: [u8; 256], now: Instant) -> KeyState {
-        KeyState {
-            phase: Phase::Established,
-            data: Some(data),
-            key2: Some(Box::new(key2)),
-            send_ok: true,
-            established: Some(now),
-            ..KeyState::blank(key_id, now)
-        }
     }
 
     /// What every key state starts from: nothing negotiated, nothing sent.
@@ -150,6 +151,9 @@ impl KeyState {
             expires: None,
             tls_out: Vec::new(),
             plain: Vec::new(),
+            ours: false,
+            senders: 0,
+            no_send: false,
         }
     }
 }
@@ -187,23 +191,18 @@ pub struct Session {
     conf: Arc<SessionConfig>,
     /// A copy of a session served by another member (a backup's view):
     /// it sends nothing until promoted.
-    pub ghost: bool,
+    ghost: bool,
+    /// The generation of the replicated state we hold (crate::replication).
+    gen: Gen,
     /// When the master's last state for this ghost arrived.
     synced_at: Instant,
     /// New keys or a new address: the record must go to the backups.
-    pub record_dirty: bool,
+    record_dirty: bool,
     /// The progress last handed to the syncer.
     last_progress: Option<Progress>,
     /// After a takeover: when to replace the copied keys.
     reneg_at: Option<Instant>,
 }
-
-/// A master may have used this many packet ids per second and key since
-/// its last progress report reached us: far more than one session can
-/// carry, so a new master never reuses a (key, packet id) pair.
-const MAX_PACKET_RATE: u64 = 4_000_000;
-/// Added on top, for the report's own delay.
-const PACKET_ID_MARGIN: u64 = 1_000_000;
 
 fn next_key_id(k: u8) -> u8 {
     if k >= 7 {
@@ -246,6 +245,7 @@ impl Session {
         keys: Vec<KeyState>,
         now: Now,
     ) -> Session {
+        let conf_member = conf.member;
         Session {
             peer,
             listener,
@@ -269,6 +269,7 @@ impl Session {
             outbox: Vec::new(),
             conf,
             ghost: false,
+            gen: Gen::new(1, conf_member, 0),
             synced_at: now.mono,
             record_dirty: false,
             last_progress: None,
@@ -537,8 +538,12 @@ impl Session {
         };
         let label = self.label();
         let ks = &mut self.keys[idx];
-        ks.data = Some(DataKey::new(n.cipher, self.conf.auth, &key2, true));
+        let mut data = DataKey::new(n.cipher, self.conf.auth, &key2, true);
+        data.set_send_space(SendSpace::Member { member: self.conf.member, creator: true });
+        ks.data = Some(data);
         ks.key2 = Some(Box::new(key2));
+        ks.ours = true;
+        ks.senders = 1 << (self.conf.member - 1);
         ks.phase = Phase::Established;
         ks.established = Some(now.mono);
         // The first key is the only one: use it at once. A renegotiated
@@ -716,6 +721,9 @@ impl Session {
     /// keepalive, renegotiation.
     pub fn on_timer(&mut self, now: Now) {
         if self.ghost {
+            if self.ghost_timer(now) {
+                self.close("its master stopped reporting it");
+            }
             return;
         }
         for idx in 0..self.keys.len() {
@@ -815,7 +823,7 @@ impl Session {
         let v2 = self.negotiated.as_ref()?.data_v2;
         let framing = self.negotiated.as_ref()?.framing;
         let peer_id = self.peer_id;
-        let ks = self.keys.iter_mut().rev().find(|k| k.send_ok && k.data.is_some())?;
+        let ks = self.keys.iter_mut().rev().find(|k| k.send_ok && !k.no_send && k.data.is_some())?;
         let hdr = DataHeader { key_id: ks.key_id, peer_id: v2.then_some(peer_id) };
         let data = ks.data.as_mut()?;
         let res = if framing == Framing::LzoStub {
@@ -857,163 +865,19 @@ impl Session {
     }
 }
 
-/// State sync: the record of a live session, and ghosts made from records.
-impl Session {
-    /// The record of an established session (`None` before it has an
-    /// address).
-    pub fn snapshot(&self) -> Option<SessionRecord> {
-        let keys: Vec<KeyRecord> = self
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let (data, key2) = (k.data.as_ref()?, k.key2.as_ref()?);
-                Some(KeyRecord { key_id: k.key_id, key2: **key2, send: data.send_counter(), recv: data.recv_state() })
-            })
-            .collect();
-        if keys.is_empty() {
-            return None;
-        }
-        Some(SessionRecord {
-            peer: self.peer,
-            listener: self.listener as u8,
-            peer_id: self.peer_id,
-            local_sid: self.local_sid,
-            remote_sid: self.remote_sid,
-            common_name: self.common_name.clone()?,
-            virtual_ip: self.virtual_ip?,
-            negotiated: self.negotiated.clone()?,
-            connected_since: self.connected_since,
-            last_rekey: self.last_rekey,
-            keys,
-            progress: self.progress(),
-        })
-    }
-
-    pub fn progress(&self) -> Progress {
-        Progress {
-            wrap_send: self.wrap.send_state(),
-            wrap_recv: self.wrap.recv_state(),
-            keys: self
-                .keys
-                .iter()
-                .filter_map(|k| {
-                    let d = k.data.as_ref()?;
-                    Some(KeyProgress { key_id: k.key_id, send: d.send_counter(), recv: d.recv_state() })
-                })
-                .collect(),
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-        }
-    }
-
-    /// The progress, if it changed since the last call.
-    pub fn take_progress(&mut self) -> Option<Progress> {
-        let p = self.progress();
-        if self.last_progress.as_ref() == Some(&p) {
-            return None;
-        }
-        self.last_progress = Some(p.clone());
-        Some(p)
-    }
-
-    /// A ghost of another member's session: its keys and counters, no TLS.
-    pub fn ghost(conf: Arc<SessionConfig>, wrap: Wrapper, rec: &SessionRecord, now: Now) -> Session {
-        let keys = rec
-            .keys
-            .iter()
-            .map(|k| {
-                let data = DataKey::new(rec.negotiated.cipher, conf.auth, &k.key2, true);
-                KeyState::copied(k.key_id, data, k.key2, now.mono)
-            })
-            .collect();
-        let sids = (rec.local_sid, rec.remote_sid);
-        let mut s = Session {
-            common_name: Some(rec.common_name.clone()),
-            virtual_ip: Some(rec.virtual_ip),
-            negotiated: Some(rec.negotiated.clone()),
-            connected_since: rec.connected_since,
-            last_rekey: rec.last_rekey,
-            push_sent: true,
-            ghost: true,
-            ..Session::blank(conf, wrap, rec.peer, rec.listener.into(), rec.peer_id, sids, keys, now)
-        };
-        for k in &rec.keys {
-            s.apply_key(k.key_id, k.send, k.recv);
-        }
-        s.apply_progress(&rec.progress, now);
-        s
-    }
-
-    fn apply_key(&mut self, key_id: u8, send: u32, recv: crate::record::Window) {
-        if let Some(d) = self.keys.iter_mut().find(|k| k.key_id == key_id).and_then(|k| k.data.as_mut()) {
-            d.set_send_counter(send.max(d.send_counter()));
-            d.set_recv_state(recv.0, recv.1, recv.2);
-        }
-    }
-
-    /// The master's latest counters for this ghost.
-    pub fn apply_progress(&mut self, p: &Progress, now: Now) {
-        for k in &p.keys {
-            self.apply_key(k.key_id, k.send, k.recv);
-        }
-        self.wrap.set_send_state(p.wrap_send.0, p.wrap_send.1);
-        self.wrap.set_recv_state(p.wrap_recv.0, p.wrap_recv.1, p.wrap_recv.2);
-        self.bytes_in = p.bytes_in;
-        self.bytes_out = p.bytes_out;
-        self.synced_at = now.mono;
-    }
-
-    /// This member now serves the session. Its packet ids continue past any
-    /// the old master may have used since its last report, its control
-    /// packets carry a newer replay time (the client accepts both without
-    /// a warning), and the copied keys are replaced by a renegotiation
-    /// `reneg_in` from now.
-    pub fn promote(&mut self, now: Now, reneg_in: Duration) {
-        if !self.ghost {
-            return;
-        }
-        self.ghost = false;
-        let age = now.mono.saturating_duration_since(self.synced_at).as_secs() + 1;
-        let jump = MAX_PACKET_RATE * age + PACKET_ID_MARGIN;
-        let mut exhausted = false;
-        for d in self.keys.iter_mut().filter_map(|k| k.data.as_mut()) {
-            let next = u64::from(d.send_counter()) + jump;
-            exhausted |= next >= u64::from(crate::packet_id::PacketIdSend::REKEY_TRIGGER);
-            d.set_send_counter(next.min(u64::from(u32::MAX - 1)) as u32);
-        }
-        let (_, time) = self.wrap.send_state();
-        self.wrap.set_send_state(0, (now.unix as u32).max(time.saturating_add(1)));
-        self.last_recv = now.mono;
-        self.reneg_at = Some(if exhausted { now.mono } else { now.mono + reneg_in });
-        log::info!("{}: taken over (packet ids advanced by {jump})", self.label());
-    }
-
-    /// Back to a ghost, when another member became master: keys and
-    /// counters stay (the master's reports keep them current), TLS goes.
-    pub fn demote(&mut self, now: Now) {
-        self.keys.retain(|k| k.data.is_some() && k.key2.is_some());
-        for k in &mut self.keys {
-            k.tls = None;
-            k.rel = Reliable::new();
-            k.send_ok = true;
-            k.tls_out.clear();
-        }
-        self.outbox.clear();
-        self.ghost = true;
-        self.synced_at = now.mono;
-        self.reneg_at = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::tests::sample;
     use vpnsyncd_common::msg::KeyKind;
 
-    pub(crate) fn conf() -> Arc<SessionConfig> {
-        let text = "ca /ca\ncertificate /crt\nkey /key\nkeepalive 2 10\n";
-        let c = vpnsyncd_config::parse_str("test", text, &[]).unwrap();
+    /// The session settings of cluster member `member` (keepalive 2 10).
+    pub(crate) fn member_conf(member: u8) -> Arc<SessionConfig> {
+        let text = format!(
+            "ca /ca\ncertificate /crt\nkey /key\nkeepalive 2 10\n\
+             sync {{\nrole vip 10.0.0.1 interface lo\npeer 10.0.0.2\nkey /k\nmember {member}\n}}\n"
+        );
+        let c = vpnsyncd_config::parse_str("test", &text, &[]).unwrap();
         let t = crate::tls::testpki::SERVER_CRT;
         let keys = vec![
             (KeyKind::Ca, crate::tls::testpki::CA.to_vec()),
@@ -1027,58 +891,74 @@ mod tests {
         Now { mono: t0 + Duration::from_millis(ms), unix: 1_800_000_000 + ms / 1000 }
     }
 
-    /// xorshift64: a fixed, reproducible loss pattern.
-    fn lost(state: &mut u64, percent: u64) -> bool {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state % 100 < percent
+    /// The packet id of an AES-256-GCM DATA_V2 packet (after the 4-byte
+    /// header).
+    fn packet_id(out: &[u8]) -> u32 {
+        u32::from_be_bytes(out[4..8].try_into().unwrap())
     }
 
-    /// 40,000 packets: the counter jumps as if 39,999 were sent, then one
-    /// real packet goes out.
-    fn send_burst(s: &mut Session, now: Now, out: &mut [u8]) {
-        let d = s.keys.last_mut().unwrap().data.as_mut().unwrap();
-        d.set_send_counter(d.send_counter() + 39_999);
-        assert!(s.encrypt(now, b"payload", out).is_some());
+    fn primary(s: &mut Session) -> &mut DataKey {
+        s.keys.last_mut().unwrap().data.as_mut().unwrap()
     }
 
-    /// The safety invariant of takeover: however many progress reports were
-    /// lost, the new master's first packet id is above every id the old
-    /// master used with that key, so no (key, nonce) pair is used twice.
+    /// Invariant (a) on the old master's worst day: member 1 serves the
+    /// session and sends millions of packets none of which were reported,
+    /// member 2 and member 3 both promote from the same stale record, and
+    /// all three go on sending (a split brain). No id is sent twice.
     #[test]
-    fn takeover_never_reuses_a_packet_id_under_loss() {
+    fn members_promoting_from_one_stale_record_never_share_a_packet_id() {
         let t0 = Instant::now();
-        let mut master = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
-        master.promote(at(t0, 0), Duration::from_secs(60));
-        let mut backup = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
-        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        let mut rec = sample();
+        // Created by member 4 (which died).
+        rec.keys[0].senders = 1 << 3;
+        let mut members: Vec<Session> = (1..=3)
+            .map(|m| Session::ghost(member_conf(m), Wrapper::none(), &rec, Gen::new(1, 4, 1), at(t0, 0)))
+            .collect();
         let mut out = [0u8; 256];
-        let mut highest_used = 0;
-        // 3 s at 100 reports per second, 40,000 packets between reports
-        // (4 million packets per second), 30 % of the reports lost.
-        for tick in 1..=300u64 {
-            let now = at(t0, tick * 10);
-            send_burst(&mut master, now, &mut out);
-            highest_used = master.keys.last().unwrap().data.as_ref().unwrap().send_counter();
-            let report = master.progress();
-            if !lost(&mut rng, 30) {
-                backup.apply_progress(&report, now);
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in members.iter_mut().enumerate() {
+            s.promote(at(t0, 0), Duration::from_secs(60));
+            assert!(!s.ghost, "member {} serves", i + 1);
+        }
+        for round in 0..400u32 {
+            for (i, s) in members.iter_mut().enumerate() {
+                // Each member sends in bursts: 99,999 skipped ids, then one
+                // real packet, as if it sent 100,000 packets.
+                if round > 0 {
+                    let d = primary(s);
+                    let c = d.send_counter();
+                    d.advance_send_counter(c + 99_999);
+                }
+                let Some(_) = s.encrypt(at(t0, 10), b"payload", &mut out) else {
+                    continue;
+                };
+                let id = packet_id(&out);
+                assert!(seen.insert(id), "member {} sent packet id {id} a second time", i + 1);
+                let sent = primary(s).send_counter();
+                assert_eq!(sent, id);
             }
         }
-        // Every report of the last 0.5 s is lost, then the master dies.
-        for tick in 301..=350u64 {
-            let now = at(t0, tick * 10);
-            send_burst(&mut master, now, &mut out);
-            highest_used = master.keys.last().unwrap().data.as_ref().unwrap().send_counter();
-        }
-        let takeover = at(t0, 3_600);
-        backup.promote(takeover, Duration::from_secs(60));
-        let n = backup.encrypt(takeover, b"payload", &mut out).unwrap();
-        // AES-256-GCM, DATA_V2: the packet id follows the 4-byte header.
-        let first = u32::from_be_bytes(out[4..8].try_into().unwrap());
-        assert!(n > 8);
-        assert!(first > highest_used, "new master starts at {first}, old master used up to {highest_used}");
+        assert!(seen.len() > 1000);
+    }
+
+    /// A restarted member must not trust its own bit in a record: its
+    /// earlier run's last ids may never have been reported.
+    #[test]
+    fn a_key_sent_under_by_an_earlier_run_is_replaced_not_used() {
+        let t0 = Instant::now();
+        let mut rec = sample();
+        rec.keys[0].senders = 0b11;
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(2, 1, 1), at(t0, 0));
+        g.promote(at(t0, 0), Duration::from_secs(60));
+        let mut out = [0u8; 256];
+        assert_eq!(g.encrypt(at(t0, 0), b"x", &mut out), None, "nothing is sent under that key");
+        assert_eq!(g.reneg_at, Some(t0), "it is replaced at once");
+        // Member 3, which never sent under it, uses its own block.
+        let mut g = Session::ghost(member_conf(3), Wrapper::none(), &rec, Gen::new(2, 1, 1), at(t0, 0));
+        g.promote(at(t0, 0), Duration::from_secs(60));
+        assert!(g.encrypt(at(t0, 0), b"x", &mut out).is_some());
+        assert_eq!(packet_id(&out), 3 << 24);
+        assert_eq!(g.snapshot(at(t0, 0)).unwrap().keys[0].senders, 0b111, "and says so in its record");
     }
 
     #[test]
@@ -1086,21 +966,89 @@ mod tests {
         let t0 = Instant::now();
         let mut rec = sample();
         rec.progress.wrap_send = (500, 1_900_000_000);
-        let mut g = Session::ghost(conf(), Wrapper::none(), &rec, at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), at(t0, 0));
         assert!(g.ghost);
         g.promote(at(t0, 0), Duration::from_secs(5));
         assert!(!g.ghost);
-        assert_eq!(g.wrap.send_state(), (0, 1_900_000_001), "a newer time, ids from 1");
+        assert_eq!(g.wrap.send_state(), (0, 1_900_000_001), "a newer time of member 2's residue, ids from 1");
         assert_eq!(g.reneg_at, Some(t0 + Duration::from_secs(5)));
+        assert_eq!(g.gen().tenure(), 2);
+        assert_eq!(g.gen().member(), 2);
     }
 
     #[test]
     fn snapshot_round_trips_through_a_ghost() {
         let t0 = Instant::now();
-        let g = Session::ghost(conf(), Wrapper::none(), &sample(), at(t0, 0));
+        let g = Session::ghost(member_conf(1), Wrapper::none(), &sample(), Gen::new(1, 1, 1), at(t0, 0));
         let mut want = sample();
         // The ghost reports what it holds: the record's counters.
         want.progress.keys = vec![crate::record::KeyProgress { key_id: 1, send: 1000, recv: (0, 900, 0xffff) }];
-        assert_eq!(g.snapshot().unwrap(), want);
+        assert_eq!(g.snapshot(at(t0, 0)).unwrap(), want);
+    }
+
+    /// Finding 5: a copied lame duck expires when its original does, on
+    /// the ghost and after promotion, so key_id coming round to it later
+    /// finds a fresh key.
+    #[test]
+    fn a_copied_lame_duck_expires_with_its_original() {
+        let t0 = Instant::now();
+        let mut rec = sample();
+        let mut old = rec.keys[0].clone();
+        old.key_id = 7;
+        old.key2 = [9; 256];
+        old.expires_in = 30;
+        rec.keys.insert(0, old);
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), at(t0, 0));
+        assert_eq!(g.keys.len(), 2);
+        g.apply_progress(Gen::new(1, 1, 1), &rec.progress, at(t0, 29_000));
+        g.on_timer(at(t0, 29_000));
+        assert_eq!(g.keys.len(), 2);
+        g.on_timer(at(t0, 30_000));
+        assert_eq!(g.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(), vec![1], "the lame duck expired on the ghost");
+        // Promoted: a copied lame duck lives the transition window at most.
+        let mut rec2 = rec.clone();
+        rec2.keys[0].expires_in = 86_400;
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec2, Gen::new(1, 1, 1), at(t0, 0));
+        g.promote(at(t0, 0), Duration::from_secs(60));
+        assert!(g.keys[0].expires.unwrap() <= t0 + TRANSITION_WINDOW);
+    }
+
+    /// Findings 2 and 4: records and progress change a ghost only with a
+    /// newer generation, and never a session this member serves.
+    #[test]
+    fn records_only_move_a_ghost_forward_and_never_touch_a_live_session() {
+        let t0 = Instant::now();
+        let mut rec = sample();
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 5), at(t0, 0));
+        rec.keys[0].send = 50;
+        assert_eq!(g.offer(&rec, Gen::new(1, 1, 4), at(t0, 0)), Offer::Stale);
+        assert_eq!(g.offer(&rec, Gen::new(1, 1, 6), at(t0, 0)), Offer::Applied);
+        assert_eq!(primary(&mut g).send_counter(), 1000, "a newer record with a lower counter does not lower ours");
+        let mut p = rec.progress.clone();
+        p.keys[0].send = 2000;
+        assert!(!g.apply_progress(Gen::new(1, 1, 5), &p, at(t0, 0)), "progress of an older record");
+        assert!(g.apply_progress(Gen::new(1, 1, 6), &p, at(t0, 0)));
+        assert_eq!(primary(&mut g).send_counter(), 2000);
+        g.promote(at(t0, 0), Duration::from_secs(60));
+        let served = primary(&mut g).send_counter();
+        assert_eq!(g.offer(&rec, Gen::new(9, 1, 0), at(t0, 0)), Offer::Live);
+        assert_eq!(primary(&mut g).send_counter(), served, "a live session is not rolled back");
+        assert!(g.gen() > Gen::new(9, 1, 0), "its next record supersedes the other master's");
+        assert!(!g.apply_progress(g.gen(), &rec.progress, at(t0, 0)));
+    }
+
+    /// Finding 6: a ghost whose master stopped reporting it goes away
+    /// after twice the keepalive timeout (here 2 x 10 s).
+    #[test]
+    fn an_unreported_ghost_expires() {
+        let t0 = Instant::now();
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &sample(), Gen::new(1, 1, 1), at(t0, 0));
+        g.on_timer(at(t0, 19_000));
+        assert!(g.closed.is_none());
+        g.apply_progress(Gen::new(1, 1, 1), &sample().progress, at(t0, 19_000));
+        g.on_timer(at(t0, 38_000));
+        assert!(g.closed.is_none(), "progress refreshed it");
+        g.on_timer(at(t0, 39_000));
+        assert!(g.closed.is_some());
     }
 }

@@ -62,6 +62,7 @@ pub fn build(conf: &Config, keys: &[(KeyKind, Vec<u8>)]) -> Result<(Arc<SessionC
         reneg_sec: conf.reneg_sec,
         push,
         rekey_window: std::time::Duration::from_secs(conf.sync.as_ref().map_or(60, |s| s.rekey_window).into()),
+        member: conf.sync.as_ref().map_or(1, |s| s.member),
     };
     Ok((Arc::new(session), wrap))
 }

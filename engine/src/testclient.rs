@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use vpnsyncd_common::msg::KeyKind;
+use vpnsyncd_common::msg::{KeyKind, Role};
 use vpnsyncd_config::{Cipher, Digest};
 
 use crate::data::{classify, DataHeader, DataKey, Payload, OCC_EXIT, OCC_MAGIC, PING};
 use crate::keys::{self, KeyMethod2, KeySource};
-use crate::record::{Progress, SessionRecord};
 use crate::reliable::Reliable;
-use crate::server::{Server, SyncOut};
+use crate::server::Server;
 use crate::session::Now;
 use crate::settings;
 use crate::tls::testpki;
@@ -1305,19 +1304,22 @@ fn client_floats_to_a_new_address_once_its_packet_authenticates() {
     assert_eq!(lab.exchange(5, 2), (5, 5), "answers go to the new address");
 }
 
-/// Hands what `from` queued for the syncer to `to`, as the syncers would.
+/// Hands what `from` queued for the syncer to `to`, through the imsg
+/// encoding the engine and the syncer use (without the syncer's network).
 fn sync(from: &mut Server, to: &mut Server, now: Now) {
     for out in from.sync_out.drain(..) {
-        match out {
-            SyncOut::Upsert(_, rec) => to.install_ghost(now, &SessionRecord::decode(&rec).unwrap()),
-            SyncOut::Progress(entries) => {
-                for (sid, p) in entries {
-                    to.ghost_progress(now, &sid, &Progress::decode(&p).unwrap());
-                }
-            }
-            SyncOut::Delete(sid) => to.ghost_delete(&sid),
-        }
+        let (ty, data) = crate::syncglue::encode(out);
+        crate::syncglue::apply(to, now, ty, &data).unwrap();
     }
+}
+
+/// The tls-auth server configuration of cluster member `m`.
+fn member(m: u8) -> Server {
+    let extra = format!(
+        "tls-auth \"/k/ta.key\" direction 0\n\
+         sync {{\nrole vip 198.18.0.10 interface eth0\nmulticast interface eth1\nkey /k/s\nmember {m}\n}}\n"
+    );
+    server(&extra, Some(&static_key(7)))
 }
 
 /// Issue 4's takeover, in-process: server A serves the client and streams
@@ -1327,10 +1329,13 @@ fn sync(from: &mut Server, to: &mut Server, now: Now) {
 /// by a renegotiation within the rekey window.
 #[test]
 fn a_backup_continues_the_session_from_the_synced_record() {
-    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 11);
+    let mut lab =
+        Lab::new(member(1), ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1)), CLEAN, CLEAN, 11);
+    lab.server.set_role(lab.now, Role::Master);
     lab.connect(Duration::from_secs(5));
     assert_eq!(lab.exchange(20, 1), (20, 20));
-    let mut backup = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&static_key(7)));
+    let mut backup = member(2);
+    backup.set_role(lab.now, Role::Backup);
     sync(&mut lab.server, &mut backup, lab.now);
     assert_eq!(backup.client_infos().len(), 1, "the ghost is installed");
     assert_eq!(lab.exchange(20, 2), (20, 20));
@@ -1341,6 +1346,7 @@ fn a_backup_continues_the_session_from_the_synced_record() {
     lab.server.sync_out.clear();
     // A dies; B has the VIP.
     std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
     assert_eq!(lab.exchange(20, 4), (20, 20), "B answers at once");
     assert_eq!(lab.info().real_address, CLIENT_ADDR);
     assert_eq!(lab.info().key_id, 0, "still the copied keys");

@@ -351,9 +351,21 @@ impl Wrapper {
         self.recv.parts()
     }
 
-    /// Restores the receive window from [`Wrapper::recv_state`].
-    pub fn set_recv_state(&mut self, time: u32, highest: u32, seen: u64) {
-        self.recv = ReplayWindow::from_parts(time, highest, seen);
+    /// Continues after a replicated `(id, time)` if it is ahead of ours
+    /// (a stale report never moves the counter back).
+    pub fn advance_send_state(&mut self, id: u32, time: u32) {
+        let (i, t) = self.send.parts();
+        if (time, id) > (t, i) {
+            self.send = PacketIdSend::from_parts(id, time);
+        }
+    }
+
+    /// Takes a replicated receive window if it is ahead of ours.
+    pub fn merge_recv_state(&mut self, (time, highest, seen): (u32, u32, u64)) {
+        let (t, h, _) = self.recv.parts();
+        if (time, highest) > (t, h) {
+            self.recv = ReplayWindow::from_parts(time, highest, seen);
+        }
     }
 }
 
@@ -703,7 +715,7 @@ mod tests {
         let (id, time) = master.send_state();
         backup.set_send_state(id, time);
         let (t, h, s) = master.recv_state();
-        backup.set_recv_state(t, h, s);
+        backup.merge_recv_state((t, h, s));
         assert_eq!(backup.unwrap(&seen_by_master), Err(WrapError::Replay(ReplayError::Duplicate)));
         let w = backup.wrap(0x20, &[1; 8], b"from backup", 99).unwrap();
         assert_eq!(&w[29..37], &hex("00000004 0000000b")[..], "id 4, master's time");

@@ -3,9 +3,9 @@
 //! open to exactly what `decode` makes of it.
 #![no_main]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use vpnsyncd_syncer::core::{Core, Transport};
+use vpnsyncd_syncer::core::{Core, Params, Transport};
 use vpnsyncd_syncer::key::SyncKey;
 use vpnsyncd_syncer::proto::{decode, Opener, Reject, Sealer};
 
@@ -18,6 +18,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let peer = "198.18.0.2:1196".parse().expect("an address");
     let mut core = Core::new(
         Some((Transport::Unicast(vec![peer]), key.clone())),
+        Params { member: 1, lifetime: Duration::from_secs(20), limit: 1000 },
         [1; 16],
         now,
         0,
@@ -28,7 +29,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
 
     if data.len() <= 65507 {
         let sealed = Sealer::new(&key, [2; 16]).seal(data);
-        let want = decode(data).map_err(|_| Reject::Malformed);
+        let want = decode(data).map(|m| ([2; 16], m)).map_err(|_| Reject::Malformed);
         assert_eq!(opener.open(&sealed), want);
         core.on_datagram(peer, &sealed, now);
         let _ = core.take_output();

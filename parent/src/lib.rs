@@ -410,6 +410,12 @@ impl Parent {
                     d.set(false).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
                 }
             }
+            (ChildKind::Syncer, ImsgType::SyncUnready) => {
+                log::warn!("demoted: {}", String::from_utf8_lossy(&m.data));
+                if let Some(d) = &mut self.demoter {
+                    d.set(true).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
+                }
+            }
             (ChildKind::Engine, ImsgType::Verbose) => {
                 let level = Reader::new(&m.data).u8().map_err(bad)?;
                 vpnsyncd_common::log::set_verbose(level);

@@ -26,9 +26,8 @@ use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_config::Config;
 
-use crate::core::{Core, Output, Transport, PROGRESS_EVERY};
+use crate::core::{Core, Output, Params, Transport};
 use crate::key::SyncKey;
-use crate::proto::BootId;
 
 /// Datagrams read per loop iteration at most, so that a flood on the sync
 /// socket cannot starve the engine channel.
@@ -87,13 +86,20 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
             return 1;
         }
     };
-    let mut boot: BootId = [0; 16];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut boot).is_err() {
+    let mut random = [0u8; 7];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
         log::error!("no randomness for the sync boot id");
         return 1;
     }
+    let start_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let params = Params {
+        member: conf.sync.as_ref().map_or(1, |s| s.member),
+        lifetime: Duration::from_secs(2 * u64::from(conf.keepalive.1)),
+        limit: conf.max_clients as usize * usize::from(vpnsyncd_config::MAX_MEMBERS),
+    };
+    let boot = proto::boot_id(params.member, start_ms, random);
     let mut s = Syncer {
-        core: Core::new(sync, boot, Instant::now(), unix_now()),
+        core: Core::new(sync, params, boot, Instant::now(), unix_now()),
         conf,
         parent,
         engine: ImsgBuf::new(peer),
@@ -162,7 +168,7 @@ impl Syncer {
                 let out = if self.backlog.is_empty() { PollFlags::empty() } else { PollFlags::POLLOUT };
                 fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN | out));
             }
-            let tick = PollTimeout::try_from(PROGRESS_EVERY).expect("100 ms fits");
+            let tick = PollTimeout::try_from(self.core.next_tick(Instant::now())).expect("100 ms at most fits");
             match poll(&mut fds, tick) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -290,7 +296,7 @@ impl Syncer {
                 self.engine.compose(ImsgType::CtlSync as u32, m.hdr.peerid, None, &info.encode())?;
             }
             ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete) => {
-                self.core.on_engine(ty, &m.data).map_err(bad)?
+                self.core.on_engine(ty, &m.data, Instant::now()).map_err(bad)?
             }
             other => {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} from the engine")))

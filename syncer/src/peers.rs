@@ -10,6 +10,8 @@ use vpnsyncd_common::msg::Role;
 #[derive(Debug)]
 struct Peer {
     addr: SocketAddr,
+    /// Its member number (from its boot id); 0 until heard.
+    member: u8,
     /// When we last accepted a datagram from it (monotonic, for timers).
     heard: Option<Instant>,
     /// The same in Unix seconds, for `show sync`.
@@ -28,8 +30,8 @@ impl Peers {
         Peers(configured.iter().map(|&a| Peer::new(a)).collect())
     }
 
-    /// Notes an authenticated datagram from `addr`.
-    pub fn heard(&mut self, addr: SocketAddr, now: Instant, unix: u64) {
+    /// Notes an authenticated datagram from member `member` at `addr`.
+    pub fn heard(&mut self, addr: SocketAddr, member: u8, now: Instant, unix: u64) {
         let i = match self.0.iter().position(|p| p.addr == addr) {
             Some(i) => i,
             None => {
@@ -43,6 +45,7 @@ impl Peers {
         }
         p.heard = Some(now);
         p.heard_unix = unix;
+        p.member = member;
     }
 
     /// Records a heartbeat of a peer already [`Peers::heard`].
@@ -53,14 +56,18 @@ impl Peers {
         }
     }
 
-    pub fn role(&self, addr: SocketAddr) -> Option<Role> {
-        self.0.iter().find(|p| p.addr == addr).map(|p| p.role)
-    }
-
     /// Whether a peer that can answer a bulk request was heard within
     /// `within`: if not, a joining member is alone and starts complete.
     pub fn complete_heard(&self, now: Instant, within: Duration) -> bool {
         self.0.iter().any(|p| p.complete && p.heard.is_some_and(|t| now.saturating_duration_since(t) < within))
+    }
+
+    /// Whether a complete member numbered below `member` was heard within
+    /// `within` (it answers bulk requests when no master does).
+    pub fn lower_complete_heard(&self, member: u8, now: Instant, within: Duration) -> bool {
+        self.0.iter().any(|p| {
+            p.member < member && p.complete && p.heard.is_some_and(|t| now.saturating_duration_since(t) < within)
+        })
     }
 
     pub fn info(&self) -> Vec<PeerInfo> {
@@ -73,6 +80,6 @@ impl Peers {
 
 impl Peer {
     fn new(addr: SocketAddr) -> Peer {
-        Peer { addr, heard: None, heard_unix: 0, role: Role::Init, complete: false }
+        Peer { addr, member: 0, heard: None, heard_unix: 0, role: Role::Init, complete: false }
     }
 }

@@ -1,15 +1,21 @@
 //! The sync datagram, sans-IO: framing, encryption and the messages inside.
 //!
 //! ```text
-//! "VSYN" | version u8 = 1 | sender boot id (16) | seq u64 BE | ChaCha20-Poly1305(messages) | tag (16)
+//! "VSYN" | version u8 = 2 | sender boot id (16) | seq u64 BE | ChaCha20-Poly1305(messages) | tag (16)
 //! ```
 //!
-//! The boot id is 16 random bytes a syncer picks when it starts. It salts the
+//! The boot id is the sender's member number (1 byte), the Unix time of its
+//! start in milliseconds (8 bytes) and 7 random bytes. It salts the
 //! key derivation (HKDF-SHA256 of the cluster key), so every process run
 //! encrypts under a fresh key: a restarted peer's `seq` starting over at 1
 //! can never repeat a (key, nonce) pair, and no sequence state has to survive
 //! a restart. The nonce is 4 zero bytes and `seq`; the 29 header bytes are
 //! the associated data, so nothing in them can be altered.
+//!
+//! A receiver keeps, per member number, the window of that member's newest
+//! run only: a datagram of an older run of a member is refused, so a run
+//! that is still alive is never forgotten (however often its peers
+//! restart) and captured datagrams of a finished run stay refused.
 //!
 //! The plaintext is a run of messages `type u8 | len u16 BE | body`. Unknown
 //! types are skipped and known bodies may grow at the end, so that a newer
@@ -24,7 +30,8 @@ use crate::key::SyncKey;
 use crate::replay::ReplayWindow;
 
 pub const MAGIC: &[u8; 4] = b"VSYN";
-pub const VERSION: u8 = 1;
+/// 2: generations in session messages, member numbers in boot ids.
+pub const VERSION: u8 = 2;
 /// Magic, version, boot id, seq.
 pub const HEADER_LEN: usize = 4 + 1 + 16 + 8;
 pub const TAG_LEN: usize = 16;
@@ -35,41 +42,46 @@ pub const MAX_PLAINTEXT: usize = 1200;
 /// The largest message body: what fits one UDP datagram over IPv4 (a body
 /// larger than [`MAX_PLAINTEXT`] goes alone, fragmented).
 pub const MAX_BODY: usize = 65507 - HEADER_LEN - TAG_LEN - 3;
-const INFO: &[u8] = b"vpnsyncd sync v1";
-/// How many senders' keys and replay windows are remembered. Each restart
-/// of a peer is a new sender; the least recently heard is forgotten first.
-const MAX_SENDERS: usize = 16;
+const INFO: &[u8] = b"vpnsyncd sync v2";
 
-/// Random per-process identity of a sender.
+/// Per-process identity of a sender (see the module documentation).
 pub type BootId = [u8; 16];
+
+/// A boot id for member `member` started at `unix_ms`, with 7 random bytes.
+pub fn boot_id(member: u8, unix_ms: u64, random: [u8; 7]) -> BootId {
+    let mut b = [0u8; 16];
+    b[0] = member;
+    b[1..9].copy_from_slice(&unix_ms.to_be_bytes());
+    b[9..].copy_from_slice(&random);
+    b
+}
+
+/// The member number a boot id names.
+pub fn boot_member(b: &BootId) -> u8 {
+    b[0]
+}
 /// The engine's session id, 8 bytes big-endian.
 pub type SessionId = u64;
 
 /// One message of the peer protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Every second: who we are and whether our table can serve a bulk.
-    Heartbeat {
-        role: Role,
-        sessions: u32,
-        complete: bool,
-    },
-    /// A session's full record (new session, rekey, float).
-    Upsert {
-        id: SessionId,
-        record: Vec<u8>,
-    },
-    /// Latest counters of sessions, batched.
-    Progress(Vec<(SessionId, Vec<u8>)>),
-    Delete {
-        id: SessionId,
-    },
+    /// Every second: who we are, whether our table can serve a bulk, and
+    /// a digest of the table (every session id with its generation), which
+    /// a backup compares with its own to notice what it missed.
+    Heartbeat { role: Role, sessions: u32, complete: bool, digest: u64 },
+    /// A session's full record (new session, rekey, float, takeover), with
+    /// its generation.
+    Upsert { id: SessionId, gen: u64, record: Vec<u8> },
+    /// Latest counters of sessions, batched; each with the generation of
+    /// the record it follows.
+    Progress(Vec<(SessionId, u64, Vec<u8>)>),
+    /// A session ended; `gen` is its last record's generation.
+    Delete { id: SessionId, gen: u64 },
     /// "Send me your whole table": a (re)starting member.
     BulkRequest,
     /// Ends a bulk answer of `count` sessions.
-    BulkEnd {
-        count: u32,
-    },
+    BulkEnd { count: u32 },
     /// "I got progress for sessions I do not hold": their upsert was lost;
     /// the master sends those records again.
     Want(Vec<SessionId>),
@@ -132,24 +144,27 @@ impl Packer {
         let mut body = Vec::new();
         let ty = match msg {
             Msg::Progress(entries) => {
-                for (id, bytes) in entries {
-                    self.progress(*id, bytes)?;
+                for (id, gen, bytes) in entries {
+                    self.progress(*id, *gen, bytes)?;
                 }
                 return Ok(());
             }
-            Msg::Heartbeat { role, sessions, complete } => {
+            Msg::Heartbeat { role, sessions, complete, digest } => {
                 body.push(*role as u8);
                 body.extend_from_slice(&sessions.to_be_bytes());
                 body.push(u8::from(*complete));
+                body.extend_from_slice(&digest.to_be_bytes());
                 T_HEARTBEAT
             }
-            Msg::Upsert { id, record } => {
+            Msg::Upsert { id, gen, record } => {
                 body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(&gen.to_be_bytes());
                 body.extend_from_slice(record);
                 T_UPSERT
             }
-            Msg::Delete { id } => {
+            Msg::Delete { id, gen } => {
                 body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(&gen.to_be_bytes());
                 T_DELETE
             }
             Msg::BulkRequest => T_BULK_REQUEST,
@@ -176,8 +191,8 @@ impl Packer {
     }
 
     /// Appends one progress entry, to the open `Progress` message if it fits.
-    pub fn progress(&mut self, id: SessionId, bytes: &[u8]) -> Result<(), TooLarge> {
-        let entry = 8 + 2 + bytes.len();
+    pub fn progress(&mut self, id: SessionId, gen: u64, bytes: &[u8]) -> Result<(), TooLarge> {
+        let entry = 8 + 8 + 2 + bytes.len();
         if entry > MAX_BODY {
             return Err(TooLarge(entry));
         }
@@ -196,6 +211,7 @@ impl Packer {
             }
         };
         self.cur.extend_from_slice(&id.to_be_bytes());
+        self.cur.extend_from_slice(&gen.to_be_bytes());
         self.cur.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         self.cur.extend_from_slice(bytes);
         let body = (self.cur.len() - at - 3) as u16;
@@ -231,18 +247,23 @@ pub fn decode(plain: &[u8]) -> Result<Vec<Msg>, DecodeError> {
         let mut body = take(&mut rest, len)?;
         let mut b = Reader::new(body);
         msgs.push(match ty {
-            T_HEARTBEAT => Msg::Heartbeat { role: Role::from_u8(b.u8()?)?, sessions: b.u32()?, complete: b.u8()? != 0 },
-            T_UPSERT => Msg::Upsert { id: b.u64()?, record: b.rest().to_vec() },
+            T_HEARTBEAT => Msg::Heartbeat {
+                role: Role::from_u8(b.u8()?)?,
+                sessions: b.u32()?,
+                complete: b.u8()? != 0,
+                digest: b.u64()?,
+            },
+            T_UPSERT => Msg::Upsert { id: b.u64()?, gen: b.u64()?, record: b.rest().to_vec() },
             T_PROGRESS => {
                 let mut entries = Vec::new();
                 while !body.is_empty() {
-                    let mut e = Reader::new(take(&mut body, 10)?);
-                    let (id, n) = (e.u64()?, e.u16()? as usize);
-                    entries.push((id, take(&mut body, n)?.to_vec()));
+                    let mut e = Reader::new(take(&mut body, 18)?);
+                    let (id, gen, n) = (e.u64()?, e.u64()?, e.u16()? as usize);
+                    entries.push((id, gen, take(&mut body, n)?.to_vec()));
                 }
                 Msg::Progress(entries)
             }
-            T_DELETE => Msg::Delete { id: b.u64()? },
+            T_DELETE => Msg::Delete { id: b.u64()?, gen: b.u64()? },
             T_BULK_REQUEST => Msg::BulkRequest,
             T_BULK_END => Msg::BulkEnd { count: b.u32()? },
             T_WANT => {
@@ -308,32 +329,31 @@ impl Sealer {
     }
 }
 
-/// What one sender run needs on our side.
+/// What the newest run of one member needs on our side.
 struct SenderState {
     boot: BootId,
     key: LessSafeKey,
     window: ReplayWindow,
-    /// Value of [`Opener::clock`] when last heard, for eviction.
-    used: u64,
 }
 
-/// Decrypts peers' datagrams and keeps a replay window per sender run.
+/// Decrypts peers' datagrams and keeps a replay window for the newest run
+/// of each member (at most [`vpnsyncd_config::MAX_MEMBERS`]).
 pub struct Opener {
     key: SyncKey,
     own: BootId,
     senders: Vec<SenderState>,
-    clock: u64,
 }
 
 impl Opener {
     /// `own` is our boot id: our own datagrams coming back (a reflection,
     /// or ourselves in the unicast peer list) are replays.
     pub fn new(key: SyncKey, own: BootId) -> Opener {
-        Opener { key, own, senders: Vec::new(), clock: 0 }
+        Opener { key, own, senders: Vec::new() }
     }
 
-    /// Authenticates and decodes a datagram.
-    pub fn open(&mut self, d: &[u8]) -> Result<Vec<Msg>, Reject> {
+    /// Authenticates and decodes a datagram; returns the sender's boot id
+    /// with the messages.
+    pub fn open(&mut self, d: &[u8]) -> Result<(BootId, Vec<Msg>), Reject> {
         let n = d.len().min(4);
         if d[..n] != MAGIC[..n] || d.get(4).is_some_and(|&v| v != VERSION) {
             return Err(Reject::Version);
@@ -344,11 +364,21 @@ impl Opener {
         let (header, sealed) = d.split_at(HEADER_LEN);
         let boot: BootId = header[5..21].try_into().expect("16 bytes");
         let seq = u64::from_be_bytes(header[21..29].try_into().expect("8 bytes"));
-        if boot == self.own {
+        if !(1..=vpnsyncd_config::MAX_MEMBERS).contains(&boot_member(&boot)) {
+            return Err(Reject::Malformed);
+        }
+        if boot == self.own || seq == 0 {
             return Err(Reject::Replay);
         }
-        let known = self.senders.iter().position(|s| s.boot == boot);
-        if known.is_some_and(|i| !self.senders[i].window.check(seq)) || seq == 0 {
+        // Boot ids of one member order by start time: only the newest run
+        // is heard, an older one is over.
+        let slot = self.senders.iter().position(|s| boot_member(&s.boot) == boot_member(&boot));
+        let known = match slot {
+            Some(i) if self.senders[i].boot == boot => Some(i),
+            Some(i) if self.senders[i].boot[1..] > boot[1..] => return Err(Reject::Replay),
+            _ => None,
+        };
+        if known.is_some_and(|i| !self.senders[i].window.check(seq)) {
             return Err(Reject::Replay);
         }
         let mut fresh = None;
@@ -359,27 +389,24 @@ impl Opener {
         let mut buf = sealed.to_vec();
         let plain = key.open_in_place(nonce(seq), Aad::from(header), &mut buf).map_err(|_| Reject::Auth)?;
         let msgs = decode(plain);
-        self.clock += 1;
         let i = match (known, fresh) {
             (Some(i), _) => i,
             (None, key) => {
-                if self.senders.len() >= MAX_SENDERS {
-                    let oldest = (0..self.senders.len()).min_by_key(|&i| self.senders[i].used).expect("not empty");
-                    self.senders.swap_remove(oldest);
+                let s = SenderState { boot, key: key.expect("derived above"), window: ReplayWindow::default() };
+                match slot {
+                    Some(i) => {
+                        self.senders[i] = s;
+                        i
+                    }
+                    None => {
+                        self.senders.push(s);
+                        self.senders.len() - 1
+                    }
                 }
-                self.senders.push(SenderState {
-                    boot,
-                    key: key.expect("derived above"),
-                    window: ReplayWindow::default(),
-                    used: 0,
-                });
-                self.senders.len() - 1
             }
         };
-        let s = &mut self.senders[i];
-        s.window.accept(seq);
-        s.used = self.clock;
-        msgs.map_err(|_| Reject::Malformed)
+        self.senders[i].window.accept(seq);
+        msgs.map(|m| (boot, m)).map_err(|_| Reject::Malformed)
     }
 }
 
@@ -403,10 +430,10 @@ mod tests {
 
     fn all() -> Vec<Msg> {
         vec![
-            Msg::Heartbeat { role: Role::Master, sessions: 7, complete: true },
-            Msg::Upsert { id: 0x0102_0304_0506_0708, record: b"record".to_vec() },
-            Msg::Progress(vec![(1, b"p1".to_vec()), (2, Vec::new())]),
-            Msg::Delete { id: 9 },
+            Msg::Heartbeat { role: Role::Master, sessions: 7, complete: true, digest: 0xfeed },
+            Msg::Upsert { id: 0x0102_0304_0506_0708, gen: 3, record: b"record".to_vec() },
+            Msg::Progress(vec![(1, 4, b"p1".to_vec()), (2, 5, Vec::new())]),
+            Msg::Delete { id: 9, gen: 6 },
             Msg::BulkRequest,
             Msg::BulkEnd { count: 50 },
         ]
@@ -418,10 +445,10 @@ mod tests {
         let mut o = Opener::new(key(1), [2; 16]);
         let plain = one(&all());
         let d = s.seal(&plain);
-        assert_eq!(&d[..5], b"VSYN\x01");
+        assert_eq!(&d[..5], b"VSYN\x02");
         assert_eq!(&d[21..29], &1u64.to_be_bytes());
         assert_eq!(d.len(), HEADER_LEN + plain.len() + TAG_LEN);
-        assert_eq!(o.open(&d), Ok(all()));
+        assert_eq!(o.open(&d), Ok(([1; 16], all())));
         assert_eq!(&s.seal(b"")[21..29], &2u64.to_be_bytes());
     }
 
@@ -443,9 +470,9 @@ mod tests {
         for cut in 0..HEADER_LEN + TAG_LEN {
             assert_eq!(o.open(&d[..cut]), Err(Reject::Malformed), "cut {cut}");
         }
-        let mut v2 = d.clone();
-        v2[4] = 2;
-        assert_eq!(o.open(&v2), Err(Reject::Version));
+        let mut v1 = d.clone();
+        v1[4] = 1;
+        assert_eq!(o.open(&v1), Err(Reject::Version));
         assert_eq!(o.open(b"OpenVPN packet......."), Err(Reject::Version));
         // Authenticated, but a message is cut short.
         let plain = one(&all());
@@ -463,31 +490,53 @@ mod tests {
         assert!(o.open(&old[6]).is_ok(), "inside the window");
         assert_eq!(o.open(&old[5]), Err(Reject::Replay), "below the window");
         assert!(o.open(&b.seal(b"")).is_ok(), "another sender starts at 1");
-        for i in 0..MAX_SENDERS as u8 + 2 {
-            assert!(o.open(&Sealer::new(&key(1), [100 + i; 16]).seal(b"")).is_ok());
+        assert_eq!(o.open(&Sealer::new(&key(1), [0; 16]).seal(b"")), Err(Reject::Malformed), "no member 0");
+    }
+
+    /// Issue 8, finding 2: however often the other members restart, a
+    /// member's run that is still alive keeps its window, and datagrams of
+    /// a member's earlier run stay refused once a newer run was heard.
+    #[test]
+    fn a_live_run_is_never_forgotten_and_an_older_run_stays_refused() {
+        let mut o = Opener::new(key(1), boot_id(2, 1000, [0; 7]));
+        let mut live = Sealer::new(&key(1), boot_id(1, 5000, [1; 7]));
+        let captured = live.seal(b"");
+        assert!(o.open(&captured).is_ok());
+        for run in 0..100u64 {
+            for m in 3..=8 {
+                assert!(o.open(&Sealer::new(&key(1), boot_id(m, 6000 + run, [2; 7])).seal(b"")).is_ok());
+            }
         }
-        assert!(o.senders.len() <= MAX_SENDERS);
+        assert_eq!(o.open(&captured), Err(Reject::Replay), "member 1's window survived 600 restarts of others");
+        assert!(o.senders.len() <= 8);
+        let old_run = Sealer::new(&key(1), boot_id(1, 4000, [9; 7])).seal(b"");
+        assert_eq!(o.open(&old_run), Err(Reject::Replay), "an older run of member 1");
+        let mut restarted = Sealer::new(&key(1), boot_id(1, 7000, [1; 7]));
+        assert!(o.open(&restarted.seal(b"")).is_ok(), "member 1 restarted");
+        assert_eq!(o.open(&live.seal(b"")), Err(Reject::Replay), "its previous run is over");
     }
 
     #[test]
     fn unknown_types_and_longer_bodies_are_skipped() {
         let mut plain = vec![99, 0, 3, 1, 2, 3];
         plain.extend_from_slice(&one(&[Msg::BulkEnd { count: 5 }]));
-        plain.extend_from_slice(&[T_DELETE, 0, 9]);
+        plain.extend_from_slice(&[T_DELETE, 0, 17]);
         plain.extend_from_slice(&7u64.to_be_bytes());
+        plain.extend_from_slice(&0u64.to_be_bytes());
         plain.push(0xee);
-        assert_eq!(decode(&plain), Ok(vec![Msg::BulkEnd { count: 5 }, Msg::Delete { id: 7 }]));
+        assert_eq!(decode(&plain), Ok(vec![Msg::BulkEnd { count: 5 }, Msg::Delete { id: 7, gen: 0 }]));
         assert!(decode(&[T_DELETE, 0, 7, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(decode(&[T_PROGRESS, 0, 10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]).is_err());
+        assert!(decode(&[T_DELETE, 0, 15, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]
     fn packing_respects_the_size() {
         let mut p = Packer::default();
         for id in 0..200u64 {
-            p.progress(id, &[7; 40]).unwrap();
+            p.progress(id, 1, &[7; 32]).unwrap();
         }
-        p.push(&Msg::Upsert { id: 1, record: vec![0; 3000] }).unwrap();
+        p.push(&Msg::Upsert { id: 1, gen: 1, record: vec![0; 3000] }).unwrap();
         p.push(&Msg::BulkEnd { count: 200 }).unwrap();
         let v = p.finish();
         let mut ids = Vec::new();
@@ -499,13 +548,13 @@ mod tests {
             for m in msgs {
                 if let Msg::Progress(e) = m {
                     assert!(plain.len() <= MAX_PLAINTEXT, "datagram {i}");
-                    ids.extend(e.into_iter().map(|(id, _)| id));
+                    ids.extend(e.into_iter().map(|(id, _, _)| id));
                 }
             }
         }
         assert_eq!(ids, (0..200).collect::<Vec<_>>());
         assert_eq!(v.len(), 200 * 50 / MAX_PLAINTEXT + 1 + 2);
         let mut p = Packer::default();
-        assert_eq!(p.push(&Msg::Upsert { id: 1, record: vec![0; MAX_BODY] }), Err(TooLarge(MAX_BODY + 8)));
+        assert_eq!(p.push(&Msg::Upsert { id: 1, gen: 1, record: vec![0; MAX_BODY] }), Err(TooLarge(MAX_BODY + 16)));
     }
 }

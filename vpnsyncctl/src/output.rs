@@ -90,18 +90,20 @@ fn role_name(s: &SyncInfo) -> &'static str {
 
 pub fn sync(s: &SyncInfo, now: u64) -> String {
     let mut out = format!(
-        "Role:       {}\nTransport:  {}\nSessions:   {} ({})\nLag:        {} ms\nDatagrams:  sent {}, received {}\nRejected:   bad auth {}, replay {}, version {}, malformed {}\n",
+        "Role:       {}\nTransport:  {}\nSessions:   {} ({})\nState:      {}\nLag:        {} ms\nDatagrams:  sent {}, received {}\nRejected:   bad auth {}, replay {}, version {}, malformed {}, table full {}\n",
         role_name(s),
         s.transport,
         s.sessions,
         if s.bulk_complete { "bulk complete" } else { "bulk pending" },
+        s.state,
         s.lag_ms,
         s.sent,
         s.received,
         s.rejected_auth,
         s.rejected_replay,
         s.rejected_version,
-        s.rejected_malformed
+        s.rejected_malformed,
+        s.rejected_full
     );
     if !s.peers.is_empty() {
         out += &format!("\n{:<24} {:<8} {}\n", "Peer", "Role", "Last heard");
@@ -116,10 +118,11 @@ pub fn sync(s: &SyncInfo, now: u64) -> String {
 pub fn sync_json(s: &SyncInfo) -> Value {
     json!({
         "role": s.role.map(|r| r.name()), "transport": s.transport, "sessions": s.sessions,
-        "lag_ms": s.lag_ms, "bulk_complete": s.bulk_complete, "sent": s.sent,
+        "lag_ms": s.lag_ms, "bulk_complete": s.bulk_complete, "state": s.state, "sent": s.sent,
         "received": s.received,
         "rejected": { "auth": s.rejected_auth, "replay": s.rejected_replay,
-                      "version": s.rejected_version, "malformed": s.rejected_malformed },
+                      "version": s.rejected_version, "malformed": s.rejected_malformed,
+                      "full": s.rejected_full },
         "peers": s.peers.iter().map(|p| json!({
             "address": p.address, "role": p.role.name(),
             "last_heard": if p.last_heard == 0 { Value::Null } else { p.last_heard.into() },
