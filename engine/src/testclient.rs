@@ -1315,11 +1315,33 @@ fn sync(from: &mut Server, to: &mut Server, now: Now) {
 
 /// The tls-auth server configuration of cluster member `m`.
 fn member(m: u8) -> Server {
+    member_with(m, "")
+}
+
+fn member_with(m: u8, extra: &str) -> Server {
     let extra = format!(
-        "tls-auth \"/k/ta.key\" direction 0\n\
+        "tls-auth \"/k/ta.key\" direction 0\n{extra}\
          sync {{\nrole vip 198.18.0.10 interface eth0\nmulticast interface eth1\nkey /k/s\nmember {m}\n}}\n"
     );
     server(&extra, Some(&static_key(7)))
+}
+
+/// Member 1 serves the client as MASTER; member 2 is its BACKUP holding
+/// the synced ghost. Also returns the sync imsgs that got it there.
+fn cluster(extra: &str) -> (Lab, Server, Vec<(vpnsyncd_common::msg::ImsgType, Vec<u8>)>) {
+    let opts = ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1));
+    let mut lab = Lab::new(member_with(1, extra), opts, CLEAN, CLEAN, 11);
+    lab.server.set_role(lab.now, Role::Master);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(20, 1), (20, 20));
+    let mut backup = member_with(2, extra);
+    backup.set_role(lab.now, Role::Backup);
+    let first: Vec<_> = lab.server.sync_out.drain(..).map(crate::syncglue::encode).collect();
+    for (ty, data) in &first {
+        crate::syncglue::apply(&mut backup, lab.now, *ty, data).unwrap();
+    }
+    assert_eq!(backup.client_infos().len(), 1, "the ghost is installed");
+    (lab, backup, first)
 }
 
 /// Issue 4's takeover, in-process: server A serves the client and streams
@@ -1356,4 +1378,127 @@ fn a_backup_continues_the_session_from_the_synced_record() {
     assert_eq!(lab.client.data_rejected, 0, "the client accepted every data packet of B");
     assert_eq!(lab.client.control_rejected, 0, "and every control packet");
     assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+/// Issue 7, finding 1: on a BACKUP, neither a junk DATA_V2 carrying the
+/// ghost's peer-id, nor tunnel traffic toward its client, nor even the
+/// client's own authentic packet promotes the ghost; only the role change
+/// does.
+#[test]
+fn a_ghost_is_promoted_only_by_the_role_change_on_a_backup() {
+    let (mut lab, mut backup, _) = cluster("");
+    let peer_id = lab.info().peer_id;
+    let stranger: SocketAddr = "203.0.113.9:5555".parse().unwrap();
+    let mut junk = vec![(9 << 3) as u8, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
+    junk.extend_from_slice(&[0x5a; 60]);
+    assert!(backup.on_datagram(lab.now, 0, stranger, &mut junk).is_none());
+    let me = lab.client.address().unwrap();
+    let mut out = [0u8; 2048];
+    assert!(backup.on_tun_packet(lab.now, &ipv4(LAN_HOST, me, 1, 9), &mut out).is_none(), "a ghost never sends");
+    // The client's real packet reaches the backup too (a stray route).
+    assert!(lab.client.send_data(lab.now, &ipv4(me, LAN_HOST, 2, 9)));
+    let mut real = lab.client.outbox.last().unwrap().clone();
+    assert!(backup.on_datagram(lab.now, 0, lab.addr, &mut real).is_none(), "not served while BACKUP");
+    backup.on_timer(lab.now);
+    assert!(backup.outbox.is_empty(), "the backup sent nothing");
+    assert_eq!(backup.client_count(), 0, "still a ghost");
+    assert!(backup.sync_out.is_empty(), "and no record went out");
+    backup.set_role(lab.now, Role::Master);
+    assert_eq!(backup.client_count(), 1, "the role change promotes it");
+}
+
+/// Issue 7, finding 2: the dying master's delayed records reach the new
+/// master after its takeover: they change nothing (no counter goes back,
+/// no delete goes out) and the client refuses nothing.
+#[test]
+fn a_delayed_record_never_rolls_back_a_session_the_new_master_serves() {
+    let (mut lab, mut backup, first) = cluster("");
+    assert_eq!(lab.exchange(30, 2), (30, 30));
+    lab.run(Duration::from_millis(400));
+    // Records and progress in flight when A dies: they arrive late.
+    let late: Vec<_> = lab.server.sync_out.drain(..).map(crate::syncglue::encode).collect();
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    assert_eq!(lab.exchange(50, 3), (50, 50), "B serves");
+    lab.server.sync_out.clear();
+    for (ty, data) in first.iter().chain(&late) {
+        crate::syncglue::apply(&mut lab.server, lab.now, *ty, data).unwrap();
+    }
+    assert_eq!(lab.server.client_count(), 1);
+    assert_eq!(lab.server.refusals().live, 1, "A's first record, refused: B serves the session");
+    assert!(!lab.server.sync_out.iter().any(|o| matches!(o, crate::server::SyncOut::Delete(..))), "no delete");
+    assert_eq!(lab.exchange(50, 4), (50, 50));
+    assert_eq!(lab.client.data_rejected, 0, "no packet id went back");
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+/// Issue 7, finding 5: after a takeover, the copied keys (a lame duck
+/// included) give way to fresh ones, and 20 renegotiations later (key_id
+/// wrapped round 7 -> 1 more than twice) the client still has its session
+/// and refused nothing.
+#[test]
+fn twenty_renegotiations_after_a_takeover() {
+    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
+    // A renegotiates once: the record holds a lame duck and the new key.
+    lab.run(Duration::from_secs(12));
+    assert!(lab.info().key_id >= 1);
+    sync(&mut lab.server, &mut backup, lab.now);
+    lab.run(Duration::from_millis(300));
+    sync(&mut lab.server, &mut backup, lab.now);
+    let since = lab.info().connected_since;
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    let mut key_ids = Vec::new();
+    for round in 0..24u8 {
+        assert_eq!(lab.exchange(10, round), (10, 10), "round {round}");
+        lab.run(Duration::from_secs(10));
+        key_ids.push(lab.info().key_id);
+    }
+    let changes = key_ids.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(changes >= 20, "renegotiations: {changes} ({key_ids:?})");
+    assert_eq!(lab.info().connected_since, since, "the same session");
+    assert_eq!(lab.client.data_rejected, 0);
+    assert_eq!(lab.client.control_rejected, 0);
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+/// Issue 7, finding 7: records that do not fit this member's configuration
+/// are refused and counted, never indexed.
+#[test]
+fn records_that_do_not_fit_the_configuration_are_refused() {
+    let opts = ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1));
+    let mut lab = Lab::new(member(1), opts, CLEAN, CLEAN, 11);
+    lab.connect(Duration::from_secs(5));
+    let rec = lab
+        .server
+        .sync_out
+        .iter()
+        .find_map(|o| match o {
+            crate::server::SyncOut::Upsert(_, _, r) => Some(crate::record::SessionRecord::decode(r).unwrap()),
+            _ => None,
+        })
+        .expect("the session's record");
+    let mut other = member(3);
+    let gen = crate::session::Gen::new(1, 1, 9);
+    let bad = |f: &dyn Fn(&mut crate::record::SessionRecord)| {
+        let mut r = rec.clone();
+        f(&mut r);
+        r
+    };
+    let cases = [
+        bad(&|r| r.listener = 3),
+        bad(&|r| r.peer_id = 0xFF_FFF0),
+        bad(&|r| r.negotiated.cipher = vpnsyncd_config::Cipher::Aes256Cbc),
+        bad(&|r| r.virtual_ip = Ipv4Addr::new(192, 0, 2, 1)),
+    ];
+    for r in &cases {
+        assert!(matches!(other.install_ghost(lab.now, gen, r), Err(crate::server::Refusal::Invalid(_))));
+    }
+    assert_eq!(other.refusals().invalid, 4);
+    assert!(other.client_infos().is_empty());
+    assert!(other.install_ghost(lab.now, gen, &rec).is_ok(), "the record itself fits");
+    assert_eq!(
+        other.install_ghost(lab.now, crate::session::Gen::new(1, 1, 0), &rec),
+        Err(crate::server::Refusal::Stale)
+    );
 }
