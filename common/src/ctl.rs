@@ -22,6 +22,13 @@ pub struct Summary {
     pub listen: Vec<String>,
     /// "standalone", or a one-line description of the sync transport.
     pub sync: String,
+    /// Sessions of other members held as ghosts.
+    pub ghosts: u32,
+    /// First packets refused (wrong wrapping key, full server, ...).
+    pub refused_packets: u64,
+    /// Sync records refused: stale, for a session served here, not
+    /// fitting the configuration, in conflict, or beyond the table's size.
+    pub refused_records: u64,
 }
 
 /// One line of `show clients`.
@@ -84,7 +91,7 @@ impl Summary {
         for l in &self.listen {
             w.str(l);
         }
-        w.str(&self.sync);
+        w.str(&self.sync).u32(self.ghosts).u64(self.refused_packets).u64(self.refused_records);
         w.finish()
     }
 
@@ -97,8 +104,22 @@ impl Summary {
         let n = r.u32()?;
         let listen = (0..n).map(|_| r.str().map(str::to_owned)).collect::<Result<_, _>>()?;
         let sync = r.str()?.to_owned();
+        let (ghosts, refused_packets, refused_records) = (r.u32()?, r.u64()?, r.u64()?);
         r.end()?;
-        Ok(Summary { version, role, started, clients, max_clients, tun_device, server_address, listen, sync })
+        Ok(Summary {
+            version,
+            role,
+            started,
+            clients,
+            max_clients,
+            tun_device,
+            server_address,
+            listen,
+            sync,
+            ghosts,
+            refused_packets,
+            refused_records,
+        })
     }
 }
 
@@ -221,6 +242,9 @@ mod tests {
             server_address: "10.8.0.1".into(),
             listen: vec!["0.0.0.0:1194".into(), "[::]:1194".into()],
             sync: "multicast 239.0.2.0:1196 on eth1".into(),
+            ghosts: 4,
+            refused_packets: 5,
+            refused_records: 6,
         };
         assert_eq!(Summary::decode(&s.encode()), Ok(s.clone()));
         check_truncations(&s.encode(), Summary::decode);

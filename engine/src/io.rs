@@ -407,6 +407,12 @@ impl Engine {
             server_address: format!("{}/{}", self.conf.server_address(), self.conf.network.prefix),
             listen: self.conf.listen.iter().map(|a| a.to_string()).collect(),
             sync,
+            ghosts: self.server.ghost_count() as u32,
+            refused_packets: self.server.refused_first_packets(),
+            refused_records: {
+                let r = self.server.refusals();
+                r.stale + r.live + r.invalid + r.conflict + r.full
+            },
         }
     }
 

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod packet_id;
 pub mod pool;
 pub mod push;
+pub mod quiet;
 pub mod record;
 pub mod reliable;
 pub mod sendspace;

@@ -83,6 +83,8 @@ pub struct Server {
     pub outbox: Vec<Outgoing>,
     pub sync_out: Vec<SyncOut>,
     refusals: Refusals,
+    /// First packets refused (bad wrapping, full server): logged quietly.
+    refused: crate::quiet::Quiet,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -110,6 +112,7 @@ impl Server {
             outbox: Vec::new(),
             sync_out: Vec::new(),
             refusals: Refusals::default(),
+            refused: crate::quiet::Quiet::default(),
         }
     }
 
@@ -130,6 +133,16 @@ impl Server {
 
     pub fn refusals(&self) -> Refusals {
         self.refusals
+    }
+
+    /// First packets refused so far (see [`crate::quiet`]).
+    pub fn refused_first_packets(&self) -> u64 {
+        self.refused.total
+    }
+
+    /// Sessions of other members held here.
+    pub fn ghost_count(&self) -> usize {
+        self.sessions.iter().flatten().filter(|s| s.is_ghost()).count()
     }
 
     fn session_mut(&mut self, id: u32) -> Option<&mut Session> {
@@ -203,7 +216,12 @@ impl Server {
         let (first, sid, body, id, time) = match self.wrap.verify_only(packet) {
             Ok(v) => v,
             Err(e) => {
-                log::warn!("{from}: first packet refused: {e} (wrong tls-auth/tls-crypt key?)");
+                if let Some(n) = self.refused.event(now.mono) {
+                    log::warn!(
+                        "{from}: first packet refused: {e} (wrong tls-auth/tls-crypt key?){}",
+                        crate::quiet::more(n)
+                    );
+                }
                 return None;
             }
         };
@@ -220,7 +238,13 @@ impl Server {
             self.remove(old, "the client restarted");
         }
         if self.client_count() >= self.max_clients as usize {
-            log::warn!("{from}: refused: {} clients already (max clients)", self.max_clients);
+            if let Some(n) = self.refused.event(now.mono) {
+                log::warn!(
+                    "{from}: refused: {} clients already (max clients){}",
+                    self.max_clients,
+                    crate::quiet::more(n)
+                );
+            }
             return None;
         }
         let peer_id = self.free_peer_id();
@@ -330,7 +354,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        if s.wants_address {
+        if s.wants_address() {
             match self.pool.allocate() {
                 Some(ip) => {
                     self.by_vip.insert(ip, id);
@@ -338,7 +362,7 @@ impl Server {
                 }
                 None => {
                     log::warn!("{}: refused: the address pool is exhausted", s.label());
-                    s.closed = Some("address pool exhausted".into());
+                    s.end("address pool exhausted");
                 }
             }
         }
@@ -349,7 +373,7 @@ impl Server {
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
         }
-        if let Some(why) = s.closed.clone() {
+        if let Some(why) = s.closed().map(str::to_string) {
             self.remove(id, &why);
         }
     }

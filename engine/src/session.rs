@@ -176,9 +176,9 @@ pub struct Session {
     pub negotiated: Option<Negotiated>,
     /// Set once the first key exchange is done: the server must call
     /// `set_address`.
-    pub wants_address: bool,
+    wants_address: bool,
     /// Set when the session is over; the server removes it.
-    pub closed: Option<CloseReason>,
+    closed: Option<CloseReason>,
     pub connected_since: u64,
     pub last_rekey: u64,
     pub bytes_in: u64,
@@ -291,6 +291,21 @@ impl Session {
 
     pub fn cipher_name(&self) -> &'static str {
         self.negotiated.as_ref().map_or("-", |n| n.cipher.name())
+    }
+
+    /// The first key exchange is done: the server must call `set_address`.
+    pub fn wants_address(&self) -> bool {
+        self.wants_address
+    }
+
+    /// Why the session is over, once it is: the server removes it.
+    pub fn closed(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    /// The server ends the session (e.g. no address left for it).
+    pub fn end(&mut self, why: &str) {
+        self.close(why);
     }
 
     fn close(&mut self, why: impl Into<String>) {

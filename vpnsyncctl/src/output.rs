@@ -26,7 +26,7 @@ fn ago(now: u64, t: u64) -> String {
 
 pub fn summary(s: &Summary, now: u64) -> String {
     format!(
-        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}\nSync:     {}\n",
+        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records\n",
         s.version,
         s.role.name(),
         timeframe(now.saturating_sub(s.started)),
@@ -35,7 +35,10 @@ pub fn summary(s: &Summary, now: u64) -> String {
         s.listen.join(", "),
         s.clients,
         s.max_clients,
-        s.sync
+        s.ghosts,
+        s.sync,
+        s.refused_packets,
+        s.refused_records
     )
 }
 
@@ -44,7 +47,8 @@ pub fn summary_json(s: &Summary, now: u64) -> Value {
         "version": s.version, "role": s.role.name(), "started": s.started,
         "uptime": now.saturating_sub(s.started), "tun_device": s.tun_device,
         "server_address": s.server_address, "listen": s.listen, "clients": s.clients,
-        "max_clients": s.max_clients, "sync": s.sync,
+        "max_clients": s.max_clients, "sync": s.sync, "ghosts": s.ghosts,
+        "refused_packets": s.refused_packets, "refused_records": s.refused_records,
     })
 }
 
@@ -197,10 +201,14 @@ mod tests {
             server_address: "10.8.0.1/24".into(),
             listen: vec!["0.0.0.0:1194".into()],
             sync: "standalone".into(),
+            ghosts: 3,
+            refused_packets: 7,
+            refused_records: 2,
         };
         let t = summary(&s, 3700);
         assert!(t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"), "{t}");
-        assert!(t.contains("Clients:  0 of 1024\n"));
+        assert!(t.contains("Clients:  0 of 1024, 3 of other members\n"), "{t}");
+        assert!(t.contains("Refused:  7 first packets, 2 sync records\n"), "{t}");
         assert_eq!(summary_json(&s, 3700)["uptime"], 3600);
         let y = SyncInfo { role: None, transport: "unicast".into(), ..SyncInfo::default() };
         let t = sync(&y, 0);
