@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
-use vpnsyncd_common::codec::{DecodeError, Reader, Writer};
+use vpnsyncd_common::codec::{DecodeError, Reader};
 use vpnsyncd_common::ctl::{self, Summary};
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
@@ -19,8 +19,7 @@ use vpnsyncd_config::{Config, SyncTransport};
 
 use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
 use crate::control::Control;
-use crate::record::{Progress, SessionRecord};
-use crate::server::{Server, SyncOut};
+use crate::server::Server;
 use crate::session::Now;
 
 /// Everything the engine process holds.
@@ -307,28 +306,16 @@ impl Engine {
         self.tx[li].clear();
     }
 
-    /// The control datagrams the sessions queued.
     /// Session state for the syncer, which sends it to the backups while
     /// we are master.
     fn send_sync(&mut self) -> io::Result<()> {
-        for out in std::mem::take(&mut self.server.sync_out) {
-            let (ty, data) = match out {
-                SyncOut::Upsert(sid, rec) => (ImsgType::SyncUpsert, [&sid[..], &rec].concat()),
-                SyncOut::Delete(sid) => (ImsgType::SyncDelete, sid.to_vec()),
-                SyncOut::Progress(entries) => {
-                    let mut w = Writer::new();
-                    for (sid, p) in entries {
-                        w.0.extend_from_slice(&sid);
-                        w.u16(p.len() as u16).0.extend_from_slice(&p);
-                    }
-                    (ImsgType::SyncProgress, w.finish())
-                }
-            };
+        for (ty, data) in crate::syncglue::drain(&mut self.server) {
             self.syncer.compose(ty as u32, 0, None, &data)?;
         }
         Ok(())
     }
 
+    /// The control datagrams the sessions queued, after the sync messages.
     fn send_control(&mut self) {
         if let Err(e) = self.send_sync() {
             log::error!("sync: {e}");
@@ -349,12 +336,7 @@ impl Engine {
             ImsgType::Role => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role {}", role.name());
-                match (self.role, role) {
-                    (Role::Master, Role::Master) => {}
-                    (_, Role::Master) => self.server.promote_all(now()),
-                    (Role::Master, _) => self.server.demote_all(now()),
-                    _ => {}
-                }
+                crate::syncglue::role_change(&mut self.server, now(), self.role, role);
                 self.role = role;
                 self.send_control();
             }
@@ -388,27 +370,11 @@ impl Engine {
     }
 
     fn on_syncer(&mut self, m: Imsg) -> io::Result<()> {
-        let sid = |d: &[u8]| -> io::Result<[u8; 8]> {
-            d.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| bad(DecodeError("short session id")))
-        };
-        match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
-            ImsgType::SyncUpsert => match SessionRecord::decode(&m.data[8.min(m.data.len())..]) {
-                Ok(rec) => self.server.install_ghost(now(), &rec),
-                Err(e) => log::warn!("sync: session record refused: {}", e.0),
-            },
-            ImsgType::SyncProgress => {
-                let mut r = Reader::new(&m.data);
-                let t = now();
-                while !r.is_empty() {
-                    let id = sid(r.take(8).map_err(bad)?)?;
-                    let n = r.u16().map_err(bad)? as usize;
-                    match Progress::decode(r.take(n).map_err(bad)?) {
-                        Ok(p) => self.server.ghost_progress(t, &id, &p),
-                        Err(e) => log::warn!("sync: progress refused: {}", e.0),
-                    }
-                }
-            }
-            ImsgType::SyncDelete => self.server.ghost_delete(&sid(&m.data)?),
+        let ty = ImsgType::from_u32(m.hdr.ty).map_err(bad)?;
+        if crate::syncglue::apply(&mut self.server, now(), ty, &m.data).map_err(bad)? {
+            return Ok(());
+        }
+        match ty {
             ImsgType::SyncReady => log::info!("sync: ready, holding every session of the cluster"),
             ImsgType::CtlSync => {
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);

@@ -16,6 +16,7 @@ pub mod reliable;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod syncglue;
 #[cfg(test)]
 mod testclient;
 pub mod tls;
