@@ -79,6 +79,13 @@ impl Server {
         self.wrap = wrap;
     }
 
+    /// Tests only: every session, ghosts included, for the cluster
+    /// simulation's convergence check.
+    #[cfg(test)]
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> + '_ {
+        self.sessions.iter().flatten()
+    }
+
     pub fn client_count(&self) -> usize {
         self.sessions.iter().flatten().count()
     }
