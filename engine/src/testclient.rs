@@ -720,7 +720,7 @@ fn server(extra: &str, wrap_key: Option<&StaticKey>) -> Server {
     Server::new(&conf, session, wrap)
 }
 
-struct Lab {
+pub(super) struct Lab {
     server: Server,
     client: TestClient,
     start: Instant,
