@@ -27,7 +27,9 @@
 //! `SIM_SEED=N cargo test -p vpnsyncd-engine cluster -- --ignored --nocapture`
 //! replays one seed with its whole trace; `SIM_SEEDS=N` sets how many seeds
 //! the full run takes; `SIM_REPORT=FILE` writes every failing seed's report
-//! there.
+//! there. A seed fixes the schedule (members, clients, faults, every loss
+//! and delay); session ids and TLS randomness still come from the OS, so a
+//! replay follows the same schedule without being bit for bit the same.
 //!
 //! Everything that touches the engine's Server/Session API is in the
 //! "Probes" section below, so an API change is adapted there.
