@@ -267,6 +267,9 @@ pub struct DataKey {
     space: SendSpace,
     replay: ReplayWindow,
     rng: SystemRandom,
+    /// Names the send key in [`sent::record`]'s log.
+    #[cfg(test)]
+    send_fingerprint: u64,
 }
 
 /// Keys are never printed.
@@ -298,6 +301,8 @@ impl DataKey {
             space: SendSpace::Any,
             replay: ReplayWindow::new(),
             rng: SystemRandom::new(),
+            #[cfg(test)]
+            send_fingerprint: sent::fingerprint(send),
         }
     }
 
@@ -359,12 +364,16 @@ impl DataKey {
         match &self.send {
             DirKey::Aead { key, implicit_iv } => {
                 let id = self.send_id.next_in(self.space)?;
+                #[cfg(test)]
+                sent::record(self.send_fingerprint, id);
                 seal_aead(key, implicit_iv, hdr, id, payload, out)?;
             }
             DirKey::Cbc { aes, hmac } => {
                 let iv_at = hdr.len() + self.auth.output_len();
                 self.rng.fill(&mut out[iv_at..iv_at + BLOCK]).map_err(|_| DataError::Random)?;
                 let id = self.send_id.next_in(self.space)?;
+                #[cfg(test)]
+                sent::record(self.send_fingerprint, id);
                 seal_cbc(aes, hmac, hdr.len(), id, payload, out)?;
             }
         }
@@ -392,6 +401,51 @@ impl DataKey {
         };
         self.replay.accept(id, 0).map_err(DataError::Replay)?;
         Ok(&packet[range])
+    }
+}
+
+/// Tests only: a log of every (send key, packet id) pair this thread's
+/// [`DataKey::encrypt`] used, for the cluster simulation that proves no pair
+/// is used twice across members (cargo runs tests on several threads,
+/// hence per thread). Off until [`sent::start`].
+#[cfg(test)]
+pub mod sent {
+    use std::cell::RefCell;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    thread_local! {
+        static LOG: RefCell<Option<Vec<(u64, u32)>>> = const { RefCell::new(None) };
+    }
+
+    /// A 64-bit name of a direction's key material (cipher key, HMAC key
+    /// or implicit IV): equal keys, equal names.
+    pub fn fingerprint(record: &[u8]) -> u64 {
+        let mut h = DefaultHasher::new();
+        record.hash(&mut h);
+        h.finish()
+    }
+
+    pub(super) fn record(key: u64, packet_id: u32) {
+        LOG.with(|l| {
+            if let Some(v) = l.borrow_mut().as_mut() {
+                v.push((key, packet_id));
+            }
+        });
+    }
+
+    /// Starts (or restarts, empty) the log of this thread.
+    pub fn start() {
+        LOG.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// The pairs logged since the last call.
+    pub fn take() -> Vec<(u64, u32)> {
+        LOG.with(|l| l.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
+    }
+
+    /// Stops logging on this thread.
+    pub fn stop() {
+        LOG.with(|l| *l.borrow_mut() = None);
     }
 }
 

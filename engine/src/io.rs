@@ -310,8 +310,7 @@ impl Engine {
     /// Session state for the syncer, which sends it to the backups while
     /// we are master.
     fn send_sync(&mut self) -> io::Result<()> {
-        for out in std::mem::take(&mut self.server.sync_out) {
-            let (ty, data) = crate::syncglue::encode(out);
+        for (ty, data) in crate::syncglue::drain(&mut self.server) {
             self.syncer.compose(ty as u32, 0, None, &data)?;
         }
         Ok(())
@@ -372,10 +371,9 @@ impl Engine {
 
     fn on_syncer(&mut self, m: Imsg) -> io::Result<()> {
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
-            ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete) => {
+            ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete | ImsgType::SyncReady) => {
                 crate::syncglue::apply(&mut self.server, now(), ty, &m.data).map_err(bad)?
             }
-            ImsgType::SyncReady => log::info!("sync: ready, holding every session of the cluster"),
             ImsgType::CtlSync => {
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);

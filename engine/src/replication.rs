@@ -55,16 +55,12 @@ impl Gen {
         Gen::new(self.tenure(), self.member(), self.seq().saturating_add(1))
     }
 
-    /// `member` takes the session over: a tenure above every one seen.
-    fn takeover(self, member: u8) -> Gen {
-        Gen::new(self.tenure() + 1, member, 0)
-    }
-
-    /// Given up to another member: any record of this tenure (or a later
-    /// one) that a master writes is newer than what we hold.
-    fn yielded(self) -> Gen {
-        Gen::new(self.tenure(), 0, 0)
-    }
+    /// What a member that gave the session up to another holds: older than
+    /// any record, so that the new master's records apply whatever tenure
+    /// the two reached during a split brain (a record from before that the
+    /// network delayed may apply too, until the next record or a `Want`
+    /// corrects it: counters only move forward either way).
+    const YIELDED: Gen = Gen(0);
 }
 
 /// What became of a record offered to an existing session.
@@ -186,7 +182,8 @@ impl Session {
         self.record_dirty = true;
     }
 
-    fn progress(&self) -> Progress {
+    /// The counters, windows and byte counts a progress report carries.
+    pub(crate) fn progress(&self) -> Progress {
         Progress {
             wrap_send: self.wrap.send_state(),
             wrap_recv: self.wrap.recv_state(),
@@ -230,6 +227,7 @@ impl Session {
             push_sent: true,
             ghost: true,
             gen,
+            tenure: gen.tenure(),
             ..Session::blank(conf, wrap, rec.peer, rec.listener.into(), rec.peer_id, sids, keys, now)
         };
         s.apply_progress_unchecked(&rec.progress, now);
@@ -241,17 +239,14 @@ impl Session {
     /// only move forward.
     pub fn offer(&mut self, rec: &SessionRecord, gen: Gen, now: Now) -> Offer {
         if !self.ghost {
-            if gen > self.gen {
-                // Another member wrote a newer generation of a session we
-                // serve (a split brain): ours must supersede it.
-                self.gen = gen.takeover(self.conf.member);
-                self.record_dirty = true;
-            }
+            self.supersede(gen);
+            self.overtake(&rec.progress, now);
             return Offer::Live;
         }
         if gen <= self.gen {
             return Offer::Stale;
         }
+        self.tenure = self.tenure.max(gen.tenure());
         let mut keys = Vec::with_capacity(rec.keys.len());
         for k in &rec.keys {
             let same = |ks: &KeyState| ks.key_id == k.key_id && ks.key2.as_deref() == Some(&k.key2);
@@ -279,11 +274,27 @@ impl Session {
     /// The master's latest counters for this ghost, if they belong to the
     /// record we hold (progress of a newer record waits for that record).
     pub fn apply_progress(&mut self, gen: Gen, p: &Progress, now: Now) -> bool {
-        if !self.ghost || gen != self.gen {
+        if !self.ghost {
+            self.supersede(gen);
+            self.overtake(p, now);
+            return false;
+        }
+        if gen != self.gen {
             return false;
         }
         self.apply_progress_unchecked(p, now);
         true
+    }
+
+    /// Whether this ghost sent further under one of its keys than the
+    /// master's report `p` says (we were master during a split brain): the
+    /// master must hear it, or the client refuses its packets.
+    pub fn ahead_of(&self, p: &Progress) -> bool {
+        p.keys.iter().any(|k| {
+            self.keys.iter().any(|ks| {
+                ks.ours && ks.key_id == k.key_id && ks.data.as_ref().is_some_and(|d| d.send_counter() > k.send)
+            })
+        })
     }
 
     fn apply_progress_unchecked(&mut self, p: &Progress, now: Now) {
@@ -297,6 +308,59 @@ impl Session {
         self.bytes_in = self.bytes_in.max(p.bytes_in);
         self.bytes_out = self.bytes_out.max(p.bytes_out);
         self.synced_at = now.mono;
+    }
+
+    /// Another member wrote a newer generation of a session we serve (a
+    /// split brain): ours must supersede it, or the other members would
+    /// take that member's records over ours.
+    fn supersede(&mut self, gen: Gen) {
+        if gen > self.gen {
+            self.tenure = self.tenure.max(gen.tenure());
+            self.gen = self.next_tenure();
+            self.record_dirty = true;
+        }
+    }
+
+    /// This member takes the session over: a tenure above every one seen.
+    fn next_tenure(&mut self) -> Gen {
+        self.tenure += 1;
+        Gen::new(self.tenure, self.conf.member, 0)
+    }
+
+    /// Another member sends for a session we serve (a split brain, or the
+    /// old master's last reports): the client's replay windows follow the
+    /// higher of the two senders, so ours must pass theirs or the client
+    /// refuses us once the other stops. Each of our keys that they used
+    /// further jumps to our first block above their ids, and our control
+    /// replay time above theirs: only forward, in our own space, so
+    /// invariants (a) and (b) hold.
+    fn overtake(&mut self, p: &Progress, now: Now) {
+        let member = self.conf.member;
+        let space = SendSpace::Member { member, creator: false };
+        let mut passed = false;
+        for k in &p.keys {
+            let Some(d) = self.keys.iter_mut().find(|ks| ks.key_id == k.key_id).and_then(|ks| ks.data.as_mut()) else {
+                continue;
+            };
+            if k.send > d.send_counter() {
+                passed = true;
+                if let Some(start) = space.takeover_counter(k.send, 0) {
+                    d.advance_send_counter(start);
+                    d.set_send_space(space);
+                }
+            }
+        }
+        if passed {
+            // Two members sent under these keys: replace them soon, so that
+            // whatever of the other's ids we never heard of stops mattering.
+            let soon = now.mono + self.conf.rekey_window / 4;
+            self.reneg_at = Some(self.reneg_at.map_or(soon, |t| t.min(soon)));
+            self.record_dirty = true;
+        }
+        let ((their_id, their_time), (_, ours)) = (p.wrap_send, self.wrap.send_state());
+        if their_time > ours || (their_time == ours && their_id > 0 && self.wrap.send_state().0 < their_id) {
+            self.wrap.set_send_state(0, control_time(member, now.unix, their_time));
+        }
     }
 
     /// A ghost's own timers: lame ducks expire as on the master, and the
@@ -323,11 +387,13 @@ impl Session {
         let member = self.conf.member;
         let space = SendSpace::Member { member, creator: false };
         let last = self.keys.len().saturating_sub(1);
+        // A round per second since the last report (crate::sendspace).
+        let rounds = u32::try_from(now.mono.saturating_duration_since(self.synced_at).as_secs()).unwrap_or(u32::MAX);
         let mut renegotiate_now = false;
         for (i, k) in self.keys.iter_mut().enumerate() {
             let Some(d) = k.data.as_mut() else { continue };
             let earlier_run = k.senders & bit(member) != 0 && !k.ours;
-            match space.takeover_counter(d.send_counter()).filter(|_| !earlier_run) {
+            match space.takeover_counter(d.send_counter(), rounds).filter(|_| !earlier_run) {
                 Some(start) => {
                     d.advance_send_counter(start);
                     d.set_send_space(space);
@@ -347,7 +413,7 @@ impl Session {
         let (_, time) = self.wrap.send_state();
         self.wrap.set_send_state(0, control_time(member, now.unix, time));
         self.ghost = false;
-        self.gen = self.gen.takeover(member);
+        self.gen = self.next_tenure();
         self.record_dirty = true;
         self.last_recv = now.mono;
         self.reneg_at = Some(if renegotiate_now { now.mono } else { now.mono + reneg_in });
@@ -371,7 +437,7 @@ impl Session {
         }
         self.outbox.clear();
         self.ghost = true;
-        self.gen = self.gen.yielded();
+        self.gen = Gen::YIELDED;
         self.synced_at = now.mono;
         self.reneg_at = None;
     }
@@ -400,10 +466,9 @@ mod tests {
     fn generations_order_tenure_then_member_then_seq() {
         let g = Gen::new(1, 2, 0).bump();
         assert_eq!((g.tenure(), g.member(), g.seq()), (1, 2, 1));
-        assert!(g.takeover(1) > g.bump().bump(), "a takeover beats every record of the old tenure");
+        assert!(Gen::new(2, 1, 0) > g.bump().bump(), "a takeover beats every record of the old tenure");
         assert!(Gen::new(3, 1, 0) > Gen::new(2, 8, 99));
-        assert!(g.yielded() < Gen::new(1, 1, 0), "a yielded session takes any record of its tenure");
-        assert!(g.yielded() > Gen::new(0, 8, 7));
+        assert!(Gen::YIELDED < Gen::new(0, 1, 1), "a yielded session takes any record");
     }
 
     #[test]

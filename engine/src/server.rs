@@ -126,6 +126,13 @@ impl Server {
         self.wrap = wrap;
     }
 
+    /// Tests only: every session, ghosts included, for the cluster
+    /// simulation's convergence check.
+    #[cfg(test)]
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> + '_ {
+        self.sessions.iter().flatten().map(|b| &**b)
+    }
+
     /// The sessions this member serves (ghosts do not count).
     pub fn client_count(&self) -> usize {
         self.sessions.iter().flatten().filter(|s| !s.is_ghost()).count()
@@ -532,8 +539,12 @@ impl Server {
     /// The master's latest counters for one of our ghosts.
     pub fn ghost_progress(&mut self, now: Now, sid: &[u8; 8], gen: Gen, p: &Progress) {
         let Some(id) = self.by_sid.get(sid).copied() else { return };
-        if let Some(s) = self.session_mut(id) {
-            s.apply_progress(gen, p, now);
+        let Some(s) = self.session_mut(id) else { return };
+        s.apply_progress(gen, p, now);
+        if s.is_ghost() && s.ahead_of(p) {
+            // We sent further while we were master: tell the master.
+            let back = (s.local_sid, s.gen(), s.progress().encode());
+            self.sync_out.push(SyncOut::Progress(vec![back]));
         }
     }
 
@@ -584,13 +595,19 @@ impl Server {
     /// reports keep current; unfinished handshakes are dropped.
     fn demote_all(&mut self, now: Now) {
         let live: Vec<u32> = self.sessions.iter().flatten().filter(|s| !s.is_ghost()).map(|s| s.peer_id).collect();
+        let mut last = Vec::new();
         for id in live {
             let Some(s) = self.session_mut(id) else { continue };
             if s.snapshot(now).is_some() {
+                // How far we got, for the master to pass (Session::overtake).
+                last.push((s.local_sid, s.gen(), s.progress().encode()));
                 s.demote(now);
             } else {
                 self.remove(id, "another member is master");
             }
+        }
+        if !last.is_empty() {
+            self.sync_out.push(SyncOut::Progress(last));
         }
     }
 

@@ -194,6 +194,8 @@ pub struct Session {
     ghost: bool,
     /// The generation of the replicated state we hold (crate::replication).
     gen: Gen,
+    /// The highest tenure of this session seen: a takeover goes above it.
+    tenure: u32,
     /// When the master's last state for this ghost arrived.
     synced_at: Instant,
     /// New keys or a new address: the record must go to the backups.
@@ -270,6 +272,7 @@ impl Session {
             conf,
             ghost: false,
             gen: Gen::new(1, conf_member, 0),
+            tenure: 1,
             synced_at: now.mono,
             record_dirty: false,
             last_progress: None,
@@ -972,7 +975,7 @@ mod tests {
         let mut g = Session::ghost(member_conf(3), Wrapper::none(), &rec, Gen::new(2, 1, 1), at(t0, 0));
         g.promote(at(t0, 0), Duration::from_secs(60));
         assert!(g.encrypt(at(t0, 0), b"x", &mut out).is_some());
-        assert_eq!(packet_id(&out), 3 << 24);
+        assert_eq!(packet_id(&out), 3 << 20);
         assert_eq!(g.snapshot(at(t0, 0)).unwrap().keys[0].senders, 0b111, "and says so in its record");
     }
 

@@ -40,12 +40,17 @@ pub fn encode(out: SyncOut) -> (ImsgType, Vec<u8>) {
     (ty, w.finish())
 }
 
+/// Everything the server queued for the syncer, as imsgs.
+pub fn drain(server: &mut Server) -> Vec<(ImsgType, Vec<u8>)> {
+    std::mem::take(&mut server.sync_out).into_iter().map(encode).collect()
+}
+
 fn head(r: &mut Reader<'_>) -> Result<([u8; 8], Gen), DecodeError> {
     let sid: [u8; 8] = r.take(8)?.try_into().map_err(|_| DecodeError("short session id"))?;
     Ok((sid, Gen(r.u64()?)))
 }
 
-/// Applies a syncer's `Sync*` imsg to the server. A record or progress
+/// Applies a syncer's `Sync*` imsg (or its `SyncReady`) to the server. A record or progress
 /// that does not decode is refused (and counted by the server or logged),
 /// never fatal: it came from another machine.
 pub fn apply(server: &mut Server, now: Now, ty: ImsgType, data: &[u8]) -> Result<(), DecodeError> {
@@ -75,6 +80,7 @@ pub fn apply(server: &mut Server, now: Now, ty: ImsgType, data: &[u8]) -> Result
             r.end()?;
             server.ghost_delete(&sid, gen);
         }
+        ImsgType::SyncReady => log::info!("sync: ready, holding every session of the cluster"),
         _ => return Err(DecodeError("not a session sync imsg")),
     }
     Ok(())

@@ -52,10 +52,14 @@ pub const BULK_BURST: usize = 50;
 pub const BULK_PACE: Duration = Duration::from_millis(5);
 /// Deletes go out again with this many heartbeats after the first send.
 pub const DELETE_REPEATS: u8 = 2;
+/// At most this many messages wait to be repeated: beyond it (thousands of
+/// clients connecting at once) the digest and `Want` repair what is lost,
+/// and a heartbeat never turns into a burst.
+pub const MAX_REPEAT: usize = 64;
 /// A digest that differs from the master's this long starts a resync.
-pub const DIVERGED_AFTER: Duration = Duration::from_secs(3);
+pub const DIVERGED_AFTER: Duration = Duration::from_secs(2);
 /// At most one resync per this long.
-pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// No heartbeat from a master this long: the backup may be missing state.
 pub const MASTER_SILENT: Duration = Duration::from_secs(3);
 /// At most one debug line per reason per this long: a flood of forged
@@ -234,8 +238,8 @@ pub struct Core {
     pending_progress: BTreeMap<SessionId, (u64, Vec<u8>)>,
     /// Messages for every peer, sent at the next [`Core::take_output`].
     urgent: Vec<Msg>,
-    /// Deletes to send again with the next heartbeats.
-    repeat_deletes: Vec<(Msg, u8)>,
+    /// Deletes and records to send again with the next heartbeats.
+    repeat: Vec<(Msg, u8)>,
     /// Last heartbeat from a peer that said MASTER.
     last_master: Option<Instant>,
     /// Since when our digest differs from the master's.
@@ -278,7 +282,7 @@ impl Core {
             last_progress_flush: None,
             pending_progress: BTreeMap::new(),
             urgent: Vec::new(),
-            repeat_deletes: Vec::new(),
+            repeat: Vec::new(),
             last_master: None,
             diverged_since: None,
             duplicate_heard: None,
@@ -339,7 +343,7 @@ impl Core {
                 if let Msg::Delete { id, .. } = m {
                     self.pending_progress.remove(&id);
                 }
-                self.repeat_deletes.push((m.clone(), DELETE_REPEATS));
+                self.repeat_later(&m, DELETE_REPEATS);
                 self.urgent.push(m);
             }
             Some(m @ Msg::Upsert { .. }) => {
@@ -347,11 +351,21 @@ impl Core {
                     // What was pending is older than this.
                     self.pending_progress.remove(&id);
                 }
+                // A lost record is the costliest loss (a takeover without
+                // it loses the session): it goes again with the next
+                // heartbeat.
+                self.repeat_later(&m, 1);
                 self.urgent.push(m);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    fn repeat_later(&mut self, m: &Msg, times: u8) {
+        if self.repeat.len() < MAX_REPEAT {
+            self.repeat.push((m.clone(), times));
+        }
     }
 
     /// A datagram received on the sync socket.
@@ -400,7 +414,7 @@ impl Core {
                 }
             }
             Msg::BulkRequest => self.answer_bulk(from, now),
-            Msg::BulkEnd { count } => self.bulk_end(from, count),
+            Msg::BulkEnd { count } => self.bulk_end(from, count, now),
             Msg::Want(ids) if self.role == Some(Role::Master) => {
                 let mut p = Packer::default();
                 for id in &ids {
@@ -411,11 +425,10 @@ impl Core {
             }
             Msg::Want(_) => {}
             update => {
-                if self.bulk_seen.is_some() {
-                    self.bulk_heard = now;
-                }
                 if let (Some(seen), Msg::Upsert { id, .. }) = (&mut self.bulk_seen, &update) {
-                    seen.insert(*id);
+                    if seen.insert(*id) {
+                        self.bulk_heard = now;
+                    }
                 }
                 let src = Source::Peer { master: self.role == Some(Role::Master) };
                 let applied = self.table.apply(update, src, now);
@@ -458,11 +471,14 @@ impl Core {
     }
 
     /// The end of a bulk answer: complete if every announced session came.
-    fn bulk_end(&mut self, from: SocketAddr, count: u32) {
+    fn bulk_end(&mut self, from: SocketAddr, count: u32, now: Instant) {
         let Some(seen) = &self.bulk_seen else { return };
         if seen.len() < count as usize {
-            // Part of it was lost: the retry timer asks again.
-            log::debug!("bulk from {from}: {} of {count} sessions", seen.len());
+            // Part of it was lost (socket buffers): ask again at once; the
+            // answer is paced, and what we have is kept.
+            log::debug!("bulk from {from}: {} of {count} sessions, asking again", seen.len());
+            self.urgent.push(Msg::BulkRequest);
+            self.bulk_heard = now;
             return;
         }
         let seen = self.bulk_seen.take().unwrap_or_default();
@@ -547,7 +563,7 @@ impl Core {
         }
         if now >= self.next_heartbeat {
             self.urgent.push(self.heartbeat());
-            self.repeat_deletes.retain_mut(|(m, left)| {
+            self.repeat.retain_mut(|(m, left)| {
                 self.urgent.push(m.clone());
                 *left -= 1;
                 *left > 0

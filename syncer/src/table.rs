@@ -121,7 +121,9 @@ impl Table {
                 for (id, gen, bytes) in entries {
                     let buried = self.tombstones.get(&id).is_some_and(|(g, _)| *g >= gen);
                     match self.entries.get_mut(&id) {
-                        Some(e) if guarded(e) => {}
+                        // Not ours to store, but our engine must see how
+                        // far the other sender got (Session::overtake).
+                        Some(e) if guarded(e) => known.push((id, gen, bytes)),
                         Some(e) if e.gen == gen => {
                             e.progress = Some(bytes.clone());
                             e.refreshed = now;
@@ -148,14 +150,13 @@ impl Table {
         out
     }
 
-    /// We stopped being master: our sessions' entries take any record of
-    /// their tenure from the new master (the engine's ghosts do the same,
-    /// `Gen::yielded`: the low 40 bits are member and sequence).
+    /// We stopped being master: our sessions' entries take any record from
+    /// the new master (the engine's ghosts do the same, `Gen::YIELDED`).
     pub fn yield_own(&mut self) {
         let own: Vec<SessionId> = self.entries.iter().filter(|(_, e)| e.own).map(|(id, _)| *id).collect();
         for id in own {
             if let Some(e) = self.entries.get_mut(&id) {
-                let yielded = e.gen & !((1u64 << 40) - 1);
+                let yielded = 0;
                 self.digest ^= mix(id, e.gen) ^ mix(id, yielded);
                 e.gen = yielded;
                 e.own = false;
@@ -285,7 +286,8 @@ mod tests {
         let master = Source::Peer { master: true };
         assert_eq!(t.apply(Msg::Delete { id: 1, gen: gen + 5 }, master, t0).changed, None);
         assert!(t.apply(up(1, gen + 9, b"theirs"), master, t0).changed.is_some(), "for the engine to judge");
-        assert_eq!(t.apply(Msg::Progress(vec![(1, gen + 9, b"p".to_vec())]), master, t0), Applied::default());
+        let p = Msg::Progress(vec![(1, gen + 9, b"p".to_vec())]);
+        assert_eq!(t.apply(p.clone(), master, t0).changed, Some(p), "for the engine, not the table");
         assert_eq!(t.len(), 1);
         let mut p = Packer::default();
         t.pack(1, &mut p);
