@@ -15,6 +15,7 @@ pub mod quiet;
 pub mod record;
 pub mod reliable;
 pub mod sendspace;
+pub mod sentkeys;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -22,6 +22,7 @@ use crate::data::DataKey;
 use crate::record::{KeyProgress, KeyRecord, Progress, SessionRecord, Window};
 use crate::reliable::Reliable;
 use crate::sendspace::SendSpace;
+use crate::sentkeys::{fingerprint, SentKeys};
 use crate::wrap::Wrapper;
 
 use super::{KeyState, Now, Phase, Session, SessionConfig, TRANSITION_WINDOW};
@@ -75,6 +76,9 @@ pub enum Offer {
     Live,
 }
 
+/// An unchanged progress report goes out again after this long.
+pub const PROGRESS_REFRESH: Duration = Duration::from_secs(3);
+
 /// This member's bit in [`KeyRecord::senders`].
 fn bit(member: u8) -> u8 {
     1 << (member - 1)
@@ -89,10 +93,21 @@ fn ghost_lifetime(conf: &SessionConfig) -> Duration {
 
 impl KeyState {
     /// A ghost's key state: the copied keys, no TLS session. It keeps the
-    /// original's age and lame-duck expiry.
-    fn copied(k: &KeyRecord, conf: &SessionConfig, cipher: vpnsyncd_config::Cipher, now: Now) -> KeyState {
+    /// original's age and lame-duck expiry, and starts past whatever this
+    /// run already sent under the key (`sent`).
+    fn copied(
+        k: &KeyRecord,
+        conf: &SessionConfig,
+        cipher: vpnsyncd_config::Cipher,
+        sent: &SentKeys,
+        now: Now,
+    ) -> KeyState {
         let mut data = DataKey::new(cipher, conf.auth, &k.key2, true);
         data.advance_send_counter(k.send);
+        let ours = sent.get(fingerprint(&k.key2));
+        if let Some(last) = ours {
+            data.advance_send_counter(last);
+        }
         data.merge_recv_state(k.recv);
         let age = Duration::from_secs(k.age.into());
         KeyState {
@@ -103,6 +118,7 @@ impl KeyState {
             established: Some(now.mono.checked_sub(age).unwrap_or(now.mono)),
             expires: (k.expires_in > 0).then(|| now.mono + Duration::from_secs(k.expires_in.into())),
             senders: k.senders,
+            ours: ours.is_some(),
             ..KeyState::blank(k.key_id, now.mono)
         }
     }
@@ -201,22 +217,33 @@ impl Session {
     }
 
     /// The progress of a live session with a record out, if it changed
-    /// since the last call; it belongs to the generation of that record.
-    pub fn take_progress(&mut self) -> Option<(Gen, Progress)> {
+    /// since the last call or [`PROGRESS_REFRESH`] passed (so that a member
+    /// that missed the last report, or joined after it, catches up with an
+    /// idle session); it belongs to the generation of that record.
+    pub fn take_progress(&mut self, now: Now) -> Option<(Gen, Progress)> {
         if self.ghost || self.record_dirty || self.virtual_ip.is_none() {
             return None;
         }
         let p = self.progress();
-        if self.last_progress.as_ref() == Some(&p) {
+        let due = now.mono.saturating_duration_since(self.progress_sent) >= PROGRESS_REFRESH;
+        if self.last_progress.as_ref() == Some(&p) && !due {
             return None;
         }
         self.last_progress = Some(p.clone());
+        self.progress_sent = now.mono;
         Some((self.gen, p))
     }
 
     /// A ghost of another member's session: its keys and counters, no TLS.
-    pub fn ghost(conf: Arc<SessionConfig>, wrap: Wrapper, rec: &SessionRecord, gen: Gen, now: Now) -> Session {
-        let keys = rec.keys.iter().map(|k| KeyState::copied(k, &conf, rec.negotiated.cipher, now)).collect();
+    pub fn ghost(
+        conf: Arc<SessionConfig>,
+        wrap: Wrapper,
+        rec: &SessionRecord,
+        gen: Gen,
+        sent: &SentKeys,
+        now: Now,
+    ) -> Session {
+        let keys = rec.keys.iter().map(|k| KeyState::copied(k, &conf, rec.negotiated.cipher, sent, now)).collect();
         let sids = (rec.local_sid, rec.remote_sid);
         let mut s = Session {
             common_name: Some(rec.common_name.clone()),
@@ -237,10 +264,9 @@ impl Session {
     /// A newer record of a ghost: its keys replace ours (keys the record
     /// no longer has are gone on the master too), counters and windows
     /// only move forward.
-    pub fn offer(&mut self, rec: &SessionRecord, gen: Gen, now: Now) -> Offer {
+    pub fn offer(&mut self, rec: &SessionRecord, gen: Gen, sent: &SentKeys, now: Now) -> Offer {
         if !self.ghost {
-            self.supersede(gen);
-            self.overtake(&rec.progress, now);
+            self.adopt(rec, sent, now);
             return Offer::Live;
         }
         if gen <= self.gen {
@@ -255,12 +281,14 @@ impl Session {
                     let mut ks = self.keys.swap_remove(i);
                     ks.apply(k.send, k.recv);
                     ks.senders |= k.senders;
-                    ks.expires = KeyState::copied(k, &self.conf, rec.negotiated.cipher, now).expires;
+                    ks.expires = (k.expires_in > 0).then(|| now.mono + Duration::from_secs(k.expires_in.into()));
                     keys.push(ks);
                 }
-                None => keys.push(KeyState::copied(k, &self.conf, rec.negotiated.cipher, now)),
+                None => keys.push(KeyState::copied(k, &self.conf, rec.negotiated.cipher, sent, now)),
             }
         }
+        // What the record no longer has is gone on the master too.
+        self.retire_keys(|_| false);
         self.keys = keys;
         self.peer = rec.peer;
         self.listener = rec.listener.into();
@@ -286,15 +314,20 @@ impl Session {
         true
     }
 
-    /// Whether this ghost sent further under one of its keys than the
-    /// master's report `p` says (we were master during a split brain): the
-    /// master must hear it, or the client refuses its packets.
-    pub fn ahead_of(&self, p: &Progress) -> bool {
-        p.keys.iter().any(|k| {
+    /// What this ghost must tell the master that sent `gen` and `p`, if
+    /// anything: that it sent further under a key than the master says (it
+    /// was master during a split brain; the client would refuse the
+    /// master's packets), or that it holds a later generation of the
+    /// session than the master's (whose records it and others would refuse).
+    /// The answer is progress the master passes (`supersede`, `overtake`).
+    pub fn report_back(&self, gen: Gen, p: &Progress) -> Option<(Gen, Progress)> {
+        let ahead = p.keys.iter().any(|k| {
             self.keys.iter().any(|ks| {
                 ks.ours && ks.key_id == k.key_id && ks.data.as_ref().is_some_and(|d| d.send_counter() > k.send)
             })
-        })
+        });
+        let ours = self.gen.max(Gen::new(self.tenure, 0, 0));
+        (self.ghost && (ahead || ours > gen)).then(|| (ours, self.progress()))
     }
 
     fn apply_progress_unchecked(&mut self, p: &Progress, now: Now) {
@@ -310,6 +343,38 @@ impl Session {
         self.synced_at = now.mono;
     }
 
+    /// Another member serves this session too (a split brain) and agreed a
+    /// new key with the client that we do not have: the client sends under
+    /// it, so we take it (sending in our own blocks, like any takeover) as
+    /// our newest key. Nothing else of the record changes the session.
+    fn adopt(&mut self, rec: &SessionRecord, sent: &SentKeys, now: Now) {
+        let Some(k) = rec.keys.last() else { return };
+        if self.keys.iter().any(|ks| ks.key_id == k.key_id) {
+            return;
+        }
+        let member = self.conf.member;
+        let space = SendSpace::Member { member, creator: false };
+        let mut ks = KeyState::copied(k, &self.conf, rec.negotiated.cipher, sent, now);
+        let known = ks.data.as_ref().map_or(k.send, DataKey::send_counter);
+        match (space.takeover_counter(known, 0), ks.data.as_mut()) {
+            (Some(start), Some(d)) => {
+                d.advance_send_counter(start);
+                d.set_send_space(space);
+                ks.senders |= bit(member);
+                ks.ours = true;
+            }
+            _ => ks.no_send = true,
+        }
+        // Our primary becomes the lame duck; an older one goes.
+        self.retire_keys(|o| o.phase == Phase::Established && o.expires.is_none());
+        for o in &mut self.keys {
+            o.expires = Some(now.mono + TRANSITION_WINDOW);
+        }
+        self.keys.push(ks);
+        self.record_dirty = true;
+        log::info!("{}: took key_id {} from another member serving the session", self.label(), k.key_id);
+    }
+
     /// Another member wrote a newer generation of a session we serve (a
     /// split brain): ours must supersede it, or the other members would
     /// take that member's records over ours.
@@ -319,6 +384,28 @@ impl Session {
             self.gen = self.next_tenure();
             self.record_dirty = true;
         }
+    }
+
+    /// Drops the key states `keep` refuses, noting what this run sent
+    /// under each (crate::sentkeys).
+    pub(super) fn retire_keys(&mut self, mut keep: impl FnMut(&KeyState) -> bool) {
+        let retired = &mut self.retired;
+        self.keys.retain(|k| {
+            let kept = keep(k);
+            if let (false, true, Some(d), Some(key2)) = (kept, k.ours, k.data.as_ref(), k.key2.as_ref()) {
+                retired.push((fingerprint(key2), d.send_counter()));
+            }
+            kept
+        });
+    }
+
+    /// What this run sent under the keys it dropped since the last call;
+    /// with `all`, under the keys it still holds too (the session goes).
+    pub fn take_sent(&mut self, all: bool) -> Vec<(u64, u32)> {
+        if all {
+            self.retire_keys(|_| false);
+        }
+        std::mem::take(&mut self.retired)
     }
 
     /// This member takes the session over: a tenure above every one seen.
@@ -367,7 +454,7 @@ impl Session {
     /// whole ghost when its master stopped reporting it. True when the
     /// ghost must go.
     pub(super) fn ghost_timer(&mut self, now: Now) -> bool {
-        self.keys.retain(|k| k.expires.is_none_or(|t| t > now.mono));
+        self.retire_keys(|k| k.expires.is_none_or(|t| t > now.mono));
         self.keys.is_empty() || now.mono.saturating_duration_since(self.synced_at) >= ghost_lifetime(&self.conf)
     }
 
@@ -387,8 +474,9 @@ impl Session {
         let member = self.conf.member;
         let space = SendSpace::Member { member, creator: false };
         let last = self.keys.len().saturating_sub(1);
-        // A round per second since the last report (crate::sendspace).
-        let rounds = u32::try_from(now.mono.saturating_duration_since(self.synced_at).as_secs()).unwrap_or(u32::MAX);
+        // A round per quarter second since the last report (crate::sendspace).
+        let age = now.mono.saturating_duration_since(self.synced_at);
+        let rounds = u32::try_from(age.as_millis() / crate::sendspace::ROUND_EVERY.as_millis()).unwrap_or(u32::MAX);
         let mut renegotiate_now = false;
         for (i, k) in self.keys.iter_mut().enumerate() {
             let Some(d) = k.data.as_mut() else { continue };
@@ -428,7 +516,7 @@ impl Session {
     /// counters stay (the master's reports keep them current, ours keep
     /// this member from repeating itself), TLS goes.
     pub fn demote(&mut self, now: Now) {
-        self.keys.retain(|k| k.data.is_some() && k.key2.is_some());
+        self.retire_keys(|k| k.data.is_some() && k.key2.is_some());
         for k in &mut self.keys {
             k.tls = None;
             k.rel = Reliable::new();

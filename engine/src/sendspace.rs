@@ -19,15 +19,18 @@
 //! Safety needs nothing more. The client, though, refuses ids below its
 //! replay window, so a new master should also start above whatever a
 //! member it never heard of sent (a short-lived master whose reports were
-//! lost): a takeover skips one round per second that passed since the last
-//! report it holds. Of two takeovers a second or more apart, the later one
-//! starts higher, whatever their member numbers. This is only about
-//! liveness: clocks play no part in invariant (a).
+//! lost): a takeover skips one round per [`ROUND_EVERY`] that passed since
+//! the last report it holds. Of two takeovers that far apart or more, the
+//! later one starts higher, whatever their member numbers. This is only
+//! about liveness: time plays no part in invariant (a).
 //!
 //! The client accepts any higher id (its replay window moves up), so a jump
 //! costs nothing. A key holds 510 rounds before the renegotiation trigger:
-//! a takeover 8 minutes after the last report still has room; past that the
-//! key is not used for sending and is replaced at once.
+//! a takeover two minutes after the last report (a master reports every
+//! session at least every 3 s) still has room; past that the key is not
+//! used for sending and is replaced at once.
+
+use std::time::Duration;
 
 use crate::packet_id::PacketIdSend;
 
@@ -37,6 +40,8 @@ const BLOCK_BITS: u32 = 20;
 pub const MEMBERS: u8 = vpnsyncd_config::MAX_MEMBERS;
 /// Blocks per round: one per member.
 const ROUND: u32 = MEMBERS as u32;
+/// A takeover skips a round per this long since its last report.
+pub const ROUND_EVERY: Duration = Duration::from_millis(250);
 
 /// Who may use which ids of one data key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -85,6 +85,8 @@ pub struct Server {
     refusals: Refusals,
     /// First packets refused (bad wrapping, full server): logged quietly.
     refused: crate::quiet::Quiet,
+    /// What this run sent under keys it no longer holds (invariant (a)).
+    sent: crate::sentkeys::SentKeys,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -113,6 +115,10 @@ impl Server {
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
+            sent: crate::sentkeys::SentKeys::new(
+                4 * conf.max_clients as usize * usize::from(MEMBERS),
+                crate::sentkeys::life(conf.reneg_sec),
+            ),
         }
     }
 
@@ -344,7 +350,7 @@ impl Server {
         for id in 0..self.sessions.len() as u32 {
             if let Some(s) = self.session_mut(id) {
                 s.on_timer(now);
-                if let Some((gen, p)) = s.take_progress() {
+                if let Some((gen, p)) = s.take_progress(now) {
                     progress.push((s.local_sid, gen, p.encode()));
                 }
                 self.settle(now, id);
@@ -376,6 +382,9 @@ impl Server {
         if let Some((gen, rec)) = s.take_record(now) {
             self.sync_out.push(SyncOut::Upsert(s.local_sid, gen, rec.encode()));
         }
+        for (fp, last) in s.take_sent(false) {
+            self.sent.note(fp, last, now.mono);
+        }
         let (listener, peer) = (s.listener, s.peer);
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
@@ -386,9 +395,13 @@ impl Server {
     }
 
     fn remove(&mut self, id: u32, why: &str) {
-        let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
+        let Some(mut s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        let mono = s.last_seen();
+        for (fp, last) in s.take_sent(true) {
+            self.sent.note(fp, last, mono);
+        }
         if s.is_ghost() {
             log::debug!("ghost {}: removed: {why}", s.label());
         } else {
@@ -477,10 +490,22 @@ impl Server {
     fn offer(&mut self, now: Now, gen: Gen, rec: &SessionRecord) -> Result<(), Refusal> {
         self.validate(rec)?;
         if let Some(id) = self.by_sid.get(&rec.local_sid).copied() {
-            let s = self.session_mut(id).ok_or(Refusal::Stale)?;
+            let sent = &self.sent;
+            let s = self.sessions.get_mut(id as usize).and_then(Option::as_mut).ok_or(Refusal::Stale)?;
             let old_peer = s.peer;
-            return match s.offer(rec, gen, now) {
-                Offer::Stale => Err(Refusal::Stale),
+            let offered = s.offer(rec, gen, sent, now);
+            for (fp, last) in s.take_sent(false) {
+                self.sent.note(fp, last, now.mono);
+            }
+            let s = self.session_mut(id).ok_or(Refusal::Stale)?;
+            return match offered {
+                Offer::Stale => {
+                    if let Some((g, back)) = s.report_back(gen, &rec.progress) {
+                        let sid = s.local_sid;
+                        self.sync_out.push(SyncOut::Progress(vec![(sid, g, back.encode())]));
+                    }
+                    Err(Refusal::Stale)
+                }
                 Offer::Live => {
                     self.settle(now, id);
                     Err(Refusal::Live)
@@ -509,7 +534,7 @@ impl Server {
             self.clear_ghost_at(id, "its peer-id or address belongs to a newer record")?;
         }
         let id = rec.peer_id;
-        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, gen, now);
+        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, gen, &self.sent, now);
         log::debug!("ghost {}: installed", ghost.label());
         self.pool.claim(rec.virtual_ip);
         self.by_addr.insert(rec.peer, id);
@@ -541,10 +566,9 @@ impl Server {
         let Some(id) = self.by_sid.get(sid).copied() else { return };
         let Some(s) = self.session_mut(id) else { return };
         s.apply_progress(gen, p, now);
-        if s.is_ghost() && s.ahead_of(p) {
-            // We sent further while we were master: tell the master.
-            let back = (s.local_sid, s.gen(), s.progress().encode());
-            self.sync_out.push(SyncOut::Progress(vec![back]));
+        if let Some((gen, back)) = s.report_back(gen, p) {
+            let sid = s.local_sid;
+            self.sync_out.push(SyncOut::Progress(vec![(sid, gen, back.encode())]));
         }
     }
 

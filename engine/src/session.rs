@@ -200,8 +200,12 @@ pub struct Session {
     synced_at: Instant,
     /// New keys or a new address: the record must go to the backups.
     record_dirty: bool,
-    /// The progress last handed to the syncer.
+    /// The progress last handed to the syncer, and when.
     last_progress: Option<Progress>,
+    progress_sent: Instant,
+    /// Keys this run sent under that went away: (fingerprint, last id),
+    /// for the server's [`crate::sentkeys::SentKeys`].
+    retired: Vec<(u64, u32)>,
     /// After a takeover: when to replace the copied keys.
     reneg_at: Option<Instant>,
 }
@@ -276,6 +280,8 @@ impl Session {
             synced_at: now.mono,
             record_dirty: false,
             last_progress: None,
+            progress_sent: now.mono,
+            retired: Vec::new(),
             reneg_at: None,
         }
     }
@@ -294,6 +300,11 @@ impl Session {
 
     pub fn cipher_name(&self) -> &'static str {
         self.negotiated.as_ref().map_or("-", |n| n.cipher.name())
+    }
+
+    /// When the session last sent or received.
+    pub fn last_seen(&self) -> Instant {
+        self.last_recv.max(self.last_send)
     }
 
     /// The first key exchange is done: the server must call `set_address`.
@@ -396,7 +407,7 @@ impl Session {
             if initiate { "server" } else { "client" }
         );
         // Keep the primary as lame duck; an older lame duck goes now.
-        self.keys.retain(|k| k.phase == Phase::Established && k.expires.is_none());
+        self.retire_keys(|k| k.phase == Phase::Established && k.expires.is_none());
         if let Some(old) = self.keys.last_mut() {
             old.expires = Some(now.mono + HAND_WINDOW + TRANSITION_WINDOW);
         }
@@ -760,13 +771,13 @@ impl Session {
                     return;
                 }
                 log::warn!("{}: renegotiation of key_id {key_id} timed out", self.label());
-                self.keys.retain(|k| k.key_id != key_id);
+                self.retire_keys(|k| k.key_id != key_id);
                 if let Some(k) = self.keys.last_mut() {
                     k.expires = None;
                 }
             }
         }
-        self.keys.retain(|k| k.expires.is_none_or(|t| t > now.mono));
+        self.retire_keys(|k| k.expires.is_none_or(|t| t > now.mono));
         if self.virtual_ip.is_some() && now.mono.duration_since(self.last_send) >= Duration::from_secs(ping.into()) {
             self.send_ping(now);
         }
@@ -905,6 +916,11 @@ mod tests {
         crate::settings::build(&c, &keys).unwrap().0
     }
 
+    /// Nothing sent by this run yet.
+    fn none() -> crate::sentkeys::SentKeys {
+        crate::sentkeys::SentKeys::new(16, Duration::from_secs(3600))
+    }
+
     fn at(t0: Instant, ms: u64) -> Now {
         Now { mono: t0 + Duration::from_millis(ms), unix: 1_800_000_000 + ms / 1000 }
     }
@@ -930,7 +946,7 @@ mod tests {
         // Created by member 4 (which died).
         rec.keys[0].senders = 1 << 3;
         let mut members: Vec<Session> = (1..=3)
-            .map(|m| Session::ghost(member_conf(m), Wrapper::none(), &rec, Gen::new(1, 4, 1), at(t0, 0)))
+            .map(|m| Session::ghost(member_conf(m), Wrapper::none(), &rec, Gen::new(1, 4, 1), &none(), at(t0, 0)))
             .collect();
         let mut out = [0u8; 256];
         let mut seen = std::collections::HashSet::new();
@@ -966,13 +982,13 @@ mod tests {
         let t0 = Instant::now();
         let mut rec = sample();
         rec.keys[0].senders = 0b11;
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(2, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(2, 1, 1), &none(), at(t0, 0));
         g.promote(at(t0, 0), Duration::from_secs(60));
         let mut out = [0u8; 256];
         assert_eq!(g.encrypt(at(t0, 0), b"x", &mut out), None, "nothing is sent under that key");
         assert_eq!(g.reneg_at, Some(t0), "it is replaced at once");
         // Member 3, which never sent under it, uses its own block.
-        let mut g = Session::ghost(member_conf(3), Wrapper::none(), &rec, Gen::new(2, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(3), Wrapper::none(), &rec, Gen::new(2, 1, 1), &none(), at(t0, 0));
         g.promote(at(t0, 0), Duration::from_secs(60));
         assert!(g.encrypt(at(t0, 0), b"x", &mut out).is_some());
         assert_eq!(packet_id(&out), 3 << 20);
@@ -984,7 +1000,7 @@ mod tests {
         let t0 = Instant::now();
         let mut rec = sample();
         rec.progress.wrap_send = (500, 1_900_000_000);
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), &none(), at(t0, 0));
         assert!(g.ghost);
         g.promote(at(t0, 0), Duration::from_secs(5));
         assert!(!g.ghost);
@@ -997,7 +1013,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips_through_a_ghost() {
         let t0 = Instant::now();
-        let g = Session::ghost(member_conf(1), Wrapper::none(), &sample(), Gen::new(1, 1, 1), at(t0, 0));
+        let g = Session::ghost(member_conf(1), Wrapper::none(), &sample(), Gen::new(1, 1, 1), &none(), at(t0, 0));
         let mut want = sample();
         // The ghost reports what it holds: the record's counters.
         want.progress.keys = vec![crate::record::KeyProgress { key_id: 1, send: 1000, recv: (0, 900, 0xffff) }];
@@ -1016,7 +1032,7 @@ mod tests {
         old.key2 = [9; 256];
         old.expires_in = 30;
         rec.keys.insert(0, old);
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 1), &none(), at(t0, 0));
         assert_eq!(g.keys.len(), 2);
         g.apply_progress(Gen::new(1, 1, 1), &rec.progress, at(t0, 29_000));
         g.on_timer(at(t0, 29_000));
@@ -1026,7 +1042,7 @@ mod tests {
         // Promoted: a copied lame duck lives the transition window at most.
         let mut rec2 = rec.clone();
         rec2.keys[0].expires_in = 86_400;
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec2, Gen::new(1, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec2, Gen::new(1, 1, 1), &none(), at(t0, 0));
         g.promote(at(t0, 0), Duration::from_secs(60));
         assert!(g.keys[0].expires.unwrap() <= t0 + TRANSITION_WINDOW);
     }
@@ -1037,10 +1053,10 @@ mod tests {
     fn records_only_move_a_ghost_forward_and_never_touch_a_live_session() {
         let t0 = Instant::now();
         let mut rec = sample();
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 5), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &rec, Gen::new(1, 1, 5), &none(), at(t0, 0));
         rec.keys[0].send = 50;
-        assert_eq!(g.offer(&rec, Gen::new(1, 1, 4), at(t0, 0)), Offer::Stale);
-        assert_eq!(g.offer(&rec, Gen::new(1, 1, 6), at(t0, 0)), Offer::Applied);
+        assert_eq!(g.offer(&rec, Gen::new(1, 1, 4), &none(), at(t0, 0)), Offer::Stale);
+        assert_eq!(g.offer(&rec, Gen::new(1, 1, 6), &none(), at(t0, 0)), Offer::Applied);
         assert_eq!(primary(&mut g).send_counter(), 1000, "a newer record with a lower counter does not lower ours");
         let mut p = rec.progress.clone();
         p.keys[0].send = 2000;
@@ -1049,10 +1065,14 @@ mod tests {
         assert_eq!(primary(&mut g).send_counter(), 2000);
         g.promote(at(t0, 0), Duration::from_secs(60));
         let served = primary(&mut g).send_counter();
-        assert_eq!(g.offer(&rec, Gen::new(9, 1, 0), at(t0, 0)), Offer::Live);
+        assert_eq!(g.offer(&rec, Gen::new(9, 1, 0), &none(), at(t0, 0)), Offer::Live);
         assert_eq!(primary(&mut g).send_counter(), served, "a live session is not rolled back");
-        assert!(g.gen() > Gen::new(9, 1, 0), "its next record supersedes the other master's");
         assert!(!g.apply_progress(g.gen(), &rec.progress, at(t0, 0)));
+        // A backup reports a later tenure than ours (Session::report_back):
+        // our next record supersedes it.
+        assert!(!g.apply_progress(Gen::new(9, 0, 0), &rec.progress, at(t0, 0)));
+        assert!(g.gen() > Gen::new(9, 8, u32::MAX), "{:?}", g.gen());
+        assert_eq!(primary(&mut g).send_counter(), served, "lower counters in the report move nothing");
     }
 
     /// Finding 6: a ghost whose master stopped reporting it goes away
@@ -1060,7 +1080,7 @@ mod tests {
     #[test]
     fn an_unreported_ghost_expires() {
         let t0 = Instant::now();
-        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &sample(), Gen::new(1, 1, 1), at(t0, 0));
+        let mut g = Session::ghost(member_conf(2), Wrapper::none(), &sample(), Gen::new(1, 1, 1), &none(), at(t0, 0));
         g.on_timer(at(t0, 19_000));
         assert!(g.closed.is_none());
         g.apply_progress(Gen::new(1, 1, 1), &sample().progress, at(t0, 19_000));

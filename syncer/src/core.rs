@@ -430,7 +430,8 @@ impl Core {
                         self.bulk_heard = now;
                     }
                 }
-                let src = Source::Peer { master: self.role == Some(Role::Master) };
+                let from_master = self.peers.role(from) == Some(Role::Master);
+                let src = Source::Peer { master: self.role == Some(Role::Master), from_master };
                 let applied = self.table.apply(update, src, now);
                 if applied.full {
                     self.counters.full += 1;

@@ -56,6 +56,11 @@ impl Peers {
         }
     }
 
+    /// The role `addr`'s last heartbeat gave.
+    pub fn role(&self, addr: SocketAddr) -> Option<Role> {
+        self.0.iter().find(|p| p.addr == addr).map(|p| p.role)
+    }
+
     /// Whether a peer that can answer a bulk request was heard within
     /// `within`: if not, a joining member is alone and starts complete.
     pub fn complete_heard(&self, now: Instant, within: Duration) -> bool {

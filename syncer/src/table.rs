@@ -35,8 +35,10 @@ pub enum Source {
     /// Our engine, about sessions it serves.
     Engine,
     /// A peer; `master` tells whether we are master now, when our own
-    /// sessions' entries are not the peer's to change.
-    Peer { master: bool },
+    /// sessions' entries are not the peer's to change. What a peer that is
+    /// master too (a split brain) says of them is not even for our engine:
+    /// both would pass each other's counters and generations for ever.
+    Peer { master: bool, from_master: bool },
 }
 
 /// What an update did to the table.
@@ -94,15 +96,17 @@ impl Table {
     pub fn apply(&mut self, msg: Msg, src: Source, now: Instant) -> Applied {
         let mut out = Applied::default();
         let own = src == Source::Engine;
-        let guarded = |e: &Entry| src == Source::Peer { master: true } && e.own;
+        let guarded = |e: &Entry| matches!(src, Source::Peer { master: true, .. }) && e.own;
+        let deaf = |e: &Entry| guarded(e) && src == Source::Peer { master: true, from_master: true };
         match msg {
             Msg::Upsert { id, gen, record } => {
                 let buried = self.tombstones.get(&id).is_some_and(|(g, _)| *g >= gen);
                 match self.entries.get(&id) {
                     // Our engine decides what a newer record of a session
                     // it serves means (crate::replication, Offer::Live).
-                    Some(e) if guarded(e) && gen > e.gen => out.changed = Some(Msg::Upsert { id, gen, record }),
-                    Some(e) if guarded(e) => {}
+                    // Our engine takes a key the other agreed with the
+                    // client (Session::adopt), whatever the generation.
+                    Some(e) if guarded(e) => out.changed = Some(Msg::Upsert { id, gen, record }),
                     _ if buried && !own => {}
                     Some(e) if e.gen >= gen => {}
                     None if self.entries.len() >= self.limit => out.full = true,
@@ -123,13 +127,22 @@ impl Table {
                     match self.entries.get_mut(&id) {
                         // Not ours to store, but our engine must see how
                         // far the other sender got (Session::overtake).
+                        Some(e) if deaf(e) => {}
                         Some(e) if guarded(e) => known.push((id, gen, bytes)),
                         Some(e) if e.gen == gen => {
                             e.progress = Some(bytes.clone());
                             e.refreshed = now;
                             known.push((id, gen, bytes));
                         }
+                        // Our engine tells the master how far it got under
+                        // the master's session (Session::report_back): for
+                        // the peers, not for the table.
+                        Some(_) if own => known.push((id, gen, bytes)),
                         Some(e) if e.gen < gen => out.wanted.push(id),
+                        // Older than ours: not for the table, but our
+                        // engine tells that master what it missed
+                        // (Session::report_back).
+                        Some(_) => known.push((id, gen, bytes)),
                         None if !buried => out.wanted.push(id),
                         _ => {}
                     }
@@ -227,7 +240,7 @@ mod tests {
     use super::*;
     use crate::proto::decode;
 
-    const PEER: Source = Source::Peer { master: false };
+    const PEER: Source = Source::Peer { master: false, from_master: true };
 
     fn up(id: u64, gen: u64, r: &[u8]) -> Msg {
         Msg::Upsert { id, gen, record: r.to_vec() }
@@ -264,7 +277,11 @@ mod tests {
         assert_eq!(t.apply(up(1, 4, b"old"), PEER, t0).changed, None);
         assert_eq!(t.apply(up(1, 5, b"dup"), PEER, t0).changed, None);
         let a = t.apply(Msg::Progress(vec![(1, 4, b"old".to_vec())]), PEER, t0);
-        assert_eq!((a.changed, a.wanted), (None, vec![]), "progress of an older record is dropped");
+        assert_eq!(a.wanted, Vec::<u64>::new());
+        assert_eq!(a.changed, Some(Msg::Progress(vec![(1, 4, b"old".to_vec())])), "for the engine only");
+        let mut p = Packer::default();
+        t.pack(1, &mut p);
+        assert_eq!(decode(&p.finish()[0]).unwrap().len(), 1, "the table kept no progress of an older record");
         let a = t.apply(Msg::Progress(vec![(1, 6, b"p".to_vec())]), PEER, t0);
         assert_eq!(a.wanted, vec![1], "progress of a newer record: we missed that record");
         assert_eq!(t.apply(Msg::Delete { id: 1, gen: 4 }, PEER, t0).changed, None, "a delete of an older record");
@@ -283,11 +300,14 @@ mod tests {
         let mut t = Table::new(10);
         let gen = (2u64 << 40) | (1 << 32) | 3;
         t.apply(up(1, gen, b"mine"), Source::Engine, t0);
-        let master = Source::Peer { master: true };
+        let master = Source::Peer { master: true, from_master: false };
         assert_eq!(t.apply(Msg::Delete { id: 1, gen: gen + 5 }, master, t0).changed, None);
         assert!(t.apply(up(1, gen + 9, b"theirs"), master, t0).changed.is_some(), "for the engine to judge");
         let p = Msg::Progress(vec![(1, gen + 9, b"p".to_vec())]);
         assert_eq!(t.apply(p.clone(), master, t0).changed, Some(p), "for the engine, not the table");
+        let split = Source::Peer { master: true, from_master: true };
+        let p = Msg::Progress(vec![(1, gen + 20, b"other master".to_vec())]);
+        assert_eq!(t.apply(p, split, t0), Applied::default(), "another master's counters: not even for the engine");
         assert_eq!(t.len(), 1);
         let mut p = Packer::default();
         t.pack(1, &mut p);
