@@ -525,14 +525,16 @@ ping_log() {
 	disown $!
 }
 
-# longest_gap FILE: the longest time in seconds (2 decimals) without a reply
-# in a ping_log file: the largest difference between the -D timestamps of
-# consecutive replies, and the time from the last reply to the last line
-# (an outage that never ended counts too). 99.99 if there is no reply.
+# longest_gap FILE [T]: the longest time in seconds (2 decimals) without a
+# reply in a ping_log file, from its first reply after the Unix time T (0)
+# on: the largest difference between the -D timestamps of consecutive
+# replies, and the time from the last reply to the last line (an outage
+# that never ended counts too). 99.99 if there is no reply.
 longest_gap() {
-	awk '
+	awk -v since="${2:-0}" '
 		/^\[[0-9]+\.[0-9]+\]/ {
 			t = substr($1, 2, length($1) - 2) + 0
+			if (t <= since) next
 			last = t
 			if ($0 ~ / bytes from /) {
 				if (have && t - prev > gap) gap = t - prev
