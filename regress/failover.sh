@@ -586,11 +586,12 @@ case_reneg() {
 	check "$label: one \"Initialization Sequence Completed\" at the client" \
 		test "$(grep -c "Initialization Sequence Completed" "$LAB_TMP/c1.log")" = 1
 	check "$label: the client keeps its tunnel IP ${IP0[1]} (now $(tunnel_ip 1))" same_ip 1 "${IP0[1]}"
+	check "$label: the client reaches the inside host" ping_inside 1 5
+	# After that ping: an outage that began as the loop ended counts too.
 	local gap
 	gap=$(longest_gap "$LAB_TMP/ping-c1" "$t_back")
 	check "$label: the ping never stopped for 1 s after the takeover (longest gap $gap s)" \
 		awk -v g="$gap" 'BEGIN { exit !(g < 1) }'
-	check "$label: the client reaches the inside host" ping_inside 1 5
 	case_end "$label"
 }
 
