@@ -13,6 +13,13 @@
 #   6  the failed server comes back, gets the bulk, takes over again
 #   7  30 % loss on the sync traffic, then failover
 #   8  sync security: wrong key, replay, truncated datagrams; no plaintext
+#   9  a forged DATA_V2 with the ghost's peer id at a backup: no promotion
+#  10  a takeover, then 20 renegotiations (reneg-sec 3): no reconnect
+#
+# Every case also captures (tcpdump in the client namespaces) what the
+# servers send to each client and checks that no (key, packet id) pair
+# arrives twice (regress/pcap.py ids; AEAD ciphers only, whose packet id is
+# in clear). And the lab's keepalived.conf is etc/examples/keepalived.conf.
 #
 # FAILOVER_CASES="1 4k 8" runs a subset.
 . "$(dirname "$0")/lib.sh"
@@ -23,8 +30,13 @@ for c in openvpn keepalived tcpdump iperf3 python3; do
 done
 [ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
 
-CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8}
+CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10}
+PCAP=$REGRESS_DIR/pcap.py
 make_pki "$PKI"
+# The packet-id checker must be able to fail: on a synthetic capture with
+# one (key, packet id) sent twice it must say so, and not on the same
+# capture without it.
+check "packet-id checker: finds the repeat in a synthetic capture, and only there" python3 "$PCAP" selftest
 
 # --- helpers of this file -------------------------------------------------
 
@@ -104,12 +116,86 @@ continued() {
 	check "$label: client $k keeps its tunnel IP ${IP0[$k]} (now $(tunnel_ip "$k"))" same_ip "$k" "${IP0[$k]}"
 }
 
+# --- capture of what the servers send to the clients ---------------------
+# Every case's clients are captured (tcpdump in their namespace, udp port
+# 1194, both directions) from before they connect to the end of the case;
+# case_end checks that no (key, packet id) pair reached a client twice.
+
+declare -A CAP_PID
+# lab_up LABEL SERVERS CLIENTS: the HA lab, and the capture in every client.
+lab_up() {
+	local label=$1 k
+	ha_lab "$2" "$3" || { not_ok "$label: lab up"; return 1; }
+	for k in $(seq 1 "$HA_CLIENTS"); do
+		ip netns exec "$LAB-c$k" timeout 600 tcpdump -i eth0 -U -n -s 96 -w "$LAB_TMP/c$k.pcap" \
+			udp port 1194 2>"$LAB_TMP/c$k.tcpdump" &
+		CAP_PID[$k]=$!
+		LAB_PIDS+=("$!")
+	done
+	for k in $(seq 1 "$HA_CLIENTS"); do
+		wait_for 5 grep -q "listening on" "$LAB_TMP/c$k.tcpdump" ||
+			{ not_ok "$label: tcpdump in client $k: $(cat "$LAB_TMP/c$k.tcpdump")"; return 1; }
+	done
+}
+
+# server_macs: MAC=sI for every server's eth0 (pcap.py names senders).
+server_macs() {
+	local i
+	for i in $(seq 1 "$HA_SERVERS"); do
+		printf '%s=s%s\n' "$(ip -n "$LAB-s$i" link show eth0 | awk '/link\/ether/ { print $2 }')" "$i"
+	done
+}
+
+# captures_stop: tcpdump ends, its files complete.
+captures_stop() {
+	local k
+	for k in "${!CAP_PID[@]}"; do
+		kill "${CAP_PID[$k]}" 2>/dev/null
+		wait "${CAP_PID[$k]}" 2>/dev/null
+	done
+	CAP_PID=()
+}
+
+# ids_checked LABEL: no client received a (key, packet id) pair twice. Only
+# AEAD sessions can be checked (with CBC the packet id is encrypted): a
+# client with another cipher is reported as not checked.
+ids_checked() {
+	local label=$1 k cipher out rc macs
+	mapfile -t macs < <(server_macs)
+	for k in $(seq 1 "$HA_CLIENTS"); do
+		cipher=$(grep -o "Data Channel: cipher '[^']*'" "$LAB_TMP/c$k.log" | tail -1 | cut -d"'" -f2)
+		case $cipher in
+		*GCM* | *CHACHA20*) ;;
+		*)
+			say "$label: client $k: packet ids NOT checked: cipher '${cipher:-none}' is not AEAD (its packet id is encrypted)"
+			continue
+			;;
+		esac
+		out=$(python3 "$PCAP" ids "$LAB_TMP/c$k.pcap" "${macs[@]}")
+		rc=$?
+		grep '^REPEAT' <<<"$out" | sed 's/^/    /' >&2
+		out=$(tail -1 <<<"$out")
+		say "$label: client $k ($cipher): $out"
+		check "$label: client $k received no (key, packet id) pair twice (${out%% data*} data packets)" \
+			test "$rc" = 0 -a "${out%% *}" -gt 0
+	done
+}
+
+# case_end LABEL: the packet-id check of the case, then the lab goes
+# (LAB_KEEP=DIR keeps each case's files in DIR.case-LABEL).
+case_end() {
+	captures_stop
+	ids_checked "$1"
+	[ -z "${LAB_KEEP:-}" ] || cp -a "$LAB_TMP" "$LAB_KEEP.case-${1%% *}"
+	ha_teardown
+}
+
 # --- the cases -------------------------------------------------------------
 
 # one_client_up LABEL: the HA lab with client alice connected and synced to
 # the backups, and a 10 Hz ping through the tunnel in $LAB_TMP/ping-c1.
 one_client_up() {
-	ha_lab 3 1 || { not_ok "$1: lab up"; return 1; }
+	lab_up "$1" 3 1 || return 1
 	clients_up "$1" 1
 	ghosts_on_backups "$1" alice
 	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-c1"
@@ -123,7 +209,7 @@ case_one() {
 	fail "$label" "$how"
 	continued "$label" 1 "$LAB_TMP/ping-c1"
 	say "$label: longest gap through the tunnel $(longest_gap "$LAB_TMP/ping-c1") s"
-	ha_teardown
+	case_end "$label"
 }
 
 # 2: the master fails, then the new master fails too.
@@ -136,13 +222,13 @@ case_two_failures() {
 	fail "$label (second failure)" cut
 	continued "$label (second failure)" 1 "$LAB_TMP/ping-c1"
 	say "$label: longest gap through the tunnel $(longest_gap "$LAB_TMP/ping-c1") s"
-	ha_teardown
+	case_end "$label"
 }
 
 # 3: two clients, both continue.
 case_two_clients() {
 	local label=3
-	ha_lab 3 2 || { not_ok "$label: lab up"; return; }
+	lab_up "$label" 3 2 || return
 	clients_up "$label" 2
 	ghosts_on_backups "$label" alice
 	ghosts_on_backups "$label" bob
@@ -155,13 +241,13 @@ case_two_clients() {
 	continued "$label" 2 "$LAB_TMP/ping-c2"
 	check "$label: the new master lists both clients" \
 		test "$(ha_ctl "$NEW" show clients 2>/dev/null | awk 'NR > 1' | wc -l)" -eq 2
-	ha_teardown
+	case_end "$label"
 }
 
 # 4: outage through the tunnel versus the VIP move, one run.
 case_outage() {
 	local label=$1 how=$2 out vip
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
+	lab_up "$label" 3 1 || return
 	clients_up "$label" 1
 	ghosts_on_backups "$label" alice
 	ping_log "$LAB-c1" "$INSIDE_IP" "$LAB_TMP/ping-tun"
@@ -180,7 +266,7 @@ case_outage() {
 		awk -v o="$out" -v v="$vip" 'BEGIN { exit !(o - v <= 0.2) }'
 	check "$label: the VIP did move (gap $vip s > 0)" awk -v v="$vip" 'BEGIN { exit !(v > 0.15 && v < 99) }'
 	continued "$label" 1
-	ha_teardown
+	case_end "$label"
 }
 
 # 5: a TCP stream from the client to the inside host across the failover.
@@ -212,7 +298,7 @@ PY
 
 case_stream() {
 	local label=5 bytes=$((6 * 1024 * 1024)) rate=$((400 * 1024)) sp cp sent recv
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
+	lab_up "$label" 3 1 || return
 	clients_up "$label" 1
 	ghosts_on_backups "$label" alice
 	ip netns exec "$LAB-in" timeout 90 python3 "$LAB_TMP/stream.py" server "$INSIDE_IP" 5001 "$LAB_TMP/recv" &
@@ -234,7 +320,7 @@ case_stream() {
 	check "$label: every byte arrived intact ($bytes bytes, sha256)" \
 		test -n "$sent" -a "$(awk '{print $1, $2}' <<<"$sent")" = "$bytes $(awk '{print $2}' <<<"$recv")" -a "$(awk '{print $1}' <<<"$recv")" = "$bytes"
 	continued "$label" 1
-	ha_teardown
+	case_end "$label"
 }
 
 # 6: the failed server comes back, gets the bulk, takes over again.
@@ -257,6 +343,8 @@ case_rejoin() {
 	say "$label: $(grep -m1 "session table complete: [0-9]" "$(ha_log "$back")")"
 	n=$(grep -m1 "session table complete: [0-9]" "$(ha_log "$back")" | sed -E 's/.*session table complete: *([0-9]+).*/\1/')
 	check "$label: its table is complete with 1 session (\"session table complete: ${n:-?} ...\")" test "${n:-x}" = 1
+	check "$label: s$back booted demoted: keepalived's init_file wrote $HA_DEMOTE before vpnsyncd ran (read: ${POWER_ON_DEMOTE:-nothing})" \
+		test "${POWER_ON_DEMOTE:-}" = "$HA_DEMOTE"
 	check "$label: s$back did not take the VIP before its table was complete" test $early = 0
 	check "$label: show sync on s$back: 1 session, bulk complete" \
 		test "$(sync_field "$back" sessions) $(sync_field "$back" bulk_complete)" = "1 true"
@@ -268,7 +356,7 @@ case_rejoin() {
 	check "$label: s$back takes over again (preempts s$holder)" wait_for 15 master_is "$back"
 	check "$label: s$back promoted the ghost session" wait_for 5 has_line "$(ha_log "$back")" "promoted: [1-9][0-9]* ghost session"
 	continued "$label (s$back back as master)" 1 "$LAB_TMP/ping-c1"
-	ha_teardown
+	case_end "$label"
 }
 
 # 7: 30 % loss on the sync traffic (UDP port 1196 only, so that the inside
@@ -312,7 +400,7 @@ loss_stats() {
 }
 case_sync_loss() {
 	local label=7 ip1 loss
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
+	lab_up "$label" 3 1 || return
 	if ! netem_sync_loss; then
 		not_ok "$label: 30 % loss on the sync traffic (this kernel has no netem qdisc or u32 classifier, and neither nft nor iptables is installed)"
 		ha_teardown
@@ -333,55 +421,14 @@ case_sync_loss() {
 		say "$label: s$i: loss emulation: $(loss_stats "$i")"
 	done
 	check "$label: no replay warning at the client" bash -c "! grep -Eqi 'replay|bad packet ID' '$LAB_TMP/c1.log'"
-	ha_teardown
+	case_end "$label"
 }
 
 # 8: sync security.
-cat >"$LAB_TMP/pcap.py" <<'PY'
-# pcap.py FILE payloads|count|find HEX...|inject SRC MODE IFADDR
-import socket, struct, sys
-def packets(path):
-    d = open(path, "rb").read()
-    if len(d) < 24: return
-    le = d[:4] == b"\xd4\xc3\xb2\xa1"
-    e = "<" if le else ">"
-    link = struct.unpack(e + "I", d[20:24])[0]
-    off = 24
-    while off + 16 <= len(d):
-        _, _, incl, _ = struct.unpack(e + "IIII", d[off:off + 16]); off += 16
-        f = d[off:off + incl]; off += incl
-        l2 = 14 if link == 1 else 16 if link == 113 else 0
-        ip = f[l2:]
-        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17: continue
-        ihl = (ip[0] & 15) * 4
-        yield ip[:ihl], ip[ihl:ihl + 8], ip[ihl + 8:]
-cmd, path = sys.argv[1], sys.argv[2]
-pk = list(packets(path))
-if cmd == "count":
-    print(len(pk))
-elif cmd == "find":   # exit 0 if any payload contains any of the byte strings
-    needles = [bytes.fromhex(h) for h in sys.argv[3:]]
-    sys.exit(0 if any(n in p for _, _, p in pk for n in needles) else 1)
-elif cmd == "inject":
-    src, mode, ifaddr = sys.argv[3], sys.argv[4], sys.argv[5]
-    cand = [x for x in pk if socket.inet_ntoa(x[0][12:16]) == src]
-    if not cand: sys.exit("no datagram from " + src)
-    iph, udph, pay = cand[len(cand) // 2]
-    if mode == "flip": pay = pay[:-1] + bytes([pay[-1] ^ 0x55])
-    elif mode == "truncate": pay = pay[:5]
-    udph = udph[:4] + struct.pack("!HH", 8 + len(pay), 0)
-    iph = bytearray(iph); iph[2:4] = struct.pack("!H", len(iph) + 8 + len(pay))
-    iph[10:12] = b"\0\0"
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth1")
-    s.sendto(bytes(iph) + udph + pay, (socket.inet_ntoa(iph[16:20]), 0))
-    print(f"injected {mode}: {len(pay)} bytes from {src} to {socket.inet_ntoa(iph[16:20])}")
-PY
 
 case_security() {
 	local label=8 m b cap=$LAB_TMP/sync.pcap tp a0 r0 m0 a1 r1 m1 cip n
-	ha_lab 3 1 || { not_ok "$label: lab up"; return; }
+	lab_up "$label" 3 1 || return
 	m=$(master_of)
 	b=$((m % 3 + 1))
 	ip netns exec "$LAB-s$b" timeout 60 tcpdump -i eth1 -U -n -s 0 -w "$cap" udp port 1196 2>/dev/null &
@@ -393,23 +440,23 @@ case_security() {
 	sleep 2
 	kill "$tp"
 	wait "$tp" 2>/dev/null
-	n=$(python3 "$LAB_TMP/pcap.py" count "$cap")
+	n=$(python3 "$PCAP" count "$cap")
 	check "$label: sync datagrams were captured on the sync link ($n)" test "${n:-0}" -gt 0
 	cip=$(printf '%02x' $(tr . ' ' <<<"${IP0[1]:-0.0.0.0}"))
 	check "$label: no sync datagram shows the client's name \"alice\" in plaintext" \
-		bash -c "! python3 '$LAB_TMP/pcap.py' find '$cap' $(printf alice | od -An -tx1 | tr -d ' \n')"
+		bash -c "! python3 '$PCAP' find '$cap' $(printf alice | od -An -tx1 | tr -d ' \n')"
 	check "$label: no sync datagram shows the tunnel IP ${IP0[1]} ($cip) or the client's address in plaintext" \
-		bash -c "! python3 '$LAB_TMP/pcap.py' find '$cap' $cip c6120065"
+		bash -c "! python3 '$PCAP' find '$cap' $cip c6120065"
 	check "$label: no sync datagram shows the CA's name in plaintext" \
-		bash -c "! python3 '$LAB_TMP/pcap.py' find '$cap' $(printf 'vpnsyncd lab CA' | od -An -tx1 | tr -d ' \n')"
+		bash -c "! python3 '$PCAP' find '$cap' $(printf 'vpnsyncd lab CA' | od -An -tx1 | tr -d ' \n')"
 	a0=$(sync_field "$b" rejected.auth)
 	r0=$(sync_field "$b" rejected.replay)
 	m0=$(sync_field "$b" rejected.malformed)
 	say "$label: s$b before: rejected auth ${a0:-?}, replay ${r0:-?}, malformed ${m0:-?}"
 	# From the master's own namespace, with its own addresses and ports.
-	ip netns exec "$LAB-s$m" python3 "$LAB_TMP/pcap.py" inject "$cap" "198.19.0.1$m" replay "198.19.0.1$m" >&2
-	ip netns exec "$LAB-s$m" python3 "$LAB_TMP/pcap.py" inject "$cap" "198.19.0.1$m" flip "198.19.0.1$m" >&2
-	ip netns exec "$LAB-s$m" python3 "$LAB_TMP/pcap.py" inject "$cap" "198.19.0.1$m" truncate "198.19.0.1$m" >&2
+	ip netns exec "$LAB-s$m" python3 "$PCAP" inject "$cap" "198.19.0.1$m" replay "198.19.0.1$m" >&2
+	ip netns exec "$LAB-s$m" python3 "$PCAP" inject "$cap" "198.19.0.1$m" flip "198.19.0.1$m" >&2
+	ip netns exec "$LAB-s$m" python3 "$PCAP" inject "$cap" "198.19.0.1$m" truncate "198.19.0.1$m" >&2
 	# A member of another cluster (another sync key) on the sync link.
 	lab_netns "$LAB-s4"
 	lab_link "$LAB-s4" br-pub eth0 198.18.0.14/24
@@ -432,7 +479,120 @@ case_security() {
 	check "$label: the foreign member installed no session" bash -c "! grep -q 'ghost' '$(ha_log 4)'"
 	check "$label: the client still reaches the inside host" ping_inside 1
 	check "$label: no restart nor warning at the client" not_restarted 1
-	ha_teardown
+	case_end "$label"
+}
+
+# 9: a forged DATA_V2 datagram carrying the ghost's peer id, junk after the
+# header, sent from outside (the client's namespace, another source port)
+# to a backup's own address, where every server also listens in this case,
+# while the master is alive. Safe: the backup neither promotes the ghost
+# nor takes anything over, sends nothing to the client, and the client goes
+# on through the master without a replay warning.
+cat >"$LAB_TMP/forge.py" <<'PY'
+import os, socket, sys
+addr, peer_id = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 0))
+for i in range(3):
+    # P_DATA_V2, key_id 0, the peer id, a high packet id, then junk
+    # standing for the AEAD tag and ciphertext.
+    pkt = bytes([9 << 3]) + peer_id.to_bytes(3, "big") + (0x7F000000 + i).to_bytes(4, "big") + os.urandom(48)
+    s.sendto(pkt, (addr, 1194))
+print(f"forged 3 DATA_V2 datagrams (peer-id {peer_id}) from port {s.getsockname()[1]} to {addr} port 1194")
+PY
+
+case_forged() {
+	local label=9 m b pid t0 n
+	HA_LISTEN_OWN=1
+	one_client_up "$label"
+	local up=$?
+	HA_LISTEN_OWN=
+	[ $up = 0 ] || return
+	m=$(master_of)
+	b=$((m % 3 + 1))
+	pid=$(grep -m1 -o "new session, peer-id [0-9]*" "$(ha_log "$m")" | awk '{ print $NF }')
+	check "$label: the master s$m logged alice's peer-id (\"new session, peer-id ${pid:-?}\")" test -n "$pid"
+	t0=$EPOCHREALTIME
+	ip netns exec "$LAB-c1" python3 "$LAB_TMP/forge.py" "198.18.0.1$b" "${pid:-0}" >&2
+	# Longer than the keepalive interval (2 s): a backup that went live
+	# would have pinged the client by then.
+	sleep 5
+	check "$label: backup s$b did not promote the ghost (no \"promoted\" in its log)" \
+		bash -c "! grep -m3 promoted '$(ha_log "$b")' >&2"
+	check "$label: backup s$b took nothing over (no \"taken over\" in its log)" \
+		bash -c "! grep -m3 'taken over' '$(ha_log "$b")' >&2"
+	n=$(python3 "$PCAP" senders "$LAB_TMP/c1.pcap" $(server_macs) | awk -v s="s$b" '$1 == s { print $2 }')
+	check "$label: backup s$b sent nothing to the client (capture: ${n:-0} datagrams from s$b)" test "${n:-0}" = 0
+	# A backup does not hold the VIP its listener is bound to, so the kernel
+	# refuses its sends (ENETUNREACH): only its log shows that it tried.
+	check "$label: backup s$b did not even try to send (no \"send to\" error in its log)" \
+		bash -c "! grep -m3 'send to ' '$(ha_log "$b")' >&2"
+	check "$label: s$m is still the master" master_is "$m"
+	check "$label: the client's 10 Hz ping kept being answered through the master (>= 40 replies in 5 s)" \
+		replied_since "$LAB_TMP/ping-c1" "$t0" 40
+	check "$label: the client reaches the inside host" ping_inside 1 5
+	if client_restarted 1; then
+		not_ok "$label: the client did not restart nor warn (replay, bad packet ID)"
+		client_trouble 1 | sed 's/^/    /' >&2
+	else
+		ok "$label: the client did not restart nor warn (replay, bad packet ID)"
+	fi
+	case_end "$label"
+}
+
+# 10: a takeover, then 20 renegotiations by the new master (reneg-sec 3,
+# rekey-window 2: key_id goes round 1..7 almost three times), with a 10 Hz
+# ping all along. Safe: the client never reconnects (no restart, no TLS
+# error), keeps its tunnel IP, and the ping never stops for a second.
+RENEG_TROUBLE="Restart|SIGUSR1|TLS Error|TLS key negotiation failed|replay|bad packet ID|Inactivity timeout"
+# handshakes_since N T: client N's completed TLS handshakes (its "Control
+# Channel: TLS..." lines) stamped after the Unix time T.
+handshakes_since() {
+	awk -v t="$2" '/ Control Channel: TLS/ && $1 + 0 > t { n++ } END { print n + 0 }' "$LAB_TMP/c$1.log"
+}
+handshakes_at_least() { [ "$(handshakes_since "$1" 0)" -ge "$2" ]; }
+case_reneg() {
+	local label=10 deadline n=0 t_back
+	HA_CONF_EXTRA="reneg-sec 3" HA_SYNC_EXTRA="rekey-window 2"
+	one_client_up "$label"
+	local up=$?
+	HA_CONF_EXTRA="" HA_SYNC_EXTRA=""
+	[ $up = 0 ] || return
+	# The master renegotiates twice first: the backups then hold a copied
+	# primary key and a copied lame duck, whose key_id comes round again.
+	wait_for 15 handshakes_at_least 1 3
+	check "$label: the master renegotiated twice before the takeover (client handshakes: $(handshakes_since 1 0))" \
+		handshakes_at_least 1 3
+	sleep 0.5
+	fail "$label" cut
+	check "$label: the ping through the tunnel answers again after the takeover" \
+		wait_for 20 replied_since "$LAB_TMP/ping-c1" "$T_FAIL"
+	t_back=$EPOCHREALTIME
+	deadline=$((SECONDS + 100))
+	while [ $SECONDS -lt $deadline ]; do
+		n=$(handshakes_since 1 "$T_FAIL")
+		[ "$n" -ge 20 ] && break
+		grep -Eq "$RENEG_TROUBLE" "$LAB_TMP/c1.log" && break
+		sleep 0.5
+	done
+	say "$label: $n renegotiations completed at the client since the takeover, in $(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
+	check "$label: 20 renegotiations after the takeover ($n)" test "$n" -ge 20
+	if grep -Eq "$RENEG_TROUBLE" "$LAB_TMP/c1.log"; then
+		not_ok "$label: the client never reconnected (no $RENEG_TROUBLE)"
+		grep -Em5 "$RENEG_TROUBLE" "$LAB_TMP/c1.log" | sed 's/^/    /' >&2
+	else
+		ok "$label: the client never reconnected (no $RENEG_TROUBLE)"
+	fi
+	check "$label: one \"Initialization Sequence Completed\" at the client" \
+		test "$(grep -c "Initialization Sequence Completed" "$LAB_TMP/c1.log")" = 1
+	check "$label: the client keeps its tunnel IP ${IP0[1]} (now $(tunnel_ip 1))" same_ip 1 "${IP0[1]}"
+	check "$label: the client reaches the inside host" ping_inside 1 5
+	# After that ping: an outage that began as the loop ended counts too.
+	local gap
+	gap=$(longest_gap "$LAB_TMP/ping-c1" "$t_back")
+	check "$label: the ping never stopped for 1 s after the takeover (longest gap $gap s)" \
+		awk -v g="$gap" 'BEGIN { exit !(g < 1) }'
+	case_end "$label"
 }
 
 T_ALL=$SECONDS
@@ -450,6 +610,8 @@ for c in $CASES; do
 	6) case_rejoin ;;
 	7) case_sync_loss ;;
 	8) case_security ;;
+	9) case_forged ;;
+	10) case_reneg ;;
 	*) say "unknown case $c" ;;
 	esac
 	say "=== case $c: $((SECONDS - t0)) s"

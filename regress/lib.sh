@@ -286,14 +286,14 @@ client_conf() {
 #
 # Per server, everything lives in $LAB_TMP/sI/: vpnsyncd.conf, vpnsyncd.sock,
 # vpnsyncd.pid, vpnsyncd.log (every line prefixed with a Unix time with
-# microseconds), demote (keepalived's track_file, written by vpnsyncd),
-# alive (the vrrp_script), keepalived.conf, keepalived.log, ka*.pid.
+# microseconds), demote (keepalived's track_file, written by vpnsyncd,
+# created by keepalived's init_file), keepalived.conf, keepalived.log, ka*.pid.
 #
-# Failure detection: keepalived tracks the tun device (track_interface
-# tun0): it exists exactly as long as vpnsyncd's engine does, so a killed
-# daemon is seen at once through netlink (the vrrp_script polls only every
-# second; keepalived's track_process needs the proc connector, which network
-# namespaces do not have).
+# Failure detection is the example's alone (etc/examples/keepalived.conf):
+# the sync group tracks the tun device (track_interface tun0), which exists
+# exactly as long as vpnsyncd's engine does, so a killed daemon is seen at
+# once through netlink (keepalived's track_process would need the proc
+# connector, which network namespaces do not have).
 #
 # Demotion: the demote value is 120, above the largest priority difference
 # (150 - 50), and keepalived clamps the effective priority to >= 1: a demoted
@@ -325,11 +325,17 @@ ha_priority() {
 	case $1 in 1) echo 150 ;; 2) echo 100 ;; 3) echo 50 ;; *) echo 30 ;; esac
 }
 
-# ha_server_conf I [SYNC-KEY-FILE]: vpnsyncd.conf of server I.
+# ha_server_conf I [SYNC-KEY-FILE]: vpnsyncd.conf of server I. A case may
+# add to it: HA_LISTEN_OWN=1, a second listener on the server's own public
+# address (198.18.0.1I port 1194); HA_CONF_EXTRA and HA_SYNC_EXTRA, lines
+# of its own, outside and inside the sync block (e.g. "reneg-sec 3",
+# "rekey-window 2").
 ha_server_conf() {
 	local i=$1 key=${2:-$PKI/sync.key} d
 	d=$(ha_dir "$i")
 	server_base_conf "$d/vpnsyncd.sock"
+	[ -z "${HA_LISTEN_OWN:-}" ] || echo "listen on 198.18.0.1$i port 1194"
+	[ -z "${HA_CONF_EXTRA:-}" ] || printf '%s\n' "$HA_CONF_EXTRA"
 	cat <<-EOC
 		tls-auth "$PKI/ta.key" direction 0
 		keepalive ${HA_KEEPALIVE:-2 10}
@@ -339,70 +345,40 @@ ha_server_conf() {
 			key "$key"
 			member $i
 			demote file "$d/demote" value $HA_DEMOTE
+			${HA_SYNC_EXTRA:-}
 		}
 	EOC
 }
 
-# ha_keepalived_conf I: keepalived.conf of server I.
+# ha_keepalived_conf I: keepalived.conf of server I: etc/examples/keepalived.conf
+# itself (the lab has its layout: interfaces, VIPs, router ids), so that the
+# lab runs what users copy. Substituted: router_id, priority, the demote
+# file's path and init_file value, advert_int; added to global_defs: VRRPv3
+# for a sub-second advert_int, and gratuitous ARPs at once (no second burst
+# 5 s later). Fails, saying which, if the example no longer has one of the
+# lines substituted.
+HA_KEEPALIVED_EXAMPLE=$TOP/etc/examples/keepalived.conf
 ha_keepalived_conf() {
-	local i=$1 d prio ver=""
+	local i=$1 d prio ver="" out want
 	d=$(ha_dir "$i")
 	prio=$(ha_priority "$i")
-	case $HA_ADVERT in 0.* | .*) ver="vrrp_version 3" ;; esac
-	cat <<-EOC
-		global_defs {
-			router_id $LAB-s$i
-			script_user root
-			enable_script_security
-			$ver
-			vrrp_garp_master_delay 0
-			vrrp_garp_master_repeat 3
+	case $HA_ADVERT in 0.* | .*) ver='\n\tvrrp_version 3' ;; esac
+	out=$(sed -E \
+		-e "s|^(\trouter_id) vpn1\$|\1 $LAB-s$i|" \
+		-e "s|^global_defs \{\$|&$ver\n\tvrrp_garp_master_delay 0\n\tvrrp_garp_master_repeat 3|" \
+		-e "s|\"/run/vpnsyncd/demote\"|\"$d/demote\"|" \
+		-e "s|^(\tinit_file) 50\$|\1 $HA_DEMOTE|" \
+		-e "s|^(\tpriority) 150\t.*|\1 $prio|" \
+		-e "s|^(\tadvert_int) 1\$|\1 $HA_ADVERT|" \
+		"$HA_KEEPALIVED_EXAMPLE") || return 1
+	for want in "router_id $LAB-s$i" "file \"$d/demote\"" "init_file $HA_DEMOTE" \
+		"priority $prio" "advert_int $HA_ADVERT" "vrrp_garp_master_delay 0"; do
+		grep -qF "$want" <<<"$out" || {
+			say "ha_keepalived_conf: $HA_KEEPALIVED_EXAMPLE changed: no line to turn into \"$want\" (fix the sed of regress/lib.sh)"
+			return 1
 		}
-		vrrp_script vpnsyncd_alive {
-			script "$d/alive"
-			interval 1
-			timeout 1
-			fall 1
-			rise 1
-			weight 0
-		}
-		track_file vpnsyncd_demote {
-			file "$d/demote"
-			weight -1
-		}
-		vrrp_sync_group vpn {
-			group {
-				outside
-				inside
-			}
-			sync_group_tracking_weight
-		}
-	EOC
-	local inst ifname vrid vip
-	for inst in outside inside; do
-		if [ $inst = outside ]; then ifname=eth0 vrid=51 vip=$PUB_VIP; else ifname=eth1 vrid=52 vip=$IN_VIP; fi
-		cat <<-EOC
-			vrrp_instance $inst {
-				state BACKUP
-				interface $ifname
-				virtual_router_id $vrid
-				priority $prio
-				advert_int $HA_ADVERT
-				virtual_ipaddress {
-					$vip/24 dev $ifname
-				}
-				track_file {
-					vpnsyncd_demote
-				}
-				track_script {
-					vpnsyncd_alive
-				}
-				track_interface {
-					tun0
-				}
-			}
-		EOC
 	done
+	printf '%s\n' "$out"
 }
 
 # start_vpnsyncd I [SYNC-KEY-FILE]: starts vpnsyncd on server I (foreground,
@@ -426,18 +402,7 @@ start_keepalived() {
 	local i=$1 d
 	d=$(ha_dir "$i")
 	mkdir -p "$d"
-	[ -f "$d/demote" ] || echo 0 >"$d/demote"
-	# The vrrp_script: fails when this server's vpnsyncd parent is gone. A
-	# killed parent may linger as a zombie of the test shell, which kill -0
-	# would still find: the state in /proc tells.
-	cat >"$d/alive" <<-EOS
-		#!/bin/sh
-		pid=\$(cat "$d/vpnsyncd.pid" 2>/dev/null) || exit 1
-		state=\$(awk '/^State:/ { print \$2 }' "/proc/\$pid/status" 2>/dev/null)
-		[ -n "\$state" ] && [ "\$state" != Z ]
-	EOS
-	chmod 755 "$d/alive"
-	ha_keepalived_conf "$i" >"$d/keepalived.conf"
+	ha_keepalived_conf "$i" >"$d/keepalived.conf" || return 1
 	ip netns exec "$LAB-s$i" keepalived -n -l -D -f "$d/keepalived.conf" \
 		-p "$d/ka.pid" -r "$d/ka-vrrp.pid" -c "$d/ka-chk.pid" -b "$d/ka-bfd.pid" \
 		> >(stamp >>"$d/keepalived.log") 2>&1 &
@@ -489,10 +454,9 @@ ha_lab() {
 	lab_topology "$ns" "$nc"
 	for i in $(seq 1 "$ns"); do
 		mkdir -p "$(ha_dir "$i")"
-		echo 0 >"$(ha_dir "$i")/demote"
 		start_vpnsyncd "$i" || return 1
 	done
-	for i in $(seq 1 "$ns"); do start_keepalived "$i"; done
+	for i in $(seq 1 "$ns"); do start_keepalived "$i" || return 1; done
 	wait_for 20 ha_settled || { say "ha_lab: no server holds both VIPs after 20 s"; return 1; }
 	say "ha_lab: $ns servers (advert_int $HA_ADVERT), master s$(master_of)"
 }
@@ -501,7 +465,7 @@ ha_lab() {
 ha_ns_pids() { ip netns pids "$LAB-s$1" 2>/dev/null; }
 
 # kill_vpnsyncd I: SIGKILL of vpnsyncd's parent on server I (its children
-# notice their parent is gone and exit; keepalived's vrrp_script fails).
+# notice their parent is gone and exit; the tun device goes with them).
 kill_vpnsyncd() {
 	local pid
 	pid=$(cat "$(ha_dir "$1")/vpnsyncd.pid" 2>/dev/null) || return 1
@@ -527,10 +491,12 @@ power_cut() {
 	POWER_CUT_AT=$EPOCHREALTIME
 }
 
-# power_on I: server I boots again: no process, no VIP (a rebooted machine
-# holds none), cables back, then vpnsyncd and keepalived start (vpnsyncd
-# first, so that its demotion is in the track file before keepalived reads
-# it). Does not wait for VRRP.
+# power_on I: server I boots again: no process, no VIP, no demote file (a
+# rebooted machine holds none: /run is empty), cables back, then keepalived
+# and vpnsyncd start in the order of a real boot (vpnsyncd.service runs
+# after keepalived.service): keepalived must start without tun0 and create
+# the demote file with the demote value (init_file), which POWER_ON_DEMOTE
+# holds as read before vpnsyncd started. Does not wait for VRRP.
 power_on() {
 	local i=$1 d
 	unset "HA_DOWN[$i]"
@@ -540,12 +506,14 @@ power_on() {
 	ip -n "$LAB-s$i" addr del "$PUB_VIP/24" dev eth0 2>/dev/null
 	ip -n "$LAB-s$i" addr del "$IN_VIP/24" dev eth1 2>/dev/null
 	ip -n "$LAB-s$i" link del tun0 2>/dev/null
-	echo 0 >"$d/demote"
+	rm -f "$d/demote"
 	echo "--- power on $EPOCHREALTIME" >>"$d/vpnsyncd.log"
 	ip -n "$LAB-sw" link set "s$i-eth0" up
 	ip -n "$LAB-sw" link set "s$i-eth1" up
-	start_vpnsyncd "$i" || return 1
-	start_keepalived "$i"
+	start_keepalived "$i" || return 1
+	wait_for 5 test -s "$d/demote"
+	POWER_ON_DEMOTE=$(cat "$d/demote" 2>/dev/null)
+	start_vpnsyncd "$i"
 }
 
 # ping_log NS DEST FILE: 10 Hz ping from namespace NS, -D timestamps, -O to
@@ -558,14 +526,16 @@ ping_log() {
 	disown $!
 }
 
-# longest_gap FILE: the longest time in seconds (2 decimals) without a reply
-# in a ping_log file: the largest difference between the -D timestamps of
-# consecutive replies, and the time from the last reply to the last line
-# (an outage that never ended counts too). 99.99 if there is no reply.
+# longest_gap FILE [T]: the longest time in seconds (2 decimals) without a
+# reply in a ping_log file, from its first reply after the Unix time T (0)
+# on: the largest difference between the -D timestamps of consecutive
+# replies, and the time from the last reply to the last line (an outage
+# that never ended counts too). 99.99 if there is no reply.
 longest_gap() {
-	awk '
+	awk -v since="${2:-0}" '
 		/^\[[0-9]+\.[0-9]+\]/ {
 			t = substr($1, 2, length($1) - 2) + 0
+			if (t <= since) next
 			last = t
 			if ($0 ~ / bytes from /) {
 				if (have && t - prev > gap) gap = t - prev
@@ -639,7 +609,7 @@ ha_explain() {
 ha_teardown() {
 	lab_stop
 	HA_DOWN=()
-	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log
+	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log "$LAB_TMP"/c[0-9]*.pcap "$LAB_TMP"/c[0-9]*.tcpdump
 	HA_SERVERS=0
 	HA_CLIENTS=0
 }
