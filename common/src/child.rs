@@ -7,6 +7,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::{DecodeError, Reader};
 use crate::imsg::ImsgBuf;
@@ -14,6 +15,15 @@ use crate::msg::{FdKind, ImsgType, KeyKind};
 
 /// The descriptor a child finds its parent channel on.
 pub const PARENT_FD: i32 = 3;
+
+/// Test-only: names the child (`engine`, `syncer` or `carpwatch`) that makes
+/// a forbidden system call when the parent next relays a `Verbose` message
+/// (`vpnsyncctl log verbose`), to prove that its filter kills it. Honoured
+/// only in the foreground (`-d`), which no service manager uses.
+pub const FORBIDDEN_SYSCALL_TEST_ENV: &str = "VPNSYNCD_TEST_FORBIDDEN_SYSCALL";
+
+/// Whether this child was armed by [`FORBIDDEN_SYSCALL_TEST_ENV`].
+static FORBIDDEN_SYSCALL_ARMED: AtomicBool = AtomicBool::new(false);
 
 /// What the parent hands a child before it starts working.
 #[derive(Debug, Default)]
@@ -44,8 +54,13 @@ fn bad(e: DecodeError) -> io::Error {
 
 /// Takes fd 3, drops privileges to `uid`/`gid` in the empty chroot, then
 /// receives the start-up messages. Privileges go first so that nothing the
-/// parent sends is ever handled with root rights.
-pub fn start(uid: u32, gid: u32) -> io::Result<(ImsgBuf, Startup)> {
+/// parent sends is ever handled with root rights. `name` and `foreground`
+/// decide whether the forbidden-syscall test is armed for this child.
+pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(ImsgBuf, Startup)> {
+    if foreground && std::env::var_os(FORBIDDEN_SYSCALL_TEST_ENV).is_some_and(|v| v == name) {
+        log::warn!("test: {FORBIDDEN_SYSCALL_TEST_ENV}: this child makes a forbidden system call on the next Verbose");
+        FORBIDDEN_SYSCALL_ARMED.store(true, Ordering::Relaxed);
+    }
     // SAFETY: the parent placed our channel on PARENT_FD before exec and
     // nothing else in this process refers to it.
     let sock = unsafe { OwnedFd::from_raw_fd(PARENT_FD) };
@@ -74,4 +89,15 @@ pub fn start(uid: u32, gid: u32) -> io::Result<(ImsgBuf, Startup)> {
             other => return Err(io::Error::other(format!("unexpected {other:?} during start-up"))),
         }
     }
+}
+
+/// Applies a `Verbose` message from the parent. An armed child (see
+/// [`FORBIDDEN_SYSCALL_TEST_ENV`]) makes its forbidden system call here.
+pub fn on_verbose(level: u8) {
+    if FORBIDDEN_SYSCALL_ARMED.load(Ordering::Relaxed) {
+        log::warn!("test: calling ptrace(2), which the filter forbids");
+        crate::sandbox::forbidden_syscall();
+        log::error!("test: the forbidden ptrace(2) returned: this child is not confined");
+    }
+    crate::log::set_verbose(level);
 }

@@ -9,6 +9,8 @@ pub mod log;
 pub mod msg;
 pub mod poll;
 pub mod sandbox;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
 
 /// The version shown by `vpnsyncctl show summary`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

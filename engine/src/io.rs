@@ -358,7 +358,7 @@ impl Engine {
                 self.role = role;
                 self.send_control();
             }
-            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
+            ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {
                 let (kind, bytes) = m.data.split_first().ok_or_else(|| bad(DecodeError("empty key message")))?;
                 self.pending_keys.push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));

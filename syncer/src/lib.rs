@@ -259,7 +259,7 @@ impl Syncer {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 self.core.set_role(role);
             }
-            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
+            ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {
                 let mut r = Reader::new(&m.data);
                 if KeyKind::from_u8(r.u8().map_err(bad)?).map_err(bad)? == KeyKind::Sync {
