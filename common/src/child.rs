@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::codec::{DecodeError, Reader};
 use crate::imsg::ImsgBuf;
 use crate::msg::{FdKind, ImsgType, KeyKind};
+use crate::secret::Secret;
 
 /// The descriptor a child finds its parent channel on.
 pub const PARENT_FD: i32 = 3;
@@ -30,7 +31,8 @@ static FORBIDDEN_SYSCALL_ARMED: AtomicBool = AtomicBool::new(false);
 pub struct Startup {
     /// Canonical configuration text (re-parsed with `parse_str`).
     pub conf: String,
-    pub keys: Vec<(KeyKind, Vec<u8>)>,
+    /// Key files, each zeroized when dropped.
+    pub keys: Vec<(KeyKind, Secret)>,
     pub fds: Vec<(FdKind, OwnedFd)>,
 }
 
@@ -71,15 +73,13 @@ pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(Im
     ibuf.set_maxsize(1 << 20);
     let mut st = Startup::default();
     loop {
-        let m = ibuf.recv_blocking()?;
+        let mut m = ibuf.recv_blocking()?;
         match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
             ImsgType::Conf => {
-                st.conf = String::from_utf8(m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?
+                st.conf = String::from_utf8(std::mem::take(&mut *m.data))
+                    .map_err(|_| bad(DecodeError("configuration is not UTF-8")))?
             }
-            ImsgType::KeyMaterial => {
-                let (kind, bytes) = m.data.split_first().ok_or_else(|| bad(DecodeError("empty key message")))?;
-                st.keys.push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
-            }
+            ImsgType::KeyMaterial => st.keys.push(key_material(m.data).map_err(bad)?),
             ImsgType::Fd => {
                 let kind = FdKind::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 let fd = m.fd.ok_or_else(|| bad(DecodeError("fd message without a descriptor")))?;
@@ -89,6 +89,14 @@ pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(Im
             other => return Err(io::Error::other(format!("unexpected {other:?} during start-up"))),
         }
     }
+}
+
+/// Splits a `KeyMaterial` payload into its kind and the key bytes, in place
+/// (the bytes are not copied into a second buffer).
+pub fn key_material(mut data: Secret) -> Result<(KeyKind, Secret), DecodeError> {
+    let kind = KeyKind::from_u8(*data.first().ok_or(DecodeError("empty key message"))?)?;
+    data.remove(0);
+    Ok((kind, data))
 }
 
 /// Applies a `Verbose` message from the parent. An armed child (see

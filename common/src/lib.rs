@@ -11,6 +11,7 @@ pub mod poll;
 pub mod sandbox;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+pub mod secret;
 
 /// The version shown by `vpnsyncctl show summary`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

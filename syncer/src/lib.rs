@@ -87,6 +87,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
             return 1;
         }
     };
+    // The parsed key is all we keep; the received file is zeroized now.
+    st.keys.clear();
     let mut boot: BootId = [0; 16];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut boot).is_err() {
         log::error!("no randomness for the sync boot id");
