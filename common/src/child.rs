@@ -59,7 +59,7 @@ fn bad(e: DecodeError) -> io::Error {
 /// parent sends is ever handled with root rights. `name` and `foreground`
 /// decide whether the forbidden-syscall test is armed for this child.
 pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(ImsgBuf, Startup)> {
-    if foreground && std::env::var_os(FORBIDDEN_SYSCALL_TEST_ENV).is_some_and(|v| v == name) {
+    if forbidden_syscall_armed(name, foreground, std::env::var_os(FORBIDDEN_SYSCALL_TEST_ENV).as_deref()) {
         log::warn!("test: {FORBIDDEN_SYSCALL_TEST_ENV}: this child makes a forbidden system call on the next Verbose");
         FORBIDDEN_SYSCALL_ARMED.store(true, Ordering::Relaxed);
     }
@@ -91,6 +91,12 @@ pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(Im
     }
 }
 
+/// Whether the test trigger applies to child `name`: only in the foreground,
+/// and only for the child the variable names.
+fn forbidden_syscall_armed(name: &str, foreground: bool, var: Option<&std::ffi::OsStr>) -> bool {
+    foreground && var.is_some_and(|v| v == name)
+}
+
 /// Splits a `KeyMaterial` payload into its kind and the key bytes, in place
 /// (the bytes are not copied into a second buffer).
 pub fn key_material(mut data: Secret) -> Result<(KeyKind, Secret), DecodeError> {
@@ -108,4 +114,26 @@ pub fn on_verbose(level: u8) {
         log::error!("test: the forbidden ptrace(2) returned: this child is not confined");
     }
     crate::log::set_verbose(level);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_test_trigger_needs_the_foreground_and_the_childs_name() {
+        assert!(forbidden_syscall_armed("engine", true, Some(OsStr::new("engine"))));
+        assert!(!forbidden_syscall_armed("engine", false, Some(OsStr::new("engine"))), "daemon mode ignores it");
+        assert!(!forbidden_syscall_armed("syncer", true, Some(OsStr::new("engine"))));
+        assert!(!forbidden_syscall_armed("engine", true, None));
+    }
+
+    #[test]
+    fn key_material_is_split_in_place() {
+        let (kind, bytes) = key_material(Secret::new(vec![KeyKind::Sync as u8, 1, 2, 3])).unwrap();
+        assert_eq!((kind, bytes.as_slice()), (KeyKind::Sync, &[1u8, 2, 3][..]));
+        assert_eq!(key_material(Secret::new(Vec::new())).unwrap_err(), DecodeError("empty key message"));
+        assert!(key_material(Secret::new(vec![200])).is_err());
+    }
 }
