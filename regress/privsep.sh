@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The daemon's process model, proven on a running daemon: four processes,
-# each child unprivileged, chrooted, without capabilities and with
-# no_new_privs; the control socket root-only; reload; clean shutdown; and a
-# child killed with SIGKILL takes the whole daemon down with a log line that
-# names it.
+# each child unprivileged, chrooted, without capabilities, with no_new_privs
+# and a seccomp filter, holding exactly the descriptors it was given; the
+# control socket root-only; reload; clean shutdown; a child killed with
+# SIGKILL takes the whole daemon down with a log line that names it; and a
+# child that makes a forbidden system call is killed by its filter, which
+# demotes the node.
 . "$(dirname "$0")/lib.sh"
 need_root
 ensure_user
@@ -33,9 +35,27 @@ write_conf() {
 	EOC
 }
 
+# A cluster member's configuration (demotion needs a sync block): its VIP
+# on a dummy interface of the namespace, one peer that never answers.
+DUMMY=vsd-priv-dum
+DEMOTE=$LAB_TMP/demote
+write_sync_conf() {
+	write_conf
+	cat >>"$CONF" <<-EOC
+		sync {
+			role vip 10.250.0.10 interface $DUMMY
+			peer 10.250.0.2 port 1196
+			key "$LAB_TMP/pki/sync.key"
+			demote file "$DEMOTE" value 77
+		}
+	EOC
+}
+
+# start_daemon: the daemon starts with two extra descriptors inherited from
+# its caller (10 and 251), which must not reach any child.
 start_daemon() {
 	: >"$LOG"
-	ip netns exec $NS "$VPNSYNCD" -d -v -f "$CONF" 2>"$LOG" &
+	ip netns exec $NS "$VPNSYNCD" -d -v -f "$CONF" </dev/null >/dev/null 2>"$LOG" 10</dev/null 251</dev/null &
 	DAEMON=$!
 	LAB_PIDS+=("$DAEMON")
 	wait_for 10 test -S "$SOCK" && wait_for 5 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
@@ -62,6 +82,76 @@ child_is_confined() {
 
 has_flag() { tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- " $2 "; }
 
+# child_pid FLAG: the daemon's child started with FLAG (-E, -S or -C).
+child_pid() {
+	local k
+	for k in $(pgrep -P "$DAEMON"); do has_flag "$k" "$1" && echo "$k"; done
+}
+
+# fd_names PID: one word per open descriptor of PID, sorted: the path of a
+# file or device, or the kind of socket (udp, netlink, unix, unix:PATH).
+fd_names() {
+	local pid=$1 fd t ino path
+	for fd in /proc/"$pid"/fd/*; do
+		t=$(readlink "$fd") || continue
+		case $t in
+		socket:\[*\])
+			ino=${t#socket:[}
+			ino=${ino%]}
+			if awk -v i="$ino" '$10 == i { f = 1 } END { exit !f }' /proc/"$pid"/net/udp /proc/"$pid"/net/udp6; then
+				echo udp
+			elif awk -v i="$ino" '$10 == i { f = 1 } END { exit !f }' /proc/"$pid"/net/netlink; then
+				echo netlink
+			elif path=$(awk -v i="$ino" '$7 == i { print $8; f = 1 } END { exit !f }' /proc/"$pid"/net/unix); then
+				echo "unix${path:+:$path}"
+			else
+				echo "socket"
+			fi
+			;;
+		*) echo "$t" ;;
+		esac
+	done | sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# child_fds_are FLAG WORD...: the child's descriptors are exactly WORDs
+# (stdin and stdout /dev/null, stderr the log, fd 3 the parent channel, and
+# what the parent sent it).
+child_fds_are() {
+	local flag=$1 pid want have
+	shift
+	pid=$(child_pid "$flag")
+	want=$(printf '%s\n' /dev/null /dev/null "$LOG" "$@" | sort | tr '\n' ' ' | sed 's/ $//')
+	have=$(fd_names "$pid")
+	[ "$have" = "$want" ] || { say "  child $flag (pid $pid) fds: $have; expected: $want"; return 1; }
+}
+
+# settled COMMAND...: COMMAND succeeds within 3 s (a control connection may
+# still be closing); on failure its last run says why.
+settled() { wait_for 3 "$@" || "$@"; }
+
+# forbidden_syscall_kills NAME FLAG: a daemon whose child NAME is armed with
+# the test trigger; the child dies of its filter at the next Verbose, the
+# parent names it, demotes and exits 1.
+forbidden_syscall_kills() {
+	local name=$1 flag=$2 pid rc
+	write_sync_conf
+	rm -f "$DEMOTE"
+	export VPNSYNCD_TEST_FORBIDDEN_SYSCALL=$name
+	start_daemon
+	unset VPNSYNCD_TEST_FORBIDDEN_SYSCALL
+	check "$name armed: the demotion is lifted once the table is complete (alone after 3 s)" \
+		wait_for 10 grep -qx 0 "$DEMOTE"
+	pid=$(child_pid "$flag")
+	"$VPNSYNCCTL" -s "$SOCK" log verbose >/dev/null 2>&1
+	wait_for 10 bash -c "! kill -0 $DAEMON"
+	wait "$DAEMON"
+	rc=$?
+	check "$name (pid $pid): a forbidden ptrace(2) kills it (SIGSYS)" \
+		grep -q "$name (pid $pid) killed by signal 31 (SIGSYS)" "$LOG"
+	check "$name: the parent demoted the node (demote file holds 77)" grep -qx 77 "$DEMOTE"
+	check "$name: the parent exits 1 (status $rc)" test "$rc" -eq 1
+}
+
 write_conf
 check "vpnsyncd refuses to start without root" \
 	bash -c "setpriv --reuid=nobody --regid=nogroup --clear-groups '$VPNSYNCD' -d -f '$CONF' 2>&1 | grep -qx 'vpnsyncd: need root privileges'"
@@ -76,7 +166,13 @@ for flag in -E -S -C; do
 	for k in "${KIDS[@]}"; do has_flag "$k" $flag && pid=$k; done
 	check "child $flag exists" test -n "$pid"
 	[ -n "$pid" ] && check "child $flag (pid $pid): uid/gid _vpnsyncd, no capabilities, no_new_privs, root /var/empty" child_is_confined "$pid"
+	[ -n "$pid" ] && check "child $flag (pid $pid): Seccomp: 2 (filter mode)" test "$(status_field "$pid" Seccomp)" = 2
 done
+check "the parent holds the inherited descriptors 10 and 251" test -e /proc/$DAEMON/fd/10 -a -e /proc/$DAEMON/fd/251
+check "engine fds: parent channel, tun, listener, control socket, syncer channel" \
+	settled child_fds_are -E unix /dev/net/tun udp "unix:$SOCK" unix
+check "syncer fds: parent channel, engine channel (standalone: no sync socket)" settled child_fds_are -S unix unix
+check "carpwatch fds: parent channel (standalone: no route socket)" settled child_fds_are -C unix
 check "control socket is 0600 root" test "$(stat -c '%a %U' "$SOCK")" = "600 root"
 check "tun device has the server address" bash -c "ip -n $NS -4 addr show $DEV | grep -q 'inet 10.8.0.1/24'"
 
@@ -134,6 +230,24 @@ wait "$DAEMON"
 RC=$?
 check "SIGTERM: clean exit 0" test $RC -eq 0
 check "SIGTERM: tun device and socket removed" bash -c "! ip -n $NS link show $DEV 2>/dev/null && test ! -e '$SOCK'"
+
+# A cluster member: the sync socket and the route socket reach their child.
+ip -n $NS link add $DUMMY type dummy
+ip -n $NS addr add 10.250.0.1/24 dev $DUMMY
+ip -n $NS addr add 10.250.0.10/32 dev $DUMMY
+ip -n $NS link set $DUMMY up
+write_sync_conf
+check "cluster member starts" start_daemon
+check "syncer fds: parent channel, engine channel, sync socket" settled child_fds_are -S unix unix udp
+check "carpwatch fds: parent channel, route socket" settled child_fds_are -C unix netlink
+for flag in -E -S -C; do
+	check "cluster member: child $flag has Seccomp: 2" test "$(status_field "$(child_pid $flag)" Seccomp)" = 2
+done
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+forbidden_syscall_kills engine -E
+forbidden_syscall_kills syncer -S
+forbidden_syscall_kills carpwatch -C
 say "--- daemon log (last run) ---"
 tail -n 20 "$LOG" >&2
 summary

@@ -87,7 +87,7 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
                 match ImsgType::from_u32(m.hdr.ty) {
                     Ok(ImsgType::Verbose) => {
                         let v = Reader::new(&m.data).u8().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        vpnsyncd_common::log::set_verbose(v);
+                        vpnsyncd_common::child::on_verbose(v);
                     }
                     // The role source is fixed at start; a reload that changes
                     // it is reported by the parent as needing a restart.

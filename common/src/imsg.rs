@@ -11,12 +11,19 @@
 //! [`ImsgBuf::get`]. Malformed framing (a length below the header or above the
 //! channel's maximum, or an fd mark without a descriptor) is an error, after
 //! which the channel is to be closed.
+//!
+//! Payloads carry key material (key files from the parent, session keys
+//! between engine and syncer), so every buffer a payload passes through is
+//! zeroized when it is done with: the read buffer, the reassembly buffer
+//! (grown by copying, never by `realloc`, which would leave the old bytes
+//! behind), the received message and the queued one.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Size of the imsg header.
 pub const HEADER_SIZE: usize = 16;
@@ -59,13 +66,14 @@ impl ImsgHdr {
 #[derive(Debug)]
 pub struct Imsg {
     pub hdr: ImsgHdr,
-    pub data: Vec<u8>,
+    /// The payload, zeroized on drop.
+    pub data: Zeroizing<Vec<u8>>,
     pub fd: Option<OwnedFd>,
 }
 
 /// A message waiting to be written, and how much of it went out already.
 struct Outgoing {
-    bytes: Vec<u8>,
+    bytes: Zeroizing<Vec<u8>>,
     fd: Option<OwnedFd>,
     sent: usize,
 }
@@ -73,7 +81,7 @@ struct Outgoing {
 /// A buffered, non-blocking imsg channel on one end of a socketpair.
 pub struct ImsgBuf {
     sock: OwnedFd,
-    rbuf: Vec<u8>,
+    rbuf: Zeroizing<Vec<u8>>,
     rfds: VecDeque<OwnedFd>,
     wq: VecDeque<Outgoing>,
     allow_fdpass: bool,
@@ -90,7 +98,7 @@ impl ImsgBuf {
     pub fn new(sock: OwnedFd) -> Self {
         ImsgBuf {
             sock,
-            rbuf: Vec::new(),
+            rbuf: Zeroizing::new(Vec::new()),
             rfds: VecDeque::new(),
             wq: VecDeque::new(),
             allow_fdpass: false,
@@ -112,7 +120,13 @@ impl ImsgBuf {
     /// Queues a message. Fails when the message is larger than the channel's
     /// maximum or an fd is given on a channel without fd passing.
     pub fn compose(&mut self, ty: u32, peerid: u32, fd: Option<OwnedFd>, data: &[u8]) -> io::Result<()> {
-        let len = HEADER_SIZE + data.len();
+        self.compose_parts(ty, peerid, fd, &[data])
+    }
+
+    /// Queues a message whose payload is `parts` one after the other, so a
+    /// caller need not copy a key into a buffer of its own first.
+    pub fn compose_parts(&mut self, ty: u32, peerid: u32, fd: Option<OwnedFd>, parts: &[&[u8]]) -> io::Result<()> {
+        let len = HEADER_SIZE + parts.iter().map(|p| p.len()).sum::<usize>();
         if len > self.maxsize {
             return Err(invalid(format!("imsg type {ty}: {len} bytes exceed the channel maximum {}", self.maxsize)));
         }
@@ -120,9 +134,11 @@ impl ImsgBuf {
             return Err(invalid(format!("imsg type {ty}: fd passing is not enabled on this channel")));
         }
         let hdr = ImsgHdr { ty, len: len as u32, peerid, pid: self.pid };
-        let mut bytes = Vec::with_capacity(len);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(len));
         bytes.extend_from_slice(&hdr.emit(fd.is_some()));
-        bytes.extend_from_slice(data);
+        for p in parts {
+            bytes.extend_from_slice(p);
+        }
         self.wq.push_back(Outgoing { bytes, fd, sent: 0 });
         Ok(())
     }
@@ -198,8 +214,21 @@ impl ImsgBuf {
             return Err(invalid("descriptor received on a channel without fd passing".into()));
         }
         self.rfds.extend(fds);
-        self.rbuf.extend_from_slice(&buf[..n]);
+        self.append(&buf[..n]);
+        buf[..n].zeroize();
         Ok(n)
+    }
+
+    /// Appends to the reassembly buffer. Growing copies into a new buffer
+    /// and zeroizes the old one (a `realloc` could leave it in freed memory).
+    fn append(&mut self, bytes: &[u8]) {
+        let need = self.rbuf.len() + bytes.len();
+        if need > self.rbuf.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity(need.max(2 * self.rbuf.capacity())));
+            grown.extend_from_slice(&self.rbuf);
+            self.rbuf = grown;
+        }
+        self.rbuf.extend_from_slice(bytes);
     }
 
     /// Takes the next complete message, if one is buffered.
@@ -224,8 +253,11 @@ impl ImsgBuf {
         } else {
             None
         };
-        let data = self.rbuf[HEADER_SIZE..len].to_vec();
+        let data = Zeroizing::new(self.rbuf[HEADER_SIZE..len].to_vec());
+        // The rest moves to the front; the `len` bytes past the new end
+        // still hold the tail's old copy.
         self.rbuf.drain(..len);
+        self.rbuf.spare_capacity_mut()[..len].zeroize();
         Ok(Some(Imsg { hdr, data, fd }))
     }
 
@@ -276,6 +308,24 @@ mod tests {
         a.allow_fdpass();
         b.allow_fdpass();
         (a, b)
+    }
+
+    #[test]
+    fn payloads_leave_no_copy_behind() {
+        let (mut a, mut b) = pair();
+        a.compose_parts(1, 0, None, &[&[7], b"key-one"]).unwrap();
+        a.compose(2, 0, None, b"key-two").unwrap();
+        a.flush().unwrap();
+        let m1 = b.recv_blocking().unwrap();
+        assert_eq!(m1.data.as_slice(), b"\x07key-one");
+        // The second message was read with the first and moved to the front
+        // of the buffer intact; the bytes behind it are zero.
+        assert_eq!(b.rbuf.len(), HEADER_SIZE + 7);
+        let stale = &b.rbuf.spare_capacity_mut()[..HEADER_SIZE + 8];
+        // SAFETY: these bytes were initialized by the read, then zeroized.
+        assert!(stale.iter().all(|x| unsafe { x.assume_init() } == 0));
+        let m2 = b.recv_blocking().unwrap();
+        assert_eq!(m2.data.as_slice(), b"key-two");
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub mod log;
 pub mod msg;
 pub mod poll;
 pub mod sandbox;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+pub mod secret;
 
 /// The version shown by `vpnsyncctl show summary`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -29,6 +29,11 @@ pub fn level_for(verbose: u8) -> LevelFilter {
     }
 }
 
+extern "C" {
+    /// tzset(3): not in the libc crate.
+    fn tzset();
+}
+
 /// Installs the logger once per process. `procname` tags every line.
 pub fn init(foreground: bool, verbose: u8, procname: &'static str) {
     if !foreground {
@@ -36,6 +41,11 @@ pub fn init(foreground: bool, verbose: u8, procname: &'static str) {
         static IDENT: &std::ffi::CStr = c"vpnsyncd";
         // SAFETY: IDENT is a static NUL-terminated string.
         unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_DAEMON) };
+        // syslog(3) formats a local time; glibc reads /etc/localtime on the
+        // first call. Read it now, before a child chroots and its filter
+        // forbids opening files.
+        // SAFETY: tzset has no arguments; no other thread runs yet.
+        unsafe { tzset() };
     }
     if LOGGER.set(Logger { foreground, procname }).is_ok() {
         let _ = log::set_logger(LOGGER.get().expect("just set"));

@@ -6,8 +6,10 @@
 //!
 //! Linux has no pledge: the child chroots, drops to the user, clears its
 //! capability bounding, ambient and inheritable sets (so nothing can regain a
-//! capability, even through a setuid binary) and sets no_new_privs. The
-//! regress test reads /proc/PID/status of each child to prove it.
+//! capability, even through a setuid binary) and sets no_new_privs; then,
+//! in place of pledge(2), installs a seccomp-bpf allow-list built from the
+//! same promises ([`crate::seccomp`]). The regress test reads
+//! /proc/PID/status of each child to prove it.
 
 use std::ffi::CString;
 use std::io;
@@ -65,8 +67,9 @@ pub fn drop_privileges(uid: u32, gid: u32, root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Restricts the process to `promises` (OpenBSD pledge(2)); on other systems
-/// [`drop_privileges`] is the whole confinement and this does nothing.
+/// Restricts the process to `promises`: pledge(2) on OpenBSD, the seccomp
+/// allow-list of the same promises on Linux. Called once the child holds
+/// every descriptor it will use.
 ///
 /// No unveil(2) follows: the children pledge no rpath/wpath/cpath, so they
 /// cannot name any file at all, and the parent must reread whatever paths a
@@ -80,9 +83,27 @@ pub fn pledge(promises: &str) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
+    #[cfg(target_os = "linux")]
+    crate::seccomp::install(promises)?;
     #[cfg(not(target_os = "openbsd"))]
     let _ = p;
     Ok(())
+}
+
+/// Makes a system call that no child's promises allow (ptrace(2)), for the
+/// regress test that proves a confined child dies of it. Returns only if
+/// the call was not stopped.
+pub fn forbidden_syscall() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PTRACE_TRACEME takes no pointers.
+    unsafe {
+        libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0)
+    };
+    #[cfg(target_os = "openbsd")]
+    // SAFETY: PT_TRACE_ME takes no pointers.
+    unsafe {
+        libc::ptrace(libc::PT_TRACE_ME, 0, std::ptr::null_mut(), 0)
+    };
 }
 
 #[cfg(target_os = "linux")]

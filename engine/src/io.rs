@@ -15,6 +15,7 @@ use vpnsyncd_common::codec::{DecodeError, Reader};
 use vpnsyncd_common::ctl::{self, Summary};
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
+use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{Config, SyncTransport};
 
 use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
@@ -39,7 +40,7 @@ struct Engine {
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
-    pending_keys: Vec<(KeyKind, Vec<u8>)>,
+    pending_keys: Vec<(KeyKind, Secret)>,
 }
 
 fn bad(e: DecodeError) -> io::Error {
@@ -81,6 +82,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
             return 1;
         }
     };
+    // The settings hold what they need; the received files are zeroized now.
+    st.keys.clear();
     let listeners = st.take_fds(FdKind::Listener);
     let mut e = Engine {
         server: Server::new(&conf, session, wrap),
@@ -340,11 +343,8 @@ impl Engine {
                 self.role = role;
                 self.send_control();
             }
-            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
-            ImsgType::KeyMaterial => {
-                let (kind, bytes) = m.data.split_first().ok_or_else(|| bad(DecodeError("empty key message")))?;
-                self.pending_keys.push((KeyKind::from_u8(*kind).map_err(bad)?, bytes.to_vec()));
-            }
+            ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
+            ImsgType::KeyMaterial => self.pending_keys.push(vpnsyncd_common::child::key_material(m.data).map_err(bad)?),
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 let conf = vpnsyncd_config::from_parent(text)

@@ -80,6 +80,19 @@ impl KeySource {
     }
 }
 
+/// The pre-master secret and randoms are zeroized when the source goes
+/// (once the data keys are derived from it, or with its session).
+impl Drop for KeySource {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(pm) = self.pre_master.as_mut() {
+            pm.zeroize();
+        }
+        self.random1.zeroize();
+        self.random2.zeroize();
+    }
+}
+
 /// Secrets are never printed, not even in debug logs.
 impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

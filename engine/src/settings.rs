@@ -12,15 +12,18 @@ use crate::session::SessionConfig;
 use crate::tls::{self, Credentials};
 use crate::wrap::{StaticKey, Wrapper};
 
-fn key<'a>(keys: &'a [(KeyKind, Vec<u8>)], kind: KeyKind, what: &str) -> Result<&'a [u8], String> {
+fn key<'a, B: AsRef<[u8]>>(keys: &'a [(KeyKind, B)], kind: KeyKind, what: &str) -> Result<&'a [u8], String> {
     keys.iter()
         .find(|(k, _)| *k == kind)
-        .map(|(_, v)| v.as_slice())
+        .map(|(_, v)| v.as_ref())
         .ok_or_else(|| format!("{what}: the parent sent no key material"))
 }
 
 /// Everything sessions share, and the template of their wrapping.
-pub fn build(conf: &Config, keys: &[(KeyKind, Vec<u8>)]) -> Result<(Arc<SessionConfig>, Wrapper), String> {
+///
+/// `keys` are the key files as received (a [`vpnsyncd_common::secret::Secret`]
+/// each, zeroized on drop), or plain bytes in tests.
+pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Arc<SessionConfig>, Wrapper), String> {
     let crl = match conf.crl {
         Some(_) => Some(key(keys, KeyKind::Crl, "crl")?),
         None => None,

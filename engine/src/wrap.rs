@@ -67,6 +67,13 @@ impl std::error::Error for KeyFileError {}
 #[derive(Clone, PartialEq, Eq)]
 pub struct StaticKey(pub [u8; 256]);
 
+/// The key file's bytes are zeroized when the key goes (a reload replaces it).
+impl Drop for StaticKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for StaticKey {
     /// Never prints key material: Debug output ends up in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

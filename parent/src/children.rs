@@ -54,8 +54,10 @@ pub struct ExecArgs<'a> {
 }
 
 /// Forks and execs one child. Our end of the socketpair becomes its imsg
-/// channel; the child end is placed on fd 3 and every other descriptor is
-/// closed on exec (all of ours are close-on-exec).
+/// channel; the child end is placed on fd 3 and every descriptor above it is
+/// closed at exec: ours are close-on-exec already, but the parent may have
+/// inherited others from whoever started it, and those must not reach a
+/// child.
 pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
     let (ours, theirs) = vpnsyncd_common::imsg::socketpair()?;
     let mut cmd = Command::new(a.exe);
@@ -67,7 +69,8 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
         cmd.arg("-v");
     }
     let fd = theirs.as_raw_fd();
-    // SAFETY: the closure only calls async-signal-safe dup2/fcntl.
+    let max_fd = open_max();
+    // SAFETY: the closure only calls async-signal-safe dup2/fcntl/close_range.
     unsafe {
         cmd.pre_exec(move || {
             if fd == PARENT_FD {
@@ -77,7 +80,7 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
             } else if libc::dup2(fd, PARENT_FD) == -1 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            close_above_parent_fd(max_fd)
         });
     }
     let proc = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", kind.name())))?;
@@ -86,6 +89,48 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
     ibuf.allow_fdpass();
     ibuf.set_maxsize(1 << 20);
     Ok(Child { kind, pid: proc.id() as i32, ibuf })
+}
+
+/// One past the highest descriptor number the process can hold (the loop
+/// bound of the fallback below), read before fork.
+fn open_max() -> i32 {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    if n <= 0 {
+        1024
+    } else {
+        n.min(i64::from(i32::MAX)) as i32
+    }
+}
+
+/// Linux: marks every descriptor above [`PARENT_FD`] close-on-exec with one
+/// close_range(2) (5.11 and later), or one fcntl(2) each on older kernels.
+/// Marking rather than closing keeps the pipe through which std reports a
+/// failed exec.
+#[cfg(target_os = "linux")]
+fn close_above_parent_fd(max_fd: i32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let first = (PARENT_FD + 1) as libc::c_uint;
+    // SAFETY: integer arguments only.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) } == 0 {
+        return Ok(());
+    }
+    for fd in PARENT_FD + 1..max_fd {
+        // SAFETY: as above; EBADF for a number that is not open is expected.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// OpenBSD: closefrom(2). It also closes the pipe through which std
+/// reports a failed exec, so such a failure shows as the child's death.
+#[cfg(target_os = "openbsd")]
+fn close_above_parent_fd(_max_fd: i32) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    if unsafe { libc::closefrom(PARENT_FD + 1) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Describes how a child ended, for the log line that names it.

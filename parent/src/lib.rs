@@ -18,9 +18,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use vpnsyncd_common::codec::{Reader, Writer};
+use vpnsyncd_common::codec::Reader;
 use vpnsyncd_common::ctl;
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
+use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{ConfErrors, Config, SyncTransport, Wrap};
 
 use children::{Child, ChildKind, ExecArgs};
@@ -39,8 +40,9 @@ pub struct Options {
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/vpnsyncd.conf";
 
-/// The key files named by a configuration, read into memory.
-struct KeyFiles(Vec<(KeyKind, Vec<u8>)>);
+/// The key files named by a configuration, read into memory (zeroized when
+/// dropped: after start-up and after each reload has sent them).
+struct KeyFiles(Vec<(KeyKind, Secret)>);
 
 impl KeyFiles {
     fn load(conf: &Config) -> io::Result<KeyFiles> {
@@ -58,16 +60,14 @@ impl KeyFiles {
         }
         let mut out = Vec::new();
         for (kind, path) in files {
-            let bytes =
-                std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            out.push((kind, bytes));
+            out.push((kind, vpnsyncd_common::secret::read_file(path)?));
         }
         Ok(KeyFiles(out))
     }
 
     /// Which key files each child gets: the engine the TLS and wrap keys, the
     /// syncer only the sync key, carpwatch nothing.
-    fn for_child(&self, kind: ChildKind) -> impl Iterator<Item = &(KeyKind, Vec<u8>)> {
+    fn for_child(&self, kind: ChildKind) -> impl Iterator<Item = &(KeyKind, Secret)> {
         self.0.iter().filter(move |(k, _)| match kind {
             ChildKind::Engine => *k != KeyKind::Sync,
             ChildKind::Syncer => *k == KeyKind::Sync,
@@ -485,11 +485,10 @@ impl Parent {
     }
 }
 
+/// Queues one key file for a child: its kind, then its bytes, copied once,
+/// into the queued message (which is zeroized once written).
 fn send_key(c: &mut Child, kind: KeyKind, bytes: &[u8]) -> io::Result<()> {
-    let mut w = Writer::new();
-    w.u8(kind as u8);
-    w.0.extend_from_slice(bytes);
-    c.ibuf.compose(ImsgType::KeyMaterial as u32, 0, None, &w.finish())
+    c.ibuf.compose_parts(ImsgType::KeyMaterial as u32, 0, None, &[&[kind as u8], bytes])
 }
 
 /// The settings a reload cannot change in place (they are devices and

@@ -6,11 +6,14 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// Length of the sync key in bytes.
 pub const KEY_LEN: usize = 32;
 
 /// The 32 key bytes. `Debug` never shows them, so that a key cannot leak
-/// into a log line through a `{:?}` of a containing struct.
+/// into a log line through a `{:?}` of a containing struct, and they are
+/// zeroized when the key is dropped (every clone too).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SyncKey([u8; KEY_LEN]);
 
@@ -18,13 +21,21 @@ impl SyncKey {
     /// Parses the file's bytes: hex digits, any whitespace ignored (a final
     /// newline, or a key split over lines).
     pub fn parse(bytes: &[u8]) -> Result<SyncKey, String> {
-        let mut digits = Vec::with_capacity(2 * KEY_LEN);
+        // Digits go straight into the key (no buffer of digits to clean up);
+        // on an error the partial key is zeroized as it is dropped.
+        let mut key = SyncKey([0u8; KEY_LEN]);
+        let mut count = 0usize;
         for (i, &b) in bytes.iter().enumerate() {
             if b.is_ascii_whitespace() {
                 continue;
             }
             match (b as char).to_digit(16) {
-                Some(d) => digits.push(d as u8),
+                Some(d) => {
+                    if let Some(k) = key.0.get_mut(count / 2) {
+                        *k = *k << 4 | d as u8;
+                    }
+                    count += 1;
+                }
                 None => {
                     return Err(format!(
                         "sync key: byte {} is not a hex digit (64 hex digits expected, e.g. `openssl rand -hex 32`)",
@@ -33,28 +44,29 @@ impl SyncKey {
                 }
             }
         }
-        if digits.len() % 2 == 1 {
+        if count % 2 == 1 {
             return Err(format!(
-                "sync key: odd number of hex digits ({}), 64 expected (e.g. `openssl rand -hex 32`)",
-                digits.len()
+                "sync key: odd number of hex digits ({count}), 64 expected (e.g. `openssl rand -hex 32`)"
             ));
         }
-        let n = digits.len() / 2;
+        let n = count / 2;
         if n != KEY_LEN {
             return Err(format!(
                 "sync key: {n} bytes, {KEY_LEN} expected (64 hex digits, e.g. `openssl rand -hex 32`)"
             ));
         }
-        let mut key = [0u8; KEY_LEN];
-        for (k, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-            *k = pair[0] << 4 | pair[1];
-        }
-        Ok(SyncKey(key))
+        Ok(key)
     }
 
     /// The key bytes, for key derivation only.
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
+    }
+}
+
+impl Drop for SyncKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 

@@ -86,6 +86,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
             return 1;
         }
     };
+    // The parsed key is all we keep; the received file is zeroized now.
+    st.keys.clear();
     let mut random = [0u8; 7];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
         log::error!("no randomness for the sync boot id");
@@ -265,7 +267,7 @@ impl Syncer {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 self.core.set_role(role);
             }
-            ImsgType::Verbose => vpnsyncd_common::log::set_verbose(Reader::new(&m.data).u8().map_err(bad)?),
+            ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {
                 let mut r = Reader::new(&m.data);
                 if KeyKind::from_u8(r.u8().map_err(bad)?).map_err(bad)? == KeyKind::Sync {

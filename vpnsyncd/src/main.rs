@@ -109,7 +109,7 @@ fn main() {
                 _ => ("carpwatch", vpnsyncd_carpwatch::main),
             };
             vpnsyncd_common::log::init(a.opts.foreground, a.opts.verbose, name);
-            match vpnsyncd_common::child::start(uid, gid) {
+            match vpnsyncd_common::child::start(uid, gid, name, a.opts.foreground) {
                 Ok((ibuf, st)) => main(ibuf, st),
                 Err(e) => {
                     log::error!("start-up: {e}");
