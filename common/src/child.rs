@@ -9,7 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::codec::{DecodeError, Reader};
-use crate::imsg::ImsgBuf;
+use crate::imsg::{ImsgBuf, CHILD_MAXSIZE};
 use crate::msg::{FdKind, ImsgType, KeyKind};
 
 /// The descriptor a child finds its parent channel on.
@@ -53,7 +53,7 @@ pub fn start(uid: u32, gid: u32) -> io::Result<(ImsgBuf, Startup)> {
     crate::sandbox::drop_privileges(uid, gid, Path::new(crate::sandbox::CHROOT_DIR))?;
     let mut ibuf = ImsgBuf::new(sock);
     ibuf.allow_fdpass();
-    ibuf.set_maxsize(1 << 20);
+    ibuf.set_maxsize(CHILD_MAXSIZE);
     let mut st = Startup::default();
     loop {
         let m = ibuf.recv_blocking()?;

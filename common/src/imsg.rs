@@ -24,6 +24,9 @@ pub const HEADER_SIZE: usize = 16;
 pub const FD_MARK: u32 = 0x8000_0000;
 /// Default maximum message size, header included (libutil's `MAX_IMSGSIZE`).
 pub const MAX_IMSGSIZE: usize = 16384;
+/// The maximum on a parent <-> child channel: one message carries a whole
+/// key file (a CRL may take megabytes) or the canonical configuration.
+pub const CHILD_MAXSIZE: usize = 4 << 20;
 
 /// The header of one message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
