@@ -135,6 +135,11 @@ impl ImsgBuf {
         self.wq.len()
     }
 
+    /// Bytes not yet written, for a high-water mark.
+    pub fn queued_bytes(&self) -> usize {
+        self.wq.iter().map(|o| o.bytes.len() - o.sent).sum()
+    }
+
     /// Writes as much as the socket takes. `WouldBlock` is not an error.
     pub fn write(&mut self) -> io::Result<()> {
         while let Some(out) = self.wq.front_mut() {

@@ -155,10 +155,18 @@ impl Engine {
             let mut slots: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
                 (Slot::Parent, self.parent.as_fd(), interest(&self.parent)),
                 (Slot::Syncer, self.syncer.as_fd(), interest(&self.syncer)),
-                (Slot::Listener, self.control.listener_fd(), PollFlags::POLLIN),
             ];
+            if self.control.listening(Instant::now()) {
+                slots.push((Slot::Listener, self.control.listener_fd(), PollFlags::POLLIN));
+            }
             for (i, c) in self.control.conns.iter().enumerate() {
-                slots.push((Slot::Conn(i), c.ibuf.as_fd(), interest(&c.ibuf)));
+                // A connection that must drain first is not read: only its
+                // writes (and hang-ups, which poll reports anyway) matter.
+                let mut ev = interest(&c.ibuf);
+                if !c.ready() {
+                    ev.remove(PollFlags::POLLIN);
+                }
+                slots.push((Slot::Conn(i), c.ibuf.as_fd(), ev));
             }
             slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
             for (i, l) in self.listeners.iter().enumerate() {
@@ -197,7 +205,7 @@ impl Engine {
                             self.on_syncer(m)?;
                         }
                     }
-                    Slot::Listener => self.control.accept(),
+                    Slot::Listener => self.control.accept(Instant::now()),
                     Slot::Tun => self.on_tun(),
                     Slot::Link(i) => self.on_link(i),
                     Slot::Conn(i) => {
@@ -378,6 +386,7 @@ impl Engine {
                 }
             }
             ImsgType::CtlResult => {
+                self.control.answered(m.hdr.peerid);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlResult, &m.data);
             }
             other => {
@@ -411,6 +420,7 @@ impl Engine {
             ImsgType::SyncDelete => self.server.ghost_delete(&sid(&m.data)?),
             ImsgType::SyncReady => log::info!("sync: ready, holding every session of the cluster"),
             ImsgType::CtlSync => {
+                self.control.answered(m.hdr.peerid);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);
             }
@@ -469,8 +479,14 @@ impl Engine {
                 }
                 self.control.reply(id, ImsgType::CtlEnd, &[]);
             }
-            ImsgType::CtlShowSync => self.syncer.compose(ImsgType::CtlShowSync as u32, id, None, &[])?,
-            ImsgType::CtlReload => self.parent.compose(ImsgType::CtlReload as u32, id, None, &[])?,
+            ImsgType::CtlShowSync => {
+                self.control.forwarded(id);
+                self.syncer.compose(ImsgType::CtlShowSync as u32, id, None, &[])?
+            }
+            ImsgType::CtlReload => {
+                self.control.forwarded(id);
+                self.parent.compose(ImsgType::CtlReload as u32, id, None, &[])?
+            }
             ImsgType::CtlLog => {
                 let verbose = Reader::new(&m.data).bool().map_err(bad)?;
                 self.parent.compose(ImsgType::Verbose as u32, 0, None, &[u8::from(verbose)])?;
