@@ -237,6 +237,18 @@ impl ImsgBuf {
         Ok(Some(Imsg { hdr, data, fd }))
     }
 
+    /// Every complete message already buffered, without reading the
+    /// socket. A child's start-up read may have taken messages sent after
+    /// `ConfDone` (a role change) into the buffer: poll(2) will not report
+    /// them, so its loop takes them from here first.
+    pub fn buffered(&mut self) -> io::Result<Vec<Imsg>> {
+        let mut v = Vec::new();
+        while let Some(m) = self.get()? {
+            v.push(m);
+        }
+        Ok(v)
+    }
+
     /// Blocks until a whole message arrives. Used by a child before its event
     /// loop starts, to receive its configuration.
     pub fn recv_blocking(&mut self) -> io::Result<Imsg> {
@@ -284,6 +296,22 @@ mod tests {
         a.allow_fdpass();
         b.allow_fdpass();
         (a, b)
+    }
+
+    /// A message that arrived in the same read as the last start-up
+    /// message is kept, and handed out without another read.
+    #[test]
+    fn messages_read_with_the_last_startup_message_are_kept() {
+        let (x, y) = socketpair().unwrap();
+        let (mut parent, mut child) = (ImsgBuf::new(x), ImsgBuf::new(y));
+        parent.compose(4, 0, None, &[]).unwrap();
+        parent.compose(6, 0, None, &[1]).unwrap();
+        parent.flush().unwrap();
+        assert_eq!(child.recv_blocking().unwrap().hdr.ty, 4);
+        let rest = child.buffered().unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].hdr.ty, rest[0].data.as_slice()), (6, &[1u8][..]));
+        assert!(child.buffered().unwrap().is_empty());
     }
 
     #[test]

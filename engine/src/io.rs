@@ -142,15 +142,17 @@ fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
     }
-    let mut out = Vec::new();
-    while let Some(m) = ibuf.get()? {
-        out.push(m);
-    }
-    Ok(out)
+    ibuf.buffered()
 }
 
 impl Engine {
     fn run(&mut self) -> io::Result<()> {
+        // What came with the start-up messages (a role), then the current
+        // role in case it was sent before we were started.
+        for m in self.parent.buffered()? {
+            self.on_parent(m)?;
+        }
+        self.parent.compose(ImsgType::RoleRequest as u32, 0, None, &[])?;
         loop {
             let mut slots: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
                 (Slot::Parent, self.parent.as_fd(), interest(&self.parent)),
@@ -214,10 +216,13 @@ impl Engine {
                                 self.control.conns[i].ibuf.write()?;
                             }
                             if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                                let id = self.control.conns[i].id;
-                                for m in self.control.read(i)? {
-                                    self.ctl_request(id, m)?;
-                                }
+                                self.control.read(i)?;
+                            }
+                            // Also after a write: requests left buffered
+                            // while the connection drained.
+                            let id = self.control.conns[i].id;
+                            while let Some(m) = self.control.next_request(i)? {
+                                self.ctl_request(id, m)?;
                             }
                             Ok::<_, io::Error>(())
                         })();

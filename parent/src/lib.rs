@@ -190,6 +190,8 @@ struct Parent {
     children: Vec<Child>,
     demoter: Option<Demoter>,
     control_path: PathBuf,
+    /// The last role carpwatch reported.
+    role: Option<Role>,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -245,7 +247,8 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
-    let mut parent = Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter };
+    let mut parent =
+        Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter, role: None };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
@@ -404,8 +407,16 @@ impl Parent {
             (ChildKind::Carpwatch, ImsgType::Role) => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role is now {}", role.name());
+                self.role = Some(role);
                 for to in [ChildKind::Engine, ChildKind::Syncer] {
                     self.child_mut(to).ibuf.compose(ImsgType::Role as u32, 0, None, &[role as u8])?;
+                }
+            }
+            // A child that starts asks for the role; before carpwatch
+            // knows it, the child learns it with the first `Role`.
+            (ChildKind::Engine | ChildKind::Syncer, ImsgType::RoleRequest) => {
+                if let Some(role) = self.role {
+                    self.child_mut(from).ibuf.compose(ImsgType::Role as u32, 0, None, &[role as u8])?;
                 }
             }
             (ChildKind::Engine, ImsgType::CtlReload) => {
@@ -525,4 +536,66 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         v.push("sync transport or role source");
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpnsyncd_common::imsg::{Imsg, ImsgBuf, ImsgHdr};
+
+    /// A parent with three children whose other ends are returned.
+    fn parent() -> (Parent, Vec<ImsgBuf>) {
+        let conf = vpnsyncd_config::parse_str("t.conf", "ca /k/ca\ncertificate /k/c\nkey /k/k\n", &[]).unwrap();
+        let (mut children, mut ends) = (Vec::new(), Vec::new());
+        for kind in ChildKind::ALL {
+            let (ours, theirs) = vpnsyncd_common::imsg::socketpair().unwrap();
+            children.push(Child { kind, pid: 0, ibuf: ImsgBuf::new(ours) });
+            ends.push(ImsgBuf::new(theirs));
+        }
+        let p = Parent {
+            opts: Options::default(),
+            control_path: conf.socket.clone(),
+            conf,
+            children,
+            demoter: None,
+            role: None,
+        };
+        (p, ends)
+    }
+
+    fn msg(ty: ImsgType, data: &[u8]) -> Imsg {
+        Imsg { hdr: ImsgHdr { ty: ty as u32, len: 0, peerid: 0, pid: 0 }, data: data.to_vec(), fd: None }
+    }
+
+    /// What the parent queued for each child, as (type, payload).
+    fn sent(p: &mut Parent, ends: &mut [ImsgBuf]) -> Vec<Vec<(u32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (c, end) in p.children.iter_mut().zip(ends.iter_mut()) {
+            c.ibuf.flush().unwrap();
+            let mut got = Vec::new();
+            while end.read().is_ok_and(|n| n > 0) {}
+            for m in end.buffered().unwrap() {
+                got.push((m.hdr.ty, m.data));
+            }
+            out.push(got);
+        }
+        out
+    }
+
+    /// A child that asks for the role gets the current one, whenever it
+    /// was reported; one that asks before carpwatch knows gets it with the
+    /// first report.
+    #[test]
+    fn every_child_learns_the_current_role() {
+        let (mut p, mut ends) = parent();
+        let role = (ImsgType::Role as u32, vec![Role::Backup as u8]);
+        p.dispatch(ChildKind::Syncer, msg(ImsgType::RoleRequest, &[])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![], vec![], vec![]]);
+        p.dispatch(ChildKind::Carpwatch, msg(ImsgType::Role, &[Role::Backup as u8])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![role.clone()], vec![role.clone()], vec![]]);
+        p.dispatch(ChildKind::Syncer, msg(ImsgType::RoleRequest, &[])).unwrap();
+        p.dispatch(ChildKind::Engine, msg(ImsgType::RoleRequest, &[])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![role.clone()], vec![role], vec![]]);
+        assert!(p.dispatch(ChildKind::Carpwatch, msg(ImsgType::RoleRequest, &[])).is_err());
+    }
 }
