@@ -200,7 +200,7 @@ pub enum KeyFile {
 }
 
 impl KeyFile {
-    /// The statement that names the file, as errors quote it.
+    /// The statement that names the file (where its place is recorded).
     pub fn statement(self) -> &'static str {
         match self {
             KeyFile::Ca => "ca",
@@ -256,6 +256,12 @@ pub fn load(path: &Path, macros: &[(String, String)]) -> Result<Loaded, ConfErro
     let (config, places) = parser::parse(parser::Source::File(path), macros)?;
     let (mut keys, mut errors, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
     for (file, key_path) in config.key_files() {
+        // Errors quote the keyword as written.
+        let keyword = match (file, &config.wrap) {
+            (KeyFile::Wrap, Some(Wrap::TlsCrypt { .. })) => "tls-crypt",
+            (KeyFile::Wrap, _) => "tls-auth",
+            _ => file.statement(),
+        };
         match read_file(key_path, file.kind()) {
             Ok(bytes) => keys.push((file, bytes)),
             Err(e) => {
@@ -263,8 +269,7 @@ pub fn load(path: &Path, macros: &[(String, String)]) -> Result<Loaded, ConfErro
                     .get(file.statement())
                     .cloned()
                     .map_or((path.display().to_string(), None), |(f, p)| (f, Some(p)));
-                let err =
-                    ConfError { file: name, pos, msg: format!("{} \"{}\": {e}", file.statement(), key_path.display()) };
+                let err = ConfError { file: name, pos, msg: format!("{keyword} \"{}\": {e}", key_path.display()) };
                 if e.kind() == std::io::ErrorKind::InvalidInput {
                     errors.push(err)
                 } else {

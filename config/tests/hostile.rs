@@ -93,6 +93,14 @@ fn endless_files_are_refused() {
             inc.display()
         )
     );
+    let tc = d.write("tc.conf", format!("{KEYS}tls-crypt \"/dev/zero\"\n"));
+    assert_eq!(
+        load_errors(&tc),
+        format!(
+            "{}:4:1: tls-crypt \"/dev/zero\": a static key file is needed here, and this is a character device\n",
+            tc.display()
+        )
+    );
     let sync = d.write(
         "sync.conf",
         format!("{KEYS}sync {{\n\trole vip 198.18.0.10 interface eth0\n\tpeer 198.18.0.2\n\tkey \"/dev/zero\"\n}}\n"),
