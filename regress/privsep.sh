@@ -196,7 +196,8 @@ check "non-root vpnsyncctl is refused by the socket mode ($OUT)" test $RC -ne 0 
 chmod 666 "$SOCK"
 OUT=$(setpriv --reuid=nobody --regid=nogroup --clear-groups "$VPNSYNCCTL" -s "$SOCK" show summary 2>&1); RC=$?
 chmod 600 "$SOCK"
-check "non-root vpnsyncctl is refused by the engine's credential check ($OUT)" test $RC -ne 0
+check "non-root vpnsyncctl is refused by the engine's credential check, with the reason ($OUT)" \
+	test $RC -ne 0 -a "$OUT" = "vpnsyncctl: permission denied: the control socket accepts root only"
 check "the refusal is logged with the uid" wait_for 3 grep -q "refused a connection from uid $(id -u nobody)" "$LOG"
 
 write_conf 32

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::{DecodeError, Reader};
-use crate::imsg::ImsgBuf;
+use crate::imsg::{ImsgBuf, CHILD_MAXSIZE};
 use crate::msg::{FdKind, ImsgType, KeyKind};
 use crate::secret::Secret;
 
@@ -70,7 +70,7 @@ pub fn start(uid: u32, gid: u32, name: &str, foreground: bool) -> io::Result<(Im
     crate::sandbox::drop_privileges(uid, gid, Path::new(crate::sandbox::CHROOT_DIR))?;
     let mut ibuf = ImsgBuf::new(sock);
     ibuf.allow_fdpass();
-    ibuf.set_maxsize(1 << 20);
+    ibuf.set_maxsize(CHILD_MAXSIZE);
     let mut st = Startup::default();
     loop {
         let mut m = ibuf.recv_blocking()?;

@@ -53,7 +53,10 @@ pub struct PeerInfo {
     pub address: String,
     /// 0 when never heard.
     pub last_heard: u64,
+    /// What its last heartbeat said.
     pub role: Role,
+    /// Heard once, but not for three heartbeats: its role is stale.
+    pub lost: bool,
 }
 
 /// `show sync`.
@@ -156,7 +159,7 @@ impl SyncInfo {
         let mut w = Writer::new();
         w.u8(role_or_none(self.role)).str(&self.transport).u32(self.peers.len() as u32);
         for p in &self.peers {
-            w.str(&p.address).u64(p.last_heard).u8(p.role as u8);
+            w.str(&p.address).u64(p.last_heard).u8(p.role as u8).bool(p.lost);
         }
         w.u32(self.sessions).u32(self.lag_ms).bool(self.bulk_complete);
         for v in [self.sent, self.received, self.rejected_auth, self.rejected_replay] {
@@ -176,7 +179,14 @@ impl SyncInfo {
         let transport = r.str()?.to_owned();
         let n = r.u32()?;
         let peers = (0..n)
-            .map(|_| Ok(PeerInfo { address: r.str()?.to_owned(), last_heard: r.u64()?, role: Role::from_u8(r.u8()?)? }))
+            .map(|_| {
+                Ok(PeerInfo {
+                    address: r.str()?.to_owned(),
+                    last_heard: r.u64()?,
+                    role: Role::from_u8(r.u8()?)?,
+                    lost: r.bool()?,
+                })
+            })
             .collect::<Result<_, DecodeError>>()?;
         let s = SyncInfo {
             role,
@@ -267,7 +277,10 @@ mod tests {
         let y = SyncInfo {
             role: Some(Role::Backup),
             transport: "unicast".into(),
-            peers: vec![PeerInfo { address: "198.18.0.2:1196".into(), last_heard: 5, role: Role::Master }],
+            peers: vec![
+                PeerInfo { address: "198.18.0.2:1196".into(), last_heard: 5, role: Role::Master, lost: true },
+                PeerInfo { address: "198.18.0.3:1196".into(), last_heard: 0, role: Role::Init, lost: false },
+            ],
             sessions: 2,
             lag_ms: 3,
             bulk_complete: true,

@@ -31,6 +31,9 @@ pub const HEADER_SIZE: usize = 16;
 pub const FD_MARK: u32 = 0x8000_0000;
 /// Default maximum message size, header included (libutil's `MAX_IMSGSIZE`).
 pub const MAX_IMSGSIZE: usize = 16384;
+/// The maximum on a parent <-> child channel: one message carries a whole
+/// key file (a CRL may take megabytes) or the canonical configuration.
+pub const CHILD_MAXSIZE: usize = 4 << 20;
 
 /// The header of one message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -148,6 +151,11 @@ impl ImsgBuf {
         self.wq.len()
     }
 
+    /// Bytes not yet written, for a high-water mark.
+    pub fn queued_bytes(&self) -> usize {
+        self.wq.iter().map(|o| o.bytes.len() - o.sent).sum()
+    }
+
     /// Writes as much as the socket takes. `WouldBlock` is not an error.
     pub fn write(&mut self) -> io::Result<()> {
         while let Some(out) = self.wq.front_mut() {
@@ -261,6 +269,18 @@ impl ImsgBuf {
         Ok(Some(Imsg { hdr, data, fd }))
     }
 
+    /// Every complete message already buffered, without reading the
+    /// socket. A child's start-up read may have taken messages sent after
+    /// `ConfDone` (a role change) into the buffer: poll(2) will not report
+    /// them, so its loop takes them from here first.
+    pub fn buffered(&mut self) -> io::Result<Vec<Imsg>> {
+        let mut v = Vec::new();
+        while let Some(m) = self.get()? {
+            v.push(m);
+        }
+        Ok(v)
+    }
+
     /// Blocks until a whole message arrives. Used by a child before its event
     /// loop starts, to receive its configuration.
     pub fn recv_blocking(&mut self) -> io::Result<Imsg> {
@@ -308,6 +328,22 @@ mod tests {
         a.allow_fdpass();
         b.allow_fdpass();
         (a, b)
+    }
+
+    /// A message that arrived in the same read as the last start-up
+    /// message is kept, and handed out without another read.
+    #[test]
+    fn messages_read_with_the_last_startup_message_are_kept() {
+        let (x, y) = socketpair().unwrap();
+        let (mut parent, mut child) = (ImsgBuf::new(x), ImsgBuf::new(y));
+        parent.compose(4, 0, None, &[]).unwrap();
+        parent.compose(6, 0, None, &[1]).unwrap();
+        parent.flush().unwrap();
+        assert_eq!(child.recv_blocking().unwrap().hdr.ty, 4);
+        let rest = child.buffered().unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].hdr.ty, rest[0].data.as_slice()), (6, &[1u8][..]));
+        assert!(child.buffered().unwrap().is_empty());
     }
 
     #[test]

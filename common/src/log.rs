@@ -71,11 +71,14 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let line = format!("{}: {}", self.procname, r.args());
         if self.foreground {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            // stderr is unbuffered: one write_all of one buffer is one
+            // write(2), so lines of the parent and its children, which
+            // share the descriptor, never interleave.
+            let _ = std::io::stderr().lock().write_all(&stderr_line(self.procname, r.args()));
             return;
         }
+        let line = format!("{}: {}", self.procname, r.args());
         let prio = match r.level() {
             Level::Error => libc::LOG_ERR,
             Level::Warn => libc::LOG_WARNING,
@@ -90,6 +93,11 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
+/// One log line for stderr, newline included, in one buffer.
+fn stderr_line(procname: &str, args: &std::fmt::Arguments<'_>) -> Vec<u8> {
+    format!("{procname}: {args}\n").into_bytes()
+}
+
 /// Logs at error level and exits 1, like OpenBSD's fatalx().
 #[macro_export]
 macro_rules! fatal {
@@ -97,4 +105,17 @@ macro_rules! fatal {
         log::error!("fatal: {}", format_args!($($arg)*));
         std::process::exit(1)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its newline leave in one buffer (one write), even
+    /// when the message itself has several arguments.
+    #[test]
+    fn a_line_is_one_buffer() {
+        let (n, what) = (3, "sessions");
+        assert_eq!(stderr_line("engine", &format_args!("{n} {what} up")), b"engine: 3 sessions up\n");
+    }
 }

@@ -10,6 +10,7 @@
 //! | `ConfDone` | parent -> child | empty: start working | |
 //! | `Reload` | parent -> child | canonical configuration text | |
 //! | `Role` | carpwatch -> parent -> engine, syncer | [`Role`] u8 | |
+//! | `RoleRequest` | engine, syncer -> parent | empty: send the current role (answered with `Role` once known) | |
 //! | `Verbose` | engine -> parent -> all children | u8 verbosity | |
 //! | `CtlReload` | engine -> parent | empty; peerid = control client | |
 //! | `CtlResult` | parent, syncer -> engine; engine -> vpnsyncctl | bool ok, string | |
@@ -59,6 +60,7 @@ imsg_types! {
     Reload = 5,
     Role = 6,
     Verbose = 7,
+    RoleRequest = 8,
     CtlReload = 20,
     CtlResult = 21,
     CtlShowSummary = 22,

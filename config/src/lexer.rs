@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::error::Pos;
+use crate::file::human;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tok {
@@ -40,6 +41,13 @@ impl Tok {
 
 /// Macro expansion may nest this deep (a macro whose value names a macro).
 const MAX_EXPANSION_DEPTH: usize = 16;
+/// A quoted string may be this long once its macros are expanded: each
+/// definition can double the one before, so without a limit 40 lines make
+/// a terabyte.
+pub const MAX_STRING: usize = 64 << 10;
+/// What macros may add to one configuration in all, so that its canonical
+/// form stays small whatever the nesting.
+pub const MAX_EXPANDED: usize = 1 << 20;
 
 pub struct Lexer {
     chars: Vec<char>,
@@ -48,6 +56,15 @@ pub struct Lexer {
     col: u32,
     /// Tokens of an expanded macro, not yet handed out.
     pending: VecDeque<(Tok, Pos)>,
+    /// Bytes that macro expansion produced so far.
+    expanded: usize,
+}
+
+fn tok_len(t: &Tok) -> usize {
+    match t {
+        Tok::Word(w) | Tok::Str(w) => w.len(),
+        _ => 1,
+    }
 }
 
 fn is_word_char(c: char) -> bool {
@@ -62,7 +79,13 @@ pub fn is_macro_name(s: &str) -> bool {
 
 impl Lexer {
     pub fn new(text: &str) -> Lexer {
-        Lexer { chars: text.chars().collect(), at: 0, line: 1, col: 1, pending: VecDeque::new() }
+        Lexer { chars: text.chars().collect(), at: 0, line: 1, col: 1, pending: VecDeque::new(), expanded: 0 }
+    }
+
+    /// Starts the count of expanded bytes where `outer` is: an included
+    /// file shares the budget of the file that includes it.
+    pub fn share_budget(&mut self, outer: &Lexer) {
+        self.expanded = outer.expanded;
     }
 
     fn peek_char(&self) -> Option<char> {
@@ -121,10 +144,22 @@ impl Lexer {
             match sub.raw(macros) {
                 Ok((Tok::Eof, _)) => return Ok(()),
                 Ok((Tok::Word(w), _)) if w.starts_with('$') => self.expand(&w[1..], pos, macros, depth + 1)?,
-                Ok((t, _)) => self.pending.push_back((t, pos)),
+                Ok((t, _)) => {
+                    self.count_expanded(tok_len(&t), pos)?;
+                    self.pending.push_back((t, pos));
+                }
                 Err((_, msg)) => return Err((pos, format!("in macro \"{name}\": {msg}"))),
             }
         }
+    }
+
+    /// Counts `n` bytes of expansion at `pos` against [`MAX_EXPANDED`].
+    fn count_expanded(&mut self, n: usize, pos: Pos) -> Result<(), (Pos, String)> {
+        self.expanded += n;
+        if self.expanded > MAX_EXPANDED {
+            return Err((pos, format!("macros expand to more than {} in all", human(MAX_EXPANDED as u64))));
+        }
+        Ok(())
     }
 
     /// The next token as written.
@@ -191,6 +226,16 @@ impl Lexer {
                         return Err((at, "\"$\" without a macro name; write \\$ for a dollar sign".into()));
                     }
                     let v = macros.get(&name).ok_or_else(|| (at, format!("macro \"{name}\" is not defined")))?;
+                    if s.len() + v.len() > MAX_STRING {
+                        return Err((
+                            at,
+                            format!(
+                                "the string passes {} where macro \"{name}\" is expanded",
+                                human(MAX_STRING as u64)
+                            ),
+                        ));
+                    }
+                    self.count_expanded(v.len(), at)?;
                     s.push_str(v);
                 }
                 Some(c) => s.push(c),

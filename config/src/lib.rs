@@ -3,6 +3,7 @@
 //! each child, so that the children parse the very text the parent checked).
 
 mod error;
+mod file;
 mod lexer;
 mod net;
 mod parser;
@@ -12,7 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfError, ConfErrors, Pos};
+pub use file::{read_file, FileKind};
+pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
+pub use parser::{MAX_PUSH_DNS, MAX_PUSH_ROUTES};
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -189,10 +193,102 @@ impl Config {
     }
 }
 
-/// Parses the file at `path`. `macros` come from `-D name=value` and take
-/// precedence over definitions in the file.
-pub fn parse_file(path: &Path, macros: &[(String, String)]) -> Result<Config, ConfErrors> {
-    parser::parse(parser::Source::File(path), macros)
+/// A file whose bytes the parent reads for a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFile {
+    Ca,
+    Certificate,
+    Key,
+    Crl,
+    /// The tls-auth or tls-crypt key.
+    Wrap,
+    /// The key of the `sync` block.
+    Sync,
+}
+
+impl KeyFile {
+    /// The statement that names the file (where its place is recorded).
+    pub fn statement(self) -> &'static str {
+        match self {
+            KeyFile::Ca => "ca",
+            KeyFile::Certificate => "certificate",
+            KeyFile::Key => "key",
+            KeyFile::Crl => "crl",
+            KeyFile::Wrap => "tls-auth or tls-crypt",
+            KeyFile::Sync => "sync key",
+        }
+    }
+
+    pub fn kind(self) -> FileKind {
+        match self {
+            KeyFile::Ca | KeyFile::Certificate | KeyFile::Crl => FileKind::Certificate,
+            KeyFile::Key => FileKind::PrivateKey,
+            KeyFile::Wrap | KeyFile::Sync => FileKind::StaticKey,
+        }
+    }
+}
+
+impl Config {
+    /// Every key file the configuration names.
+    pub fn key_files(&self) -> Vec<(KeyFile, &Path)> {
+        let mut v =
+            vec![(KeyFile::Ca, &*self.ca), (KeyFile::Certificate, &self.certificate), (KeyFile::Key, &self.key)];
+        v.extend(self.crl.as_deref().map(|p| (KeyFile::Crl, p)));
+        match &self.wrap {
+            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => v.push((KeyFile::Wrap, path)),
+            None => {}
+        }
+        v.extend(self.sync.as_ref().map(|s| (KeyFile::Sync, &*s.key)));
+        v
+    }
+}
+
+/// A configuration file and the key files it names, read.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub keys: Vec<(KeyFile, Vec<u8>)>,
+    /// Key files that are missing or may not be read, at the statement
+    /// that names them: the daemon refuses to start, but `vpnsyncd -n`
+    /// only warns, so that a configuration can be checked away from the
+    /// machine that holds the keys.
+    pub unreadable: ConfErrors,
+}
+
+/// Parses the file at `path` and reads every key file it names, each
+/// through [`read_file`]. A key file of the wrong type or size is an error
+/// at the statement that names it. `macros` come from `-D name=value` and
+/// take precedence over definitions in the file.
+pub fn load(path: &Path, macros: &[(String, String)]) -> Result<Loaded, ConfErrors> {
+    let (config, places) = parser::parse(parser::Source::File(path), macros)?;
+    let (mut keys, mut errors, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
+    for (file, key_path) in config.key_files() {
+        // Errors quote the keyword as written.
+        let keyword = match (file, &config.wrap) {
+            (KeyFile::Wrap, Some(Wrap::TlsCrypt { .. })) => "tls-crypt",
+            (KeyFile::Wrap, _) => "tls-auth",
+            _ => file.statement(),
+        };
+        match read_file(key_path, file.kind()) {
+            Ok(bytes) => keys.push((file, bytes)),
+            Err(e) => {
+                let (name, pos) = places
+                    .get(file.statement())
+                    .cloned()
+                    .map_or((path.display().to_string(), None), |(f, p)| (f, Some(p)));
+                let err = ConfError { file: name, pos, msg: format!("{keyword} \"{}\": {e}", key_path.display()) };
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    errors.push(err)
+                } else {
+                    unreadable.push(err)
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfErrors(errors));
+    }
+    Ok(Loaded { config, keys, unreadable: ConfErrors(unreadable) })
 }
 
 /// The canonical text a child received from the parent (see `Display`).
@@ -203,5 +299,5 @@ pub fn from_parent(text: &str) -> Result<Config, ConfErrors> {
 /// Parses `text` named `name` in messages. `include` is refused: this is
 /// how children read the canonical text the parent sent them.
 pub fn parse_str(name: &str, text: &str, macros: &[(String, String)]) -> Result<Config, ConfErrors> {
-    parser::parse(parser::Source::Text { name, text }, macros)
+    parser::parse(parser::Source::Text { name, text }, macros).map(|(c, _)| c)
 }

@@ -7,10 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfError, ConfErrors, Pos};
+use crate::file::{human, read_file, utf8, FileKind};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
-    Cipher, Config, Demote, Digest, Ipv4Net, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT, DEFAULT_SOCKET,
-    DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
+    Cipher, Config, Demote, Digest, Ipv4Net, KeyFile, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT,
+    DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
 };
 
 pub enum Source<'a> {
@@ -42,6 +43,18 @@ const TOP_KEYWORDS: &[&str] = &[
 ];
 const SYNC_KEYWORDS: &[&str] = &["demote", "key", "member", "multicast", "peer", "rekey-window", "role"];
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// `listen` and `peer` statements at most, each: every one is a socket or a
+/// sync destination.
+const MAX_ADDRESSES: usize = 64;
+/// Pushed routes at most: each is an option of the PUSH_REPLY, which a
+/// client applies in one go; more belong in a summary route.
+pub const MAX_PUSH_ROUTES: usize = 256;
+/// An OpenVPN client takes at most this many DNS servers per address
+/// family (`N_DHCP_ADDR`; more are an options error).
+pub const MAX_PUSH_DNS: usize = 4;
+/// A domain name at most (RFC 1035), which also keeps the pushed
+/// `dhcp-option DOMAIN` within the 256 bytes of a client's option line.
+const MAX_DOMAIN: usize = 253;
 const DEFAULT_DEMOTE_VALUE: u8 = 50;
 const DEFAULT_REKEY_WINDOW: u32 = 60;
 
@@ -95,6 +108,8 @@ struct Draft {
 
 struct Parser {
     stack: Vec<Frame>,
+    /// Bytes of configuration read so far, includes included.
+    read: u64,
     allow_include: bool,
     macros: HashMap<String, String>,
     /// Macros from the command line: definitions in the file do not override them.
@@ -106,20 +121,49 @@ struct Parser {
     /// Where each single-valued statement was first given: (file, line).
     seen: HashMap<String, (String, u32)>,
     /// Statement positions that the final checks refer to.
-    at: HashMap<&'static str, (String, Pos)>,
+    at: Places,
     d: Draft,
     /// The `sync` block being read.
     sync_draft: Option<SyncDraft>,
 }
 
-pub fn parse(src: Source, macros: &[(String, String)]) -> Result<Config, ConfErrors> {
+/// Why a configuration file could not be read: an I/O error (the caller
+/// says which statement), or a byte that is not UTF-8 (at its place).
+enum ReadError {
+    Io(std::io::Error),
+    Utf8(Pos, String),
+    Budget,
+}
+
+/// Reads a configuration file as text; `read` is what the configuration
+/// and its includes have read so far, and may not pass the size of one
+/// configuration file.
+fn read_conf(path: &Path, read: &mut u64) -> Result<Lexer, ReadError> {
+    let bytes = read_file(path, FileKind::Config).map_err(ReadError::Io)?;
+    *read += bytes.len() as u64;
+    if *read > FileKind::Config.max_size() {
+        return Err(ReadError::Budget);
+    }
+    let text = utf8(bytes).map_err(|(pos, msg)| ReadError::Utf8(pos, msg))?;
+    Ok(Lexer::new(&text))
+}
+
+/// What the final checks and the key files refer to: where each statement
+/// was given.
+pub type Places = HashMap<&'static str, (String, Pos)>;
+
+pub fn parse(src: Source, macros: &[(String, String)]) -> Result<(Config, Places), ConfErrors> {
+    let mut read = 0;
     let (frame, allow_include) = match src {
         Source::File(path) => {
             let name = path.display().to_string();
-            match std::fs::read_to_string(path) {
-                Ok(text) => (Frame { name, dir: path.parent().map(Path::to_path_buf), lexer: Lexer::new(&text) }, true),
-                Err(e) => {
-                    return Err(ConfErrors(vec![ConfError { file: name, pos: None, msg: format!("cannot read: {e}") }]))
+            let fail = |pos, msg| Err(ConfErrors(vec![ConfError { file: name.clone(), pos, msg }]));
+            match read_conf(path, &mut read) {
+                Ok(lexer) => (Frame { name: name.clone(), dir: path.parent().map(Path::to_path_buf), lexer }, true),
+                Err(ReadError::Io(e)) => return fail(None, format!("cannot read: {e}")),
+                Err(ReadError::Utf8(pos, msg)) => return fail(Some(pos), msg),
+                Err(ReadError::Budget) => {
+                    return fail(None, format!("more than {}", human(FileKind::Config.max_size())))
                 }
             }
         }
@@ -127,6 +171,7 @@ pub fn parse(src: Source, macros: &[(String, String)]) -> Result<Config, ConfErr
     };
     let mut p = Parser {
         stack: vec![frame],
+        read,
         allow_include,
         macros: macros.iter().cloned().collect(),
         fixed: macros.iter().map(|(k, _)| k.clone()).collect(),
@@ -142,7 +187,7 @@ pub fn parse(src: Source, macros: &[(String, String)]) -> Result<Config, ConfErr
     p.statements(None);
     let conf = p.finish(&main_name);
     if p.errors.is_empty() {
-        Ok(conf)
+        Ok((conf, p.at))
     } else {
         Err(ConfErrors(p.errors))
     }
@@ -166,6 +211,23 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// A pushed domain is one option word of the PUSH_REPLY: a DNS name, so no
+/// comma or space can split it.
+fn check_domain(d: &str) -> Result<(), String> {
+    if d.len() > MAX_DOMAIN {
+        return Err(format!("the domain name is {} bytes long, more than {MAX_DOMAIN}", d.len()));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !d.trim_end_matches('.').split('.').all(label_ok) {
+        return Err(format!(
+            "\"{d}\" is not a domain name (labels of letters, digits, - and _, at most 63 each, joined by dots)"
+        ));
+    }
+    Ok(())
 }
 
 fn unknown_keyword(w: &str, known: &[&str], context: &str) -> String {
@@ -192,7 +254,11 @@ impl Parser {
         let frame = self.stack.last_mut().expect("a frame is open while parsing");
         let (tok, pos) = frame.lexer.next(&self.macros).map_err(|(pos, msg)| err(&file, pos, msg))?;
         let tok = if tok == Tok::Eof && self.stack.len() > 1 {
-            self.stack.pop();
+            if let Some(done) = self.stack.pop() {
+                if let Some(outer) = self.stack.last_mut() {
+                    outer.lexer.share_budget(&done.lexer);
+                }
+            }
             Tok::Newline
         } else {
             tok
@@ -398,6 +464,9 @@ impl Parser {
                 let addr: IpAddr = a.parse().map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
                 let port = if self.optional("port")? { self.port()? } else { DEFAULT_PORT };
                 let sa = SocketAddr::new(addr, port);
+                if self.d.listen.len() == MAX_ADDRESSES {
+                    return Err(self.error(pos, format!("more than {MAX_ADDRESSES} listen statements")));
+                }
                 if self.d.listen.contains(&sa) {
                     return Err(self.error(p, format!("listen on {sa} is given twice")));
                 }
@@ -442,15 +511,29 @@ impl Parser {
             "ca" | "certificate" | "key" | "crl" => {
                 self.once(w, pos)?;
                 let path = Some(self.path("a file name")?);
-                match w {
-                    "ca" => self.d.ca = path,
-                    "certificate" => self.d.certificate = path,
-                    "key" => self.d.key = path,
-                    _ => self.d.crl = path,
-                }
+                let file = match w {
+                    "ca" => {
+                        self.d.ca = path;
+                        KeyFile::Ca
+                    }
+                    "certificate" => {
+                        self.d.certificate = path;
+                        KeyFile::Certificate
+                    }
+                    "key" => {
+                        self.d.key = path;
+                        KeyFile::Key
+                    }
+                    _ => {
+                        self.d.crl = path;
+                        KeyFile::Crl
+                    }
+                };
+                self.mark(file.statement(), pos);
             }
             "tls-auth" | "tls-crypt" => {
                 self.once("tls-auth or tls-crypt", pos)?;
+                self.mark(KeyFile::Wrap.statement(), pos);
                 let path = self.path("a key file name")?;
                 if w == "tls-crypt" {
                     self.d.wrap = Some((Wrap::TlsCrypt { path }, None));
@@ -507,15 +590,29 @@ impl Parser {
                 match what.as_str() {
                     "route" => {
                         let n = self.network()?;
+                        if self.d.push_routes.len() == MAX_PUSH_ROUTES {
+                            return Err(self.error(
+                                pos,
+                                format!("more than {MAX_PUSH_ROUTES} push route statements: summarise the routes"),
+                            ));
+                        }
                         self.d.push_routes.push(n);
                     }
                     "dns" => {
-                        let a = self.parsed("an IP address")?;
+                        let a: IpAddr = self.parsed("an IP address")?;
+                        if self.d.push_dns.iter().filter(|d| d.is_ipv4() == a.is_ipv4()).count() == MAX_PUSH_DNS {
+                            return Err(self.error(
+                                pos,
+                                format!("more than {MAX_PUSH_DNS} push dns statements for IPv{}: OpenVPN clients take at most {MAX_PUSH_DNS}", if a.is_ipv4() { 4 } else { 6 }),
+                            ));
+                        }
                         self.d.push_dns.push(a);
                     }
                     "domain" => {
                         self.once("push domain", pos)?;
-                        self.d.push_domain = Some(self.text("a domain name")?.0);
+                        let (d, p) = self.text("a domain name")?;
+                        check_domain(&d).map_err(|why| self.error(p, why))?;
+                        self.d.push_domain = Some(d);
                     }
                     _ => {
                         return Err(self.error(p, format!("unknown push option \"{what}\"; valid: route, dns, domain")))
@@ -561,15 +658,24 @@ impl Parser {
                 path = dir.join(path);
             }
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| self.error(p, format!("include \"{}\": {e}", path.display())))?;
+        let shown = path.display().to_string();
+        let mut lexer = match read_conf(&path, &mut self.read) {
+            Ok(l) => l,
+            Err(ReadError::Io(e)) => return Err(self.error(p, format!("include \"{shown}\": {e}"))),
+            Err(ReadError::Utf8(pos, msg)) => return Err(err(&shown, pos, msg)),
+            Err(ReadError::Budget) => {
+                let max = human(FileKind::Config.max_size());
+                return Err(
+                    self.error(p, format!("include \"{shown}\": the configuration and its includes pass {max}"))
+                );
+            }
+        };
         // The statement ends before the included file starts.
         self.end()?;
-        self.stack.push(Frame {
-            name: path.display().to_string(),
-            dir: path.parent().map(Path::to_path_buf),
-            lexer: Lexer::new(&text),
-        });
+        if let Some(outer) = self.stack.last() {
+            lexer.share_budget(&outer.lexer);
+        }
+        self.stack.push(Frame { name: shown, dir: path.parent().map(Path::to_path_buf), lexer });
         Ok(())
     }
 
@@ -700,6 +806,9 @@ impl Parser {
                 let addr: IpAddr = a.parse().map_err(|_| self.error(p, format!("\"{a}\" is not an IP address")))?;
                 let port = if self.optional("port")? { self.port()? } else { DEFAULT_SYNC_PORT };
                 let sa = SocketAddr::new(addr, port);
+                if self.draft().peers.len() == MAX_ADDRESSES {
+                    return Err(self.error(pos, format!("more than {MAX_ADDRESSES} peer statements")));
+                }
                 if self.draft().peers.contains(&sa) {
                     return Err(self.error(p, format!("peer {sa} is given twice")));
                 }
@@ -707,6 +816,7 @@ impl Parser {
             }
             "key" => {
                 self.once("sync key", pos)?;
+                self.mark(KeyFile::Sync.statement(), pos);
                 let key = self.path("a key file name")?;
                 self.draft().key = Some(key);
             }

@@ -144,23 +144,33 @@ fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
     }
-    let mut out = Vec::new();
-    while let Some(m) = ibuf.get()? {
-        out.push(m);
-    }
-    Ok(out)
+    ibuf.buffered()
 }
 
 impl Engine {
     fn run(&mut self) -> io::Result<()> {
+        // What came with the start-up messages (a role), then the current
+        // role in case it was sent before we were started.
+        for m in self.parent.buffered()? {
+            self.on_parent(m)?;
+        }
+        self.parent.compose(ImsgType::RoleRequest as u32, 0, None, &[])?;
         loop {
             let mut slots: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
                 (Slot::Parent, self.parent.as_fd(), interest(&self.parent)),
                 (Slot::Syncer, self.syncer.as_fd(), interest(&self.syncer)),
-                (Slot::Listener, self.control.listener_fd(), PollFlags::POLLIN),
             ];
+            if self.control.listening(Instant::now()) {
+                slots.push((Slot::Listener, self.control.listener_fd(), PollFlags::POLLIN));
+            }
             for (i, c) in self.control.conns.iter().enumerate() {
-                slots.push((Slot::Conn(i), c.ibuf.as_fd(), interest(&c.ibuf)));
+                // A connection that must drain first is not read: only its
+                // writes (and hang-ups, which poll reports anyway) matter.
+                let mut ev = interest(&c.ibuf);
+                if !c.ready() {
+                    ev.remove(PollFlags::POLLIN);
+                }
+                slots.push((Slot::Conn(i), c.ibuf.as_fd(), ev));
             }
             slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
             for (i, l) in self.listeners.iter().enumerate() {
@@ -199,7 +209,7 @@ impl Engine {
                             self.on_syncer(m)?;
                         }
                     }
-                    Slot::Listener => self.control.accept(),
+                    Slot::Listener => self.control.accept(Instant::now()),
                     Slot::Tun => self.on_tun(),
                     Slot::Link(i) => self.on_link(i),
                     Slot::Conn(i) => {
@@ -208,10 +218,13 @@ impl Engine {
                                 self.control.conns[i].ibuf.write()?;
                             }
                             if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                                let id = self.control.conns[i].id;
-                                for m in self.control.read(i)? {
-                                    self.ctl_request(id, m)?;
-                                }
+                                self.control.read(i)?;
+                            }
+                            // Also after a write: requests left buffered
+                            // while the connection drained.
+                            let id = self.control.conns[i].id;
+                            while let Some(m) = self.control.next_request(i)? {
+                                self.ctl_request(id, m)?;
                             }
                             Ok::<_, io::Error>(())
                         })();
@@ -360,6 +373,7 @@ impl Engine {
                 }
             }
             ImsgType::CtlResult => {
+                self.control.answered(m.hdr.peerid);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlResult, &m.data);
             }
             other => {
@@ -375,6 +389,7 @@ impl Engine {
                 crate::syncglue::apply(&mut self.server, now(), ty, &m.data).map_err(bad)?
             }
             ImsgType::CtlSync => {
+                self.control.answered(m.hdr.peerid);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlSync, &m.data);
                 self.control.reply(m.hdr.peerid, ImsgType::CtlEnd, &[]);
             }
@@ -439,8 +454,14 @@ impl Engine {
                 }
                 self.control.reply(id, ImsgType::CtlEnd, &[]);
             }
-            ImsgType::CtlShowSync => self.syncer.compose(ImsgType::CtlShowSync as u32, id, None, &[])?,
-            ImsgType::CtlReload => self.parent.compose(ImsgType::CtlReload as u32, id, None, &[])?,
+            ImsgType::CtlShowSync => {
+                self.control.forwarded(id);
+                self.syncer.compose(ImsgType::CtlShowSync as u32, id, None, &[])?
+            }
+            ImsgType::CtlReload => {
+                self.control.forwarded(id);
+                self.parent.compose(ImsgType::CtlReload as u32, id, None, &[])?
+            }
             ImsgType::CtlLog => {
                 let verbose = Reader::new(&m.data).bool().map_err(bad)?;
                 self.parent.compose(ImsgType::Verbose as u32, 0, None, &[u8::from(verbose)])?;

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use vpnsyncd_common::child::PARENT_FD;
-use vpnsyncd_common::imsg::ImsgBuf;
+use vpnsyncd_common::imsg::{ImsgBuf, CHILD_MAXSIZE};
 
 /// The three children, with the hidden flag that selects each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
     drop::<OwnedFd>(theirs);
     let mut ibuf = ImsgBuf::new(ours);
     ibuf.allow_fdpass();
-    ibuf.set_maxsize(1 << 20);
+    ibuf.set_maxsize(CHILD_MAXSIZE);
     Ok(Child { kind, pid: proc.id() as i32, ibuf })
 }
 

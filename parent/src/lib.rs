@@ -20,9 +20,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use vpnsyncd_common::codec::Reader;
 use vpnsyncd_common::ctl;
+use vpnsyncd_common::imsg::{CHILD_MAXSIZE, HEADER_SIZE};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
-use vpnsyncd_config::{ConfErrors, Config, SyncTransport, Wrap};
+use vpnsyncd_config::{ConfError, ConfErrors, Config, FileKind, KeyFile, Loaded, SyncTransport};
 
 use children::{Child, ChildKind, ExecArgs};
 use demote::Demoter;
@@ -44,25 +45,26 @@ pub const DEFAULT_CONFIG: &str = "/etc/vpnsyncd.conf";
 /// dropped: after start-up and after each reload has sent them).
 struct KeyFiles(Vec<(KeyKind, Secret)>);
 
+/// The largest key file fits one `KeyMaterial` message (kind byte and
+/// imsg header included) on a child's channel.
+const _: () = assert!(
+    FileKind::Certificate.max_size() as usize + 1 + HEADER_SIZE <= CHILD_MAXSIZE
+        && FileKind::PrivateKey.max_size() <= FileKind::Certificate.max_size()
+        && FileKind::StaticKey.max_size() <= FileKind::Certificate.max_size()
+);
+
 impl KeyFiles {
-    fn load(conf: &Config) -> io::Result<KeyFiles> {
-        let mut files: Vec<(KeyKind, &Path)> =
-            vec![(KeyKind::Ca, &conf.ca), (KeyKind::Certificate, &conf.certificate), (KeyKind::Key, &conf.key)];
-        if let Some(crl) = &conf.crl {
-            files.push((KeyKind::Crl, crl));
-        }
-        match &conf.wrap {
-            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => files.push((KeyKind::Wrap, path)),
-            None => {}
-        }
-        if let Some(sync) = &conf.sync {
-            files.push((KeyKind::Sync, &sync.key));
-        }
-        let mut out = Vec::new();
-        for (kind, path) in files {
-            out.push((kind, vpnsyncd_common::secret::read_file(path)?));
-        }
-        Ok(KeyFiles(out))
+    fn new(keys: Vec<(KeyFile, Vec<u8>)>) -> KeyFiles {
+        let kind = |f: KeyFile| match f {
+            KeyFile::Ca => KeyKind::Ca,
+            KeyFile::Certificate => KeyKind::Certificate,
+            KeyFile::Key => KeyKind::Key,
+            KeyFile::Crl => KeyKind::Crl,
+            KeyFile::Wrap => KeyKind::Wrap,
+            KeyFile::Sync => KeyKind::Sync,
+        };
+        // The buffers become zeroized ones without a copy.
+        KeyFiles(keys.into_iter().map(|(f, b)| (kind(f), Secret::new(b))).collect())
     }
 
     /// Which key files each child gets: the engine the TLS and wrap keys, the
@@ -76,26 +78,48 @@ impl KeyFiles {
     }
 }
 
-fn load_config(opts: &Options) -> Result<Config, ConfErrors> {
-    vpnsyncd_config::parse_file(&opts.file, &opts.macros)
+/// The canonical text of `conf`, which the children receive in one
+/// message: refused when it would not fit their channel (a start would
+/// fail there).
+fn canonical(conf: &Config, file: &Path) -> Result<String, ConfErrors> {
+    let text = conf.to_string();
+    if text.len() + HEADER_SIZE > CHILD_MAXSIZE {
+        let msg = format!(
+            "the canonical configuration is {} bytes, more than the {} bytes a child's channel carries: shorten it",
+            text.len(),
+            CHILD_MAXSIZE - HEADER_SIZE
+        );
+        return Err(ConfErrors(vec![ConfError { file: file.display().to_string(), pos: None, msg }]));
+    }
+    Ok(text)
 }
 
-/// `vpnsyncd -n`: parse and print the canonical configuration. Key files that
-/// cannot be read are reported as warnings, not errors, so that a
-/// configuration can be checked away from the machine that holds the keys
-/// (the daemon itself refuses to start without them). Returns the exit status.
+/// The configuration, its canonical text and its key files, checked as a
+/// start needs them. Key files that cannot be read are in `unreadable`.
+fn load_config(opts: &Options) -> Result<(Loaded, String), ConfErrors> {
+    let loaded = vpnsyncd_config::load(&opts.file, &opts.macros)?;
+    let text = canonical(&loaded.config, &opts.file)?;
+    Ok((loaded, text))
+}
+
+/// `vpnsyncd -n`: check everything a start checks and print the canonical
+/// configuration. Key files that cannot be read are reported as warnings,
+/// not errors, so that a configuration can be checked away from the
+/// machine that holds the keys (the daemon itself refuses to start without
+/// them); key files of the wrong type or size are errors. Returns the exit
+/// status.
 pub fn configtest(opts: &Options) -> i32 {
-    let conf = match load_config(opts) {
+    let (loaded, text) = match load_config(opts) {
         Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
             return 1;
         }
     };
-    if let Err(e) = KeyFiles::load(&conf) {
-        eprintln!("{}: warning: {e}", opts.file.display());
+    for e in &loaded.unreadable.0 {
+        eprintln!("warning: {e}");
     }
-    print!("{conf}");
+    print!("{text}");
     0
 }
 
@@ -169,6 +193,8 @@ struct Parent {
     children: Vec<Child>,
     demoter: Option<Demoter>,
     control_path: PathBuf,
+    /// The last role carpwatch reported.
+    role: Option<Role>,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -177,17 +203,14 @@ pub fn run(opts: Options) -> i32 {
         eprintln!("vpnsyncd: need root privileges");
         return 1;
     }
-    let conf = match load_config(&opts) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
+    let (conf, keys, conf_text) = match load_config(&opts) {
+        Ok((l, _)) if !l.unreadable.0.is_empty() => {
+            eprint!("{}", l.unreadable);
             return 1;
         }
-    };
-    let keys = match KeyFiles::load(&conf) {
-        Ok(k) => k,
+        Ok((l, text)) => (l.config, KeyFiles::new(l.keys), text),
         Err(e) => {
-            eprintln!("vpnsyncd: {e}");
+            eprint!("{e}");
             return 1;
         }
     };
@@ -227,8 +250,9 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
-    let mut parent = Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter };
-    let code = match parent.start(&exe, uid, gid, &keys) {
+    let mut parent =
+        Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter, role: None };
+    let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
             Exit::ChildDied => 1,
@@ -243,7 +267,7 @@ pub fn run(opts: Options) -> i32 {
 }
 
 impl Parent {
-    fn start(&mut self, exe: &Path, uid: u32, gid: u32, keys: &KeyFiles) -> io::Result<SignalPipes> {
+    fn start(&mut self, exe: &Path, uid: u32, gid: u32, keys: &KeyFiles, conf_text: &str) -> io::Result<SignalPipes> {
         let signals = SignalPipes::register()?;
         let res = open_resources(&self.conf)?;
         let args = ExecArgs { exe, uid, gid, foreground: self.opts.foreground, verbose: self.opts.verbose };
@@ -253,7 +277,6 @@ impl Parent {
             self.children.push(child);
         }
         let (engine_peer, syncer_peer) = vpnsyncd_common::imsg::socketpair()?;
-        let conf_text = self.conf.to_string();
         let Resources { tun, listeners, control, sync, route } = res;
         for child in &mut self.children {
             child.ibuf.compose(ImsgType::Conf as u32, 0, None, conf_text.as_bytes())?;
@@ -387,8 +410,16 @@ impl Parent {
             (ChildKind::Carpwatch, ImsgType::Role) => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role is now {}", role.name());
+                self.role = Some(role);
                 for to in [ChildKind::Engine, ChildKind::Syncer] {
                     self.child_mut(to).ibuf.compose(ImsgType::Role as u32, 0, None, &[role as u8])?;
+                }
+            }
+            // A child that starts asks for the role; before carpwatch
+            // knows it, the child learns it with the first `Role`.
+            (ChildKind::Engine | ChildKind::Syncer, ImsgType::RoleRequest) => {
+                if let Some(role) = self.role {
+                    self.child_mut(from).ibuf.compose(ImsgType::Role as u32, 0, None, &[role as u8])?;
                 }
             }
             (ChildKind::Engine, ImsgType::CtlReload) => {
@@ -436,14 +467,15 @@ impl Parent {
     /// Re-reads the configuration and key files and hands them to the
     /// children. An invalid configuration is refused and the old one stays.
     fn reload(&mut self) -> Result<String, String> {
-        let conf =
-            load_config(&self.opts).map_err(|e| format!("reload refused, keeping the running configuration:\n{e}"))?;
-        let keys =
-            KeyFiles::load(&conf).map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
+        let refused = |e: &ConfErrors| format!("reload refused, keeping the running configuration:\n{e}");
+        let (loaded, text) = load_config(&self.opts).map_err(|e| refused(&e))?;
+        if !loaded.unreadable.0.is_empty() {
+            return Err(refused(&loaded.unreadable));
+        }
+        let (conf, keys) = (loaded.config, KeyFiles::new(loaded.keys));
         for what in restart_needed(&self.conf, &conf) {
             log::warn!("reload: {what} changed; restart vpnsyncd to apply it");
         }
-        let text = conf.to_string();
         let send = |c: &mut Child| -> io::Result<()> {
             for (kind, bytes) in keys.for_child(c.kind) {
                 send_key(c, *kind, bytes)?;
@@ -512,4 +544,66 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         v.push("sync transport or role source");
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpnsyncd_common::imsg::{Imsg, ImsgBuf, ImsgHdr};
+
+    /// A parent with three children whose other ends are returned.
+    fn parent() -> (Parent, Vec<ImsgBuf>) {
+        let conf = vpnsyncd_config::parse_str("t.conf", "ca /k/ca\ncertificate /k/c\nkey /k/k\n", &[]).unwrap();
+        let (mut children, mut ends) = (Vec::new(), Vec::new());
+        for kind in ChildKind::ALL {
+            let (ours, theirs) = vpnsyncd_common::imsg::socketpair().unwrap();
+            children.push(Child { kind, pid: 0, ibuf: ImsgBuf::new(ours) });
+            ends.push(ImsgBuf::new(theirs));
+        }
+        let p = Parent {
+            opts: Options::default(),
+            control_path: conf.socket.clone(),
+            conf,
+            children,
+            demoter: None,
+            role: None,
+        };
+        (p, ends)
+    }
+
+    fn msg(ty: ImsgType, data: &[u8]) -> Imsg {
+        Imsg { hdr: ImsgHdr { ty: ty as u32, len: 0, peerid: 0, pid: 0 }, data: data.to_vec().into(), fd: None }
+    }
+
+    /// What the parent queued for each child, as (type, payload).
+    fn sent(p: &mut Parent, ends: &mut [ImsgBuf]) -> Vec<Vec<(u32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (c, end) in p.children.iter_mut().zip(ends.iter_mut()) {
+            c.ibuf.flush().unwrap();
+            let mut got = Vec::new();
+            while end.read().is_ok_and(|n| n > 0) {}
+            for m in end.buffered().unwrap() {
+                got.push((m.hdr.ty, m.data.to_vec()));
+            }
+            out.push(got);
+        }
+        out
+    }
+
+    /// A child that asks for the role gets the current one, whenever it
+    /// was reported; one that asks before carpwatch knows gets it with the
+    /// first report.
+    #[test]
+    fn every_child_learns_the_current_role() {
+        let (mut p, mut ends) = parent();
+        let role = (ImsgType::Role as u32, vec![Role::Backup as u8]);
+        p.dispatch(ChildKind::Syncer, msg(ImsgType::RoleRequest, &[])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![], vec![], vec![]]);
+        p.dispatch(ChildKind::Carpwatch, msg(ImsgType::Role, &[Role::Backup as u8])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![role.clone()], vec![role.clone()], vec![]]);
+        p.dispatch(ChildKind::Syncer, msg(ImsgType::RoleRequest, &[])).unwrap();
+        p.dispatch(ChildKind::Engine, msg(ImsgType::RoleRequest, &[])).unwrap();
+        assert_eq!(sent(&mut p, &mut ends), [vec![role.clone()], vec![role], vec![]]);
+        assert!(p.dispatch(ChildKind::Carpwatch, msg(ImsgType::RoleRequest, &[])).is_err());
+    }
 }

@@ -654,7 +654,7 @@ impl Core {
         SyncInfo {
             role: self.role,
             transport: self.link.as_ref().map_or("standalone (no sync block)".into(), |l| l.transport.describe()),
-            peers: self.peers.info(),
+            peers: self.peers.info(now),
             sessions: self.table.len() as u32,
             lag_ms: lag.min(u32::MAX as u128) as u32,
             bulk_complete: self.complete,

@@ -140,11 +140,7 @@ fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
     }
-    let mut v = Vec::new();
-    while let Some(m) = ibuf.get()? {
-        v.push(m);
-    }
-    Ok(v)
+    ibuf.buffered()
 }
 
 impl Syncer {
@@ -152,6 +148,12 @@ impl Syncer {
     /// for the engine's updates of the previous wake-up leave before we
     /// sleep), then poll, then the events.
     fn run(&mut self) -> io::Result<()> {
+        // What came with the start-up messages (a role), then the current
+        // role in case it was sent before we were started.
+        for m in self.parent.buffered()? {
+            self.on_parent(m)?;
+        }
+        self.parent.compose(ImsgType::RoleRequest as u32, 0, None, &[])?;
         loop {
             self.core.tick(Instant::now());
             self.dispatch()?;

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use vpnsyncd_common::ctl::PeerInfo;
 use vpnsyncd_common::msg::Role;
 
+use crate::core::HEARTBEAT;
+
+/// A peer silent for three heartbeats is lost.
+pub const LOST_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+
 #[derive(Debug)]
 struct Peer {
     addr: SocketAddr,
@@ -75,10 +80,17 @@ impl Peers {
         })
     }
 
-    pub fn info(&self) -> Vec<PeerInfo> {
+    /// `show sync`: a peer heard once but silent for [`LOST_AFTER`] is
+    /// flagged lost, so that a dead master is not shown as master.
+    pub fn info(&self, now: Instant) -> Vec<PeerInfo> {
         self.0
             .iter()
-            .map(|p| PeerInfo { address: p.addr.to_string(), last_heard: p.heard_unix, role: p.role })
+            .map(|p| PeerInfo {
+                address: p.addr.to_string(),
+                last_heard: p.heard_unix,
+                role: p.role,
+                lost: p.heard.is_some_and(|t| now.saturating_duration_since(t) >= LOST_AFTER),
+            })
             .collect()
     }
 }
@@ -86,5 +98,28 @@ impl Peers {
 impl Peer {
     fn new(addr: SocketAddr) -> Peer {
         Peer { addr, member: 0, heard: None, heard_unix: 0, role: Role::Init, complete: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_peer_is_lost_not_master() {
+        let a: SocketAddr = "198.18.0.2:1196".parse().unwrap();
+        let never: SocketAddr = "198.18.0.3:1196".parse().unwrap();
+        let mut p = Peers::new(&[never]);
+        let t0 = Instant::now();
+        p.heard(a, 2, t0, 1000);
+        p.heartbeat(a, Role::Master, true);
+        let at = |p: &Peers, t: Instant| p.info(t).into_iter().map(|i| (i.role, i.lost)).collect::<Vec<_>>();
+        let just_before = t0 + LOST_AFTER - Duration::from_millis(1);
+        assert_eq!(at(&p, just_before), [(Role::Init, false), (Role::Master, false)]);
+        assert_eq!(at(&p, t0 + LOST_AFTER), [(Role::Init, false), (Role::Master, true)]);
+        // Heard again: back.
+        p.heard(a, 2, t0 + LOST_AFTER, 1003);
+        assert_eq!(at(&p, t0 + LOST_AFTER + Duration::from_secs(1)), [(Role::Init, false), (Role::Master, false)]);
+        assert_eq!(LOST_AFTER, Duration::from_secs(3));
     }
 }

@@ -33,7 +33,15 @@ fn die(msg: impl std::fmt::Display) -> ! {
 fn request(sock: &str, cmd: &Command) -> io::Result<Vec<Imsg>> {
     let stream = UnixStream::connect(sock).map_err(|e| io::Error::new(e.kind(), format!("connect: {sock}: {e}")))?;
     stream.set_nonblocking(true)?;
-    let mut ibuf = ImsgBuf::new(OwnedFd::from(stream));
+    exchange(OwnedFd::from(stream), cmd)
+}
+
+/// The request on a connected socket, and its answer. The daemon may have
+/// refused us and closed before our request went out: its reason is read
+/// even when sending failed (EPIPE), and only without one is the send
+/// error reported.
+fn exchange(stream: OwnedFd, cmd: &Command) -> io::Result<Vec<Imsg>> {
+    let mut ibuf = ImsgBuf::new(stream);
     ibuf.set_maxsize(16384);
     let (ty, data) = match cmd {
         Command::ShowSummary => (ImsgType::CtlShowSummary, Vec::new()),
@@ -52,16 +60,21 @@ fn request(sock: &str, cmd: &Command) -> io::Result<Vec<Imsg>> {
         }
     };
     ibuf.compose(ty as u32, 0, None, &data)?;
-    ibuf.flush()?;
+    let sent = ibuf.flush();
     let mut out = Vec::new();
     loop {
-        let m = ibuf.recv_blocking().map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                io::Error::new(e.kind(), "the daemon closed the connection (not root?)")
-            } else {
-                e
+        let m = match ibuf.recv_blocking() {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match sent {
+                    Err(send) => io::Error::new(send.kind(), format!("send: {send}")),
+                    Ok(()) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        io::Error::new(e.kind(), "the daemon closed the connection")
+                    }
+                    Ok(()) => e,
+                })
             }
-        })?;
+        };
         let done = matches!(ImsgType::from_u32(m.hdr.ty), Ok(ImsgType::CtlEnd) | Ok(ImsgType::CtlResult));
         out.push(m);
         if done {
@@ -120,4 +133,31 @@ fn main() {
         _ => String::new(),
     };
     print!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon that refuses us and closes before our request is sent: we
+    /// still read its reason instead of failing with "Broken pipe".
+    #[test]
+    fn the_reason_of_a_refusal_arrives_even_after_epipe() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut daemon = ImsgBuf::new(OwnedFd::from(theirs));
+        let why = "permission denied: the control socket accepts root only".to_string();
+        daemon.compose(ImsgType::CtlResult as u32, 0, None, &ctl::encode_result(&Err(why.clone()))).unwrap();
+        daemon.flush().unwrap();
+        drop(daemon);
+        let answer = exchange(OwnedFd::from(ours), &Command::ShowSummary).unwrap();
+        assert_eq!(answer.len(), 1);
+        assert_eq!(ctl::decode_result(&answer[0].data), Ok(Err(why)));
+
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        drop(theirs);
+        let e = exchange(OwnedFd::from(ours), &Command::ShowSummary).unwrap_err();
+        assert!(e.to_string().starts_with("send: "), "{e}");
+    }
 }

@@ -113,7 +113,9 @@ pub fn sync(s: &SyncInfo, now: u64) -> String {
         out += &format!("\n{:<24} {:<8} {}\n", "Peer", "Role", "Last heard");
         for p in &s.peers {
             let heard = if p.last_heard == 0 { "never".to_string() } else { format!("{} ago", ago(now, p.last_heard)) };
-            out += &format!("{:<24} {:<8} {}\n", p.address, p.role.name(), heard);
+            // A silent peer's last role is stale: a dead master is not master.
+            let role = if p.lost { "lost" } else { p.role.name() };
+            out += &format!("{:<24} {:<8} {}\n", p.address, role, heard);
         }
     }
     out
@@ -130,6 +132,7 @@ pub fn sync_json(s: &SyncInfo) -> Value {
         "peers": s.peers.iter().map(|p| json!({
             "address": p.address, "role": p.role.name(),
             "last_heard": if p.last_heard == 0 { Value::Null } else { p.last_heard.into() },
+            "lost": p.lost,
         })).collect::<Vec<_>>(),
     })
 }
@@ -137,6 +140,7 @@ pub fn sync_json(s: &SyncInfo) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vpnsyncd_common::ctl::PeerInfo;
     use vpnsyncd_common::msg::Role;
 
     #[test]
@@ -214,5 +218,21 @@ mod tests {
         let t = sync(&y, 0);
         assert!(t.starts_with("Role:       unknown\nTransport:  unicast\n"), "{t}");
         assert_eq!(sync_json(&y)["role"], Value::Null);
+    }
+
+    #[test]
+    fn a_lost_peer_is_not_shown_as_master() {
+        let peer = |lost| PeerInfo { address: "198.18.0.2:1196".into(), last_heard: 100, role: Role::Master, lost };
+        let y = SyncInfo { role: Some(Role::Backup), peers: vec![peer(true)], ..SyncInfo::default() };
+        let t = sync(&y, 110);
+        let line = t.lines().last().unwrap();
+        assert!(line.starts_with("198.18.0.2:1196          lost     "), "{t}");
+        assert!(!t.contains("MASTER"), "{t}");
+        let j = sync_json(&y);
+        assert_eq!(j["peers"][0]["role"], "MASTER");
+        assert_eq!(j["peers"][0]["lost"], true);
+        let y = SyncInfo { peers: vec![peer(false)], ..y };
+        assert!(sync(&y, 110).lines().last().unwrap().contains(" MASTER "));
+        assert_eq!(sync_json(&y)["peers"][0]["lost"], false);
     }
 }
