@@ -71,11 +71,15 @@ sleep 0.3
 mapfile -t KIDS < <(pgrep -P "$DAEMON")
 check "parent has three children (four processes)" test "${#KIDS[@]}" -eq 3
 check "parent runs as root" test "$(status_field "$DAEMON" Uid | cut -f1)" = 0
+check "parent's command name is vpnsyncd" test "$(cat /proc/$DAEMON/comm)" = vpnsyncd
+# The command name each child sets (prctl PR_SET_NAME): what ps -e shows.
+declare -A COMM=([-E]=vpnsyncd-engine [-S]=vpnsyncd-syncer [-C]=vpnsyncd-carp)
 for flag in -E -S -C; do
 	pid=""
 	for k in "${KIDS[@]}"; do has_flag "$k" $flag && pid=$k; done
 	check "child $flag exists" test -n "$pid"
 	[ -n "$pid" ] && check "child $flag (pid $pid): uid/gid _vpnsyncd, no capabilities, no_new_privs, root /var/empty" child_is_confined "$pid"
+	[ -n "$pid" ] && check "child $flag is named ${COMM[$flag]} ($(cat /proc/$pid/comm))" test "$(cat /proc/$pid/comm)" = "${COMM[$flag]}"
 done
 check "control socket is 0600 root" test "$(stat -c '%a %U' "$SOCK")" = "600 root"
 check "tun device has the server address" bash -c "ip -n $NS -4 addr show $DEV | grep -q 'inet 10.8.0.1/24'"
