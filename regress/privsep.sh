@@ -161,12 +161,16 @@ sleep 0.3
 mapfile -t KIDS < <(pgrep -P "$DAEMON")
 check "parent has three children (four processes)" test "${#KIDS[@]}" -eq 3
 check "parent runs as root" test "$(status_field "$DAEMON" Uid | cut -f1)" = 0
+check "parent's command name is vpnsyncd" test "$(cat /proc/$DAEMON/comm)" = vpnsyncd
+# The command name each child sets (prctl PR_SET_NAME): what ps -e shows.
+declare -A COMM=([-E]=vpnsyncd-engine [-S]=vpnsyncd-syncer [-C]=vpnsyncd-carp)
 for flag in -E -S -C; do
 	pid=""
 	for k in "${KIDS[@]}"; do has_flag "$k" $flag && pid=$k; done
 	check "child $flag exists" test -n "$pid"
 	[ -n "$pid" ] && check "child $flag (pid $pid): uid/gid _vpnsyncd, no capabilities, no_new_privs, root /var/empty" child_is_confined "$pid"
 	[ -n "$pid" ] && check "child $flag (pid $pid): Seccomp: 2 (filter mode)" test "$(status_field "$pid" Seccomp)" = 2
+	[ -n "$pid" ] && check "child $flag is named ${COMM[$flag]} ($(cat /proc/$pid/comm))" test "$(cat /proc/$pid/comm)" = "${COMM[$flag]}"
 done
 check "the parent holds the inherited descriptors 10 and 251" test -e /proc/$DAEMON/fd/10 -a -e /proc/$DAEMON/fd/251
 check "engine fds: parent channel, tun, listener, control socket, syncer channel" \

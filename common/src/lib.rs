@@ -1,5 +1,5 @@
 //! What every vpnsyncd process shares: imsg framing, the message catalogue,
-//! payload encoding, control records, logging and confinement.
+//! payload encoding, control records, logging, process titles and confinement.
 
 pub mod child;
 pub mod codec;
@@ -8,6 +8,7 @@ pub mod imsg;
 pub mod log;
 pub mod msg;
 pub mod poll;
+pub mod proctitle;
 pub mod sandbox;
 #[cfg(target_os = "linux")]
 pub mod seccomp;

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+use nix::sys::socket::SockaddrStorage;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -100,6 +100,7 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(target_os = "linux")]
 mod sys {
     use super::*;
+    use nix::sys::socket::SockaddrLike;
 
     pub fn recv(b: &mut Batch, fd: i32) -> io::Result<()> {
         // SAFETY: zeroed iovec/mmsghdr arrays are valid; we point them at our buffers.

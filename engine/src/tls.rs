@@ -91,14 +91,17 @@ pub fn common_name(cert: &[u8]) -> String {
 }
 
 /// Test credentials made with `openssl` (EC P-256, valid until 2036):
-/// a CA, a server, and a client "alice".
-#[cfg(test)]
+/// a CA, a server, and a client "alice"; and a static key file for
+/// tls-auth/tls-crypt. The fuzz targets build servers from them too
+/// (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod testpki {
     pub const CA: &[u8] = include_bytes!("testdata/ca.crt");
     pub const SERVER_CRT: &[u8] = include_bytes!("testdata/server.crt");
     pub const SERVER_KEY: &[u8] = include_bytes!("testdata/server.key");
     pub const ALICE_CRT: &[u8] = include_bytes!("testdata/alice.crt");
     pub const ALICE_KEY: &[u8] = include_bytes!("testdata/alice.key");
+    pub const STATIC_KEY: &[u8] = include_bytes!("testdata/static.key");
 }
 
 #[cfg(test)]
@@ -112,6 +115,11 @@ mod tests {
         let der = CertificateDer::from_pem_slice(testpki::ALICE_CRT).unwrap();
         assert_eq!(common_name(&der), "alice");
         assert_eq!(common_name(b"junk"), "(unparsable certificate)");
+    }
+
+    #[test]
+    fn the_test_static_key_parses() {
+        assert!(crate::wrap::StaticKey::parse(testpki::STATIC_KEY).is_ok());
     }
 
     #[test]

@@ -21,7 +21,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let mut client = DataKey::new(cipher, auth, &key2, false);
             let hdr = DataHeader {
                 key_id: data.first().copied().unwrap_or(0),
-                peer_id: (data.len() % 2 == 0).then_some(data.len() as u32),
+                peer_id: data.len().is_multiple_of(2).then_some(data.len() as u32),
             };
             let mut out = vec![0; data.len() + client.overhead(true)];
             let n = client

@@ -239,6 +239,8 @@ pub fn run(opts: Options) -> i32 {
         }
     }
     vpnsyncd_common::log::init(opts.foreground, opts.verbose, "parent");
+    // After current_exe: on OpenBSD it reads argv[0], which the title replaces.
+    vpnsyncd_common::proctitle::set(vpnsyncd_common::proctitle::Title::Parent);
     log::info!("starting vpnsyncd {}", vpnsyncd_common::VERSION);
 
     let mut demoter =

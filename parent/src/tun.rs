@@ -119,7 +119,8 @@ mod sys {
     }
 }
 
-/// OpenBSD: /dev/tunN exists already; the address is set with SIOCAIFADDR.
+/// OpenBSD: /dev/tunN exists already; the address is set with SIOCAIFADDR
+/// (which also brings the interface up), the MTU with SIOCSIFMTU.
 /// Not compiled on Linux: keep it small.
 #[cfg(target_os = "openbsd")]
 mod sys {
@@ -147,6 +148,7 @@ mod sys {
         }
         // _IOW('i', 26, struct in_aliasreq) from <sys/sockio.h>
         const SIOCAIFADDR: libc::c_ulong = 0x8040_691a;
+        const _: () = assert!(std::mem::size_of::<InAliasreq>() == 0x40, "SIOCAIFADDR encodes a 64-byte request");
         let mut req = InAliasreq {
             name: ifname(name)?,
             addr: sockaddr_in(addr),
@@ -154,7 +156,15 @@ mod sys {
             mask: sockaddr_in(netmask(prefix)),
         };
         // SIOCAIFADDR takes an in_aliasreq; layout as in <netinet/in_var.h>.
-        ifioctl(SIOCAIFADDR, &mut req)
+        ifioctl(SIOCAIFADDR, &mut req)?;
+        // _IOW('i', 127, struct ifreq); ifr_mtu overlays ifru_metric (<net/if.h>).
+        const SIOCSIFMTU: libc::c_ulong = 0x8020_697f;
+        const _: () = assert!(std::mem::size_of::<libc::ifreq>() == 32, "SIOCSIFMTU encodes a 32-byte ifreq");
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        ifr.ifr_name = ifname(name)?;
+        ifr.ifr_ifru.ifru_metric = TUN_MTU;
+        ifioctl(SIOCSIFMTU, &mut ifr)
     }
 }
 

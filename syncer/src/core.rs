@@ -122,7 +122,6 @@ pub enum Output {
 struct Link {
     transport: Transport,
     key: SyncKey,
-    boot: BootId,
     sealer: Sealer,
     opener: Opener,
 }
@@ -262,7 +261,6 @@ impl Core {
             opener: Opener::new(key.clone(), boot),
             transport,
             key,
-            boot,
         });
         let mut core = Core {
             peers: Peers::new(link.as_ref().map_or(&[], |l| l.transport.configured_peers())),
@@ -314,14 +312,15 @@ impl Core {
         self.urgent.push(self.heartbeat());
     }
 
-    /// A sync key from a reload. The same key keeps the replay windows
-    /// (resetting them would let old datagrams in again).
+    /// A sync key from a reload. The replay windows and our sequence go on
+    /// whatever the key (resetting them would let old datagrams in again,
+    /// should an earlier key come back).
     pub fn set_key(&mut self, key: SyncKey) {
         if let Some(l) = &mut self.link {
             if l.key != key {
                 log::info!("sync key changed");
-                l.sealer = Sealer::new(&key, l.boot);
-                l.opener = Opener::new(key.clone(), l.boot);
+                l.sealer.set_key(&key);
+                l.opener.set_key(key.clone());
                 l.key = key;
             }
         }

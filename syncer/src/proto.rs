@@ -311,6 +311,13 @@ impl Sealer {
         Sealer { boot, seq: 0, key: derive(key, &boot) }
     }
 
+    /// A new cluster key (a reload): `seq` goes on, so that receivers keep
+    /// their windows and a datagram captured under an earlier key stays
+    /// refused should that key come back.
+    pub fn set_key(&mut self, key: &SyncKey) {
+        self.key = derive(key, &self.boot);
+    }
+
     /// Builds the datagram carrying `plain`.
     pub fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
         self.seq += 1;
@@ -349,6 +356,15 @@ impl Opener {
     /// or ourselves in the unicast peer list) are replays.
     pub fn new(key: SyncKey, own: BootId) -> Opener {
         Opener { key, own, senders: Vec::new() }
+    }
+
+    /// A new cluster key (a reload): every run's window stays (see
+    /// [`Sealer::set_key`]).
+    pub fn set_key(&mut self, key: SyncKey) {
+        for s in &mut self.senders {
+            s.key = derive(&key, &s.boot);
+        }
+        self.key = key;
     }
 
     /// Authenticates and decodes a datagram; returns the sender's boot id
@@ -514,6 +530,23 @@ mod tests {
         let mut restarted = Sealer::new(&key(1), boot_id(1, 7000, [1; 7]));
         assert!(o.open(&restarted.seal(b"")).is_ok(), "member 1 restarted");
         assert_eq!(o.open(&live.seal(b"")), Err(Reject::Replay), "its previous run is over");
+    }
+
+    /// A key rolled back (A, then B, then A again): what was captured under
+    /// the first A stays refused.
+    #[test]
+    fn a_key_that_comes_back_does_not_reopen_the_windows() {
+        let mut s = Sealer::new(&key(1), [1; 16]);
+        let mut o = Opener::new(key(1), [2; 16]);
+        let captured = s.seal(b"");
+        assert!(o.open(&captured).is_ok());
+        s.set_key(&key(5));
+        o.set_key(key(5));
+        assert!(o.open(&s.seal(b"")).is_ok(), "the sender goes on under the new key");
+        s.set_key(&key(1));
+        o.set_key(key(1));
+        assert_eq!(o.open(&captured), Err(Reject::Replay));
+        assert!(o.open(&s.seal(b"")).is_ok());
     }
 
     #[test]

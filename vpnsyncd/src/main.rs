@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::exit;
 
+use vpnsyncd_common::proctitle::Title;
 use vpnsyncd_parent::{Options, DEFAULT_CONFIG};
 
 fn usage() -> ! {
@@ -100,15 +101,17 @@ fn main() {
         (Proc::Parent, _) if a.opts.configtest => vpnsyncd_parent::configtest(&a.opts),
         (Proc::Parent, _) => vpnsyncd_parent::run(a.opts),
         (p, Some((uid, gid))) => {
-            let (name, main): (
+            let (name, title, main): (
                 &'static str,
+                Title,
                 fn(vpnsyncd_common::imsg::ImsgBuf, vpnsyncd_common::child::Startup) -> i32,
             ) = match p {
-                Proc::Engine => ("engine", vpnsyncd_engine::io::main),
-                Proc::Syncer => ("syncer", vpnsyncd_syncer::main),
-                _ => ("carpwatch", vpnsyncd_carpwatch::main),
+                Proc::Engine => ("engine", Title::Engine, vpnsyncd_engine::io::main),
+                Proc::Syncer => ("syncer", Title::Syncer, vpnsyncd_syncer::main),
+                _ => ("carpwatch", Title::Carpwatch, vpnsyncd_carpwatch::main),
             };
             vpnsyncd_common::log::init(a.opts.foreground, a.opts.verbose, name);
+            vpnsyncd_common::proctitle::set(title);
             match vpnsyncd_common::child::start(uid, gid, name, a.opts.foreground) {
                 Ok((ibuf, st)) => main(ibuf, st),
                 Err(e) => {

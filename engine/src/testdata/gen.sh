@@ -19,3 +19,5 @@ EXT
 	rm $n.csr
 done
 rm -f ca.srl
+# The tls-auth/tls-crypt key of the fuzz targets.
+openvpn --genkey secret static.key
