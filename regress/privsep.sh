@@ -46,6 +46,7 @@ write_sync_conf() {
 			role vip 10.250.0.10 interface $DUMMY
 			peer 10.250.0.2 port 1196
 			key "$LAB_TMP/pki/sync.key"
+			member 1
 			demote file "$DEMOTE" value 77
 		}
 	EOC
@@ -185,7 +186,7 @@ check "tun device has the server address" bash -c "ip -n $NS -4 addr show $DEV |
 check "show summary: standalone master" wait_for 5 bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q 'role MASTER'"
 OUT=$("$VPNSYNCCTL" -s "$SOCK" show summary)
 say "$OUT"
-check "show summary: clients of max" grep -q '^Clients:  0 of 16$' <<<"$OUT"
+check "show summary: clients of max" grep -q '^Clients:  0 of 16, 0 of other members$' <<<"$OUT"
 check "show summary -j is JSON" bash -c "'$VPNSYNCCTL' -j -s '$SOCK' show summary | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"role\"]==\"MASTER\" and d[\"tun_device\"]==\"$DEV\"'"
 OUT=$("$VPNSYNCCTL" -s "$SOCK" show clients)
 check "show clients: the engine's (empty) table" test "$(wc -l <<<"$OUT")" -eq 1 -a "$(awk '{print $1, $2}' <<<"$OUT")" = "Common Name"
@@ -206,7 +207,7 @@ check "the refusal is logged with the uid" wait_for 3 grep -q "refused a connect
 
 write_conf 32
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload)
-check "vpnsyncctl reload applies a new configuration" bash -c "grep -q reloaded <<<'$OUT' && '$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"
+check "vpnsyncctl reload applies a new configuration" bash -c "grep -q reloaded <<<'$OUT' && '$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32, 0 of other members$'"
 echo 'data-ciphers aes-256-cbcx' >>"$CONF"
 BAD_LINE=$(wc -l <"$CONF")
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload 2>&1); RC=$?
@@ -214,7 +215,7 @@ say "$OUT"
 check "vpnsyncctl reload refuses an invalid configuration with file:line:col" test $RC -eq 1 -a -n "$(grep -F "$CONF:$BAD_LINE:14: unknown cipher \"aes-256-cbcx\"" <<<"$OUT")"
 kill -HUP "$DAEMON"
 check "SIGHUP with an invalid configuration is logged" wait_for 3 grep -q "reload refused" "$LOG"
-check "the daemon keeps running on the old configuration" bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"
+check "the daemon keeps running on the old configuration" bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32, 0 of other members$'"
 write_conf 16
 
 ENGINE=""
