@@ -24,9 +24,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 peer_id: data.len().is_multiple_of(2).then_some(data.len() as u32),
             };
             let mut out = vec![0; data.len() + client.overhead(true)];
-            let n = client
-                .encrypt(hdr, data, &mut out)
-                .expect("buffer is large enough");
+            let n = client.encrypt(hdr, data, &mut out).expect("buffer is large enough");
             assert_eq!(server.decrypt(&mut out[..n]).ok(), Some(data));
         }
     }

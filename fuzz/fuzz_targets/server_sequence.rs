@@ -27,28 +27,9 @@ const CLIENTS: [&str; 5] =
     ["198.18.0.7:40000", "198.18.0.7:40001", "198.18.0.8:1194", "[2001:db8::1]:5000", "198.18.0.9:9"];
 const UNIX0: u64 = 1_790_000_000;
 
-/// Reads the fuzz input front to back; `None` ends the sequence.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-
-    /// A length-prefixed byte string, cut short at the end of the input.
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::from(self.u16()? % 2048).min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(b)
-    }
-}
+#[path = "../src/input.rs"]
+mod input;
+use input::Input;
 
 /// What a server is made of, per wrapping mode, and the clients' side of
 /// the wrapping; built once, since parsing the PKI costs more than a run.
@@ -101,13 +82,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         match op & 7 {
             // A datagram as it came.
             0 | 1 => {
-                let Some(d) = input.bytes() else { break };
+                let Some(d) = input.bytes(2048) else { break };
                 buf[..d.len()].copy_from_slice(d);
                 let _ = server.on_datagram(now, 0, addrs[from], &mut buf[..d.len()]);
             }
             // A control packet the client side wrapped: first byte, session id, body.
             2 | 3 => {
-                let (Some(first), Some(sid), Some(body)) = (input.byte(), input.u16(), input.bytes()) else { break };
+                let (Some(first), Some(sid), Some(body)) = (input.byte(), input.u16(), input.bytes(2048)) else {
+                    break;
+                };
                 // A few session ids, so that the fuzzer can repeat one.
                 let sid = [u8::try_from(sid % 4).unwrap_or(0), 0, 0, 0, 0, 0, 0, u8::try_from(from).unwrap_or(0)];
                 if let Ok(mut p) = clients[from].wrap(first, &sid, body, now.unix as u32) {
@@ -116,7 +99,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             }
             // A packet from the tun device.
             4 => {
-                let Some(p) = input.bytes() else { break };
+                let Some(p) = input.bytes(2048) else { break };
                 let _ = server.on_tun_packet(now, p, &mut out);
             }
             5 => server.on_timer(now),

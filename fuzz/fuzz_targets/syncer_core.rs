@@ -16,28 +16,9 @@ use vpnsyncd_syncer::proto::{boot_id, Opener, Sealer};
 
 const OWN_BOOT: [u8; 16] = [1; 16];
 
-/// Reads the fuzz input front to back; `None` ends the sequence.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-
-    /// A length-prefixed byte string, cut short at the end of the input.
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::from(self.u16()? % 4096).min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(b)
-    }
-}
+#[path = "../src/input.rs"]
+mod input;
+use input::Input;
 
 fn key(b: u8) -> SyncKey {
     SyncKey::parse(format!("{b:02x}").repeat(32).as_bytes()).expect("64 hex digits")
@@ -85,11 +66,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let p = usize::from(op >> 3) % peers.len();
         match op & 7 {
             0 => {
-                let Some(d) = input.bytes() else { break };
+                let Some(d) = input.bytes(4096) else { break };
                 core.on_datagram(peers[p].addr, d, now);
             }
             1 | 2 => {
-                let Some(plain) = input.bytes() else { break };
+                let Some(plain) = input.bytes(4096) else { break };
                 let d = peers[p].sealer.seal(plain);
                 core.on_datagram(peers[p].addr, &d, now);
             }
@@ -105,7 +86,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 peer.sealer = Sealer::new(&keys[current], peer.boot);
             }
             4 => {
-                let (Some(t), Some(d)) = (input.byte(), input.bytes()) else { break };
+                let (Some(t), Some(d)) = (input.byte(), input.bytes(4096)) else { break };
                 let ty = [ImsgType::SyncUpsert, ImsgType::SyncProgress, ImsgType::SyncDelete][usize::from(t % 3)];
                 let _ = core.on_engine(ty, d, now);
             }

@@ -1289,6 +1289,29 @@ fn master_and_backup(seed: u64) -> (super::Lab, Server) {
     (lab, backup)
 }
 
+/// The backup gets what the master queued for the syncer, the master dies
+/// and the backup, told MASTER, serves in its place. Returns what it got.
+fn take_over(lab: &mut super::Lab, mut backup: Server) -> Vec<(ImsgType, Vec<u8>)> {
+    let sync = syncglue::drain(&mut lab.server);
+    for (ty, d) in &sync {
+        assert_eq!(syncglue::apply(&mut backup, lab.now, *ty, d), Ok(()));
+    }
+    lab.server = backup;
+    lab.server.set_role(lab.now, Role::Master);
+    sync
+}
+
+/// Stops the log of sent pairs; no pair may be in it twice. Returns how
+/// many packets it holds.
+fn assert_no_pair_twice() -> usize {
+    let log = sent::take();
+    sent::stop();
+    let mut seen = std::collections::HashSet::new();
+    let reused: Vec<_> = log.iter().filter(|p| !seen.insert(**p)).collect();
+    assert!(reused.is_empty(), "{} pairs sent twice, first {:?}", reused.len(), reused.first());
+    log.len()
+}
+
 /// Finding 1 of issue 7: promotion only by the role change or by a packet
 /// that authenticates. A junk DATA_V2 carrying the ghost's peer-id, from
 /// anywhere, and a packet for the client from the backup's own tun device
@@ -1316,14 +1339,9 @@ fn unauthenticated_traffic_never_promotes_a_ghost() {
 /// packet ids.
 #[test]
 fn a_late_record_never_rolls_back_a_served_session() {
-    let (mut lab, mut backup) = master_and_backup(22);
-    let late = syncglue::drain(&mut lab.server);
-    for (ty, d) in &late {
-        assert_eq!(syncglue::apply(&mut backup, lab.now, *ty, d), Ok(()));
-    }
+    let (mut lab, backup) = master_and_backup(22);
     // The master dies; the backup is told MASTER and serves.
-    std::mem::swap(&mut lab.server, &mut backup);
-    lab.server.set_role(lab.now, Role::Master);
+    let late = take_over(&mut lab, backup);
     sent::start();
     let me = lab.client.address().expect("an address");
     let mut sends = 0;
@@ -1337,11 +1355,7 @@ fn a_late_record_never_rolls_back_a_served_session() {
             assert_eq!(syncglue::apply(&mut lab.server, lab.now, *ty, d), Ok(()));
         }
     }
-    let log = sent::take();
-    sent::stop();
-    let mut seen = std::collections::HashSet::new();
-    let reused: Vec<_> = log.iter().filter(|p| !seen.insert(**p)).collect();
-    assert!(reused.is_empty(), "{} pairs sent twice, first {:?}", reused.len(), reused.first());
+    assert_no_pair_twice();
     assert_eq!(sends, 60, "the new master served every packet");
     assert_eq!(lab.client.replays, 0, "the client refused packets as replays");
     assert!(sessions_of(&lab.server).iter().all(|s| !s.ghost), "the served session became a ghost");
@@ -1354,13 +1368,8 @@ fn a_late_record_never_rolls_back_a_served_session() {
 /// (crate::sentkeys) outlives the key state.
 #[test]
 fn a_key_that_comes_back_after_it_was_dropped_never_repeats_an_id() {
-    let (mut lab, mut backup) = master_and_backup(23);
-    let first = syncglue::drain(&mut lab.server);
-    for (ty, d) in &first {
-        assert_eq!(syncglue::apply(&mut backup, lab.now, *ty, d), Ok(()));
-    }
-    std::mem::swap(&mut lab.server, &mut backup);
-    lab.server.set_role(lab.now, Role::Master);
+    let (mut lab, backup) = master_and_backup(23);
+    let first = take_over(&mut lab, backup);
     sent::start();
     let me = lab.client.address().expect("an address");
     for i in 0..20 {
@@ -1383,10 +1392,5 @@ fn a_key_that_comes_back_after_it_was_dropped_never_repeats_an_id() {
         assert!(lab.server_sends(&ipv4(LAN_HOST, me, i, 2)));
         lab.step();
     }
-    let log = sent::take();
-    sent::stop();
-    let mut seen = std::collections::HashSet::new();
-    let reused: Vec<_> = log.iter().filter(|p| !seen.insert(**p)).collect();
-    assert!(reused.is_empty(), "{} pairs sent twice, first {:?}", reused.len(), reused.first());
-    assert!(log.len() >= 40);
+    assert!(assert_no_pair_twice() >= 40);
 }
