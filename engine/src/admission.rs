@@ -53,12 +53,15 @@ pub enum Refused {
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Refused::Stale => "its tls-auth/tls-crypt time is more than 60 s from ours (a replay, or a wrong clock)",
-            Refused::Replayed => "its tls-auth/tls-crypt replay id was seen in the last minute (a replay)",
-            Refused::PerIp => "4 handshakes from this address are unfinished already",
-            Refused::Full => "too many unfinished handshakes (half-open sessions)",
-        })
+        match self {
+            Refused::Stale => write!(
+                f,
+                "its tls-auth/tls-crypt time is more than {CLOCK_SLACK} s from ours (a replay, or a wrong clock)"
+            ),
+            Refused::Replayed => f.write_str("its tls-auth/tls-crypt replay id was seen in the last minute (a replay)"),
+            Refused::PerIp => write!(f, "{PER_IP} handshakes from this address are unfinished already"),
+            Refused::Full => f.write_str("too many unfinished handshakes (half-open sessions)"),
+        }
     }
 }
 
@@ -198,5 +201,6 @@ mod tests {
         assert_eq!(a.half_open(), PER_IP - 1);
         assert_eq!(half_open_cap(250), 64);
         assert_eq!(half_open_cap(1000), 250);
+        assert_eq!(Refused::PerIp.to_string(), "4 handshakes from this address are unfinished already");
     }
 }
