@@ -3,6 +3,7 @@
 //! event loop (`io`), with the session table (`server`) and the control
 //! socket (`control`).
 
+pub mod admission;
 pub mod batch;
 pub mod control;
 pub mod data;

@@ -12,6 +12,7 @@ use vpnsyncd_common::ctl::ClientInfo;
 use vpnsyncd_common::msg::Role;
 use vpnsyncd_config::Config;
 
+use crate::admission::{half_open_cap, Admission};
 use crate::data::{classify, Payload};
 use crate::pool::Pool;
 use crate::record::{Progress, SessionRecord};
@@ -80,6 +81,12 @@ pub struct Server {
     by_addr: HashMap<SocketAddr, u32>,
     by_vip: HashMap<Ipv4Addr, u32>,
     by_sid: HashMap<[u8; 8], u32>,
+    /// A client's new handshake beside its established session at the
+    /// same address: the old one lives until the new one authenticates
+    /// (so a replayed reset never ends a session).
+    pending: HashMap<SocketAddr, u32>,
+    /// Half-open sessions and recent first packets (crate::admission).
+    admission: Admission,
     pub outbox: Vec<Outgoing>,
     pub sync_out: Vec<SyncOut>,
     refusals: Refusals,
@@ -111,6 +118,8 @@ impl Server {
             by_addr: HashMap::new(),
             by_vip: HashMap::new(),
             by_sid: HashMap::new(),
+            pending: HashMap::new(),
+            admission: Admission::default(),
             outbox: Vec::new(),
             sync_out: Vec::new(),
             refusals: Refusals::default(),
@@ -139,9 +148,16 @@ impl Server {
         self.sessions.iter().flatten().map(|b| &**b)
     }
 
-    /// The sessions this member serves (ghosts do not count).
+    /// The sessions this member serves whose key exchange is done (ghosts
+    /// and half-open sessions do not count): what `max clients` limits.
     pub fn client_count(&self) -> usize {
-        self.sessions.iter().flatten().filter(|s| !s.is_ghost()).count()
+        self.sessions.iter().flatten().filter(|s| !s.is_ghost()).count().saturating_sub(self.admission.half_open())
+    }
+
+    /// Tests only: sessions whose first key exchange is not done yet.
+    #[cfg(test)]
+    pub fn half_open_count(&self) -> usize {
+        self.admission.half_open()
     }
 
     pub fn refusals(&self) -> Refusals {
@@ -193,9 +209,24 @@ impl Server {
         if opcode == Opcode::HardResetClientV2 {
             return self.on_hard_reset(now, listener, from, known, packet);
         }
-        let id = known?;
+        // The client's session id in the header picks its new handshake
+        // over the established session at the same address.
+        let sid = packet.get(1..9);
+        let pending = self
+            .pending
+            .get(&from)
+            .copied()
+            .filter(|&p| self.session_mut(p).is_some_and(|s| Some(&s.remote_sid[..]) == sid));
+        let id = pending.or(known)?;
         self.control(now, id, packet);
         None
+    }
+
+    /// A first packet dropped: counted, and logged at most once a second.
+    fn refuse(&mut self, now: Now, from: SocketAddr, why: impl std::fmt::Display) {
+        if let Some(n) = self.refused.event(now.mono) {
+            log::warn!("{from}: first packet refused: {why}{}", crate::quiet::more(n));
+        }
     }
 
     fn control(&mut self, now: Now, id: u32, packet: &[u8]) {
@@ -229,12 +260,7 @@ impl Server {
         let (first, sid, body, id, time) = match self.wrap.verify_only(packet) {
             Ok(v) => v,
             Err(e) => {
-                if let Some(n) = self.refused.event(now.mono) {
-                    log::warn!(
-                        "{from}: first packet refused: {e} (wrong tls-auth/tls-crypt key?){}",
-                        crate::quiet::more(n)
-                    );
-                }
+                self.refuse(now, from, format_args!("{e} (wrong tls-auth/tls-crypt key?)"));
                 return None;
             }
         };
@@ -242,22 +268,39 @@ impl Server {
             log::debug!("{from}: hard reset with key_id {} dropped", first & 7);
             return None;
         }
-        if let Some(old) = known {
-            if self.session_mut(old).is_some_and(|s| s.remote_sid == sid) {
-                // A retransmitted reset: the session acknowledges it again.
-                self.control(now, old, packet);
+        let mine = [known, self.pending.get(&from).copied()];
+        if let Some(old) =
+            mine.into_iter().flatten().find(|&o| self.session_mut(o).is_some_and(|s| s.remote_sid == sid))
+        {
+            // A retransmitted reset: the session acknowledges it again.
+            self.control(now, old, packet);
+            return None;
+        }
+        if self.wrap.authenticates() {
+            if let Err(r) = self.admission.first_packet(now.mono, now.unix, (sid, id, time)) {
+                self.refuse(now, from, r);
                 return None;
             }
-            self.remove(old, "the client restarted");
         }
-        if self.client_count() >= self.max_clients as usize {
-            if let Some(n) = self.refused.event(now.mono) {
-                log::warn!(
-                    "{from}: refused: {} clients already (max clients){}",
-                    self.max_clients,
-                    crate::quiet::more(n)
-                );
+        // An unfinished handshake at this address gives way to the new
+        // one; an established session (or a ghost) stays beside it.
+        if let Some(p) = self.pending.get(&from).copied() {
+            self.remove(p, "the client restarted its handshake");
+        }
+        let beside = match known {
+            Some(old) if self.admission.is_half_open(old) => {
+                self.remove(old, "the client restarted its handshake");
+                None
             }
+            other => other,
+        };
+        if let Err(r) = self.admission.room(from.ip(), half_open_cap(self.max_clients)) {
+            self.refuse(now, from, r);
+            return None;
+        }
+        if beside.is_none() && self.client_count() >= self.max_clients as usize {
+            let max = self.max_clients;
+            self.refuse(now, from, format_args!("{max} clients already (max clients)"));
             return None;
         }
         let peer_id = self.free_peer_id();
@@ -275,11 +318,34 @@ impl Server {
         };
         log::info!("{from}: new session, peer-id {peer_id}");
         s.on_control(now, first, sid, &body);
-        self.by_addr.insert(from, peer_id);
+        match beside {
+            Some(_) => self.pending.insert(from, peer_id),
+            None => self.by_addr.insert(from, peer_id),
+        };
         self.by_sid.insert(s.local_sid, peer_id);
+        self.admission.open(peer_id, from.ip());
         self.put(peer_id, s);
         self.settle(now, peer_id);
         None
+    }
+
+    /// Session `id` finished its first key exchange: it replaces the
+    /// session it stood beside, or takes a place under `max clients`
+    /// (ended if there is none left).
+    fn established(&mut self, id: u32) {
+        let Some(peer) = self.session_mut(id).map(|s| s.peer) else { return };
+        if self.pending.get(&peer) == Some(&id) {
+            self.pending.remove(&peer);
+            if let Some(old) = self.by_addr.get(&peer).copied() {
+                self.remove(old, "the client restarted (its new session authenticated)");
+            }
+            self.by_addr.insert(peer, id);
+        } else if self.client_count() > self.max_clients as usize {
+            let max = self.max_clients;
+            if let Some(s) = self.session_mut(id) {
+                s.end(&format!("refused: {max} clients already (max clients)"));
+            }
+        }
     }
 
     fn on_data<'a>(&mut self, now: Now, from: SocketAddr, opcode: Opcode, packet: &'a mut [u8]) -> Option<&'a [u8]> {
@@ -364,10 +430,13 @@ impl Server {
     /// After a session ran: give it an address if it needs one, move its
     /// datagrams to the outbox, remove it if it ended.
     fn settle(&mut self, now: Now, id: u32) {
+        if self.session_mut(id).is_some_and(|s| s.wants_address()) && self.admission.close(id) {
+            self.established(id);
+        }
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        if s.wants_address() {
+        if s.wants_address() && s.closed().is_none() {
             match self.pool.allocate() {
                 Some(ip) => {
                     self.by_vip.insert(ip, id);
@@ -420,6 +489,10 @@ impl Server {
         if self.by_addr.get(&s.peer) == Some(&id) {
             self.by_addr.remove(&s.peer);
         }
+        if self.pending.get(&s.peer) == Some(&id) {
+            self.pending.remove(&s.peer);
+        }
+        self.admission.close(id);
         if let Some(ip) = s.virtual_ip {
             self.by_vip.remove(&ip);
             self.pool.release(ip);
@@ -527,7 +600,7 @@ impl Server {
         if conflicts.iter().flatten().any(|&id| self.session_mut(id).is_some_and(|s| !s.is_ghost())) {
             return Err(Refusal::Conflict);
         }
-        if self.sessions.iter().flatten().count() >= self.table_limit() {
+        if self.sessions.iter().flatten().count().saturating_sub(self.admission.half_open()) >= self.table_limit() {
             return Err(Refusal::Full);
         }
         for id in conflicts {

@@ -914,6 +914,9 @@ const HAND_WINDOW: Duration = Duration::from_secs(60);
 /// The randomized cluster simulation (issue 7), on this client.
 mod cluster;
 
+/// Replays and floods of first packets (issue 8).
+mod firstpacket;
+
 // ---------------------------------------------------------------------------
 // The tests.
 
@@ -1257,7 +1260,8 @@ fn occ_exit_and_exit_message_end_the_session_at_once() {
 }
 
 /// A client that restarts (new session id, same address) replaces its
-/// old session, which gives its address back first.
+/// old session once the new one authenticates; the old one gives its
+/// tunnel address back first.
 #[test]
 fn restarted_client_replaces_its_session() {
     let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 81);
@@ -1266,7 +1270,8 @@ fn restarted_client_replaces_its_session() {
     reconnect(&mut lab);
     assert_ne!(lab.client.sid, old_sid);
     assert_eq!(lab.server.client_count(), 1);
-    assert_eq!(lab.info().peer_id, 0);
+    assert_eq!(lab.server.half_open_count(), 0);
+    assert_eq!(lab.info().peer_id, 8, "the new session's peer-id (member 1's next)");
 }
 
 /// A PUSH_REQUEST that arrives on the old key while a renegotiation is

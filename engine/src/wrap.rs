@@ -274,6 +274,12 @@ impl Wrapper {
         })
     }
 
+    /// Whether packets are authenticated (tls-auth or tls-crypt), and so
+    /// carry a replay id and time worth checking.
+    pub fn authenticates(&self) -> bool {
+        !matches!(self.mode, Mode::None)
+    }
+
     /// Bytes the wrapping adds to a packet.
     pub fn overhead(&self) -> usize {
         match &self.mode {
