@@ -611,7 +611,9 @@ case_hang() {
 	HA_CONF_EXTRA=""
 	OLD=$(master_of)
 	pids=$(vpnsyncd_pids "$OLD")
-	check "$label: the master s$OLD runs a parent and 3 children ($pids)" test "$(wc -w <<<"$pids")" -eq 4
+	# shellcheck disable=SC2086
+	ps -o pid=,ppid=,args= -p "${pids// /,}" | sed "s/^/    s$OLD: /" >&2
+	check "$label: the master s$OLD runs a parent and its 3 children ($pids)" test "$(wc -w <<<"$pids")" -eq 4
 	check "$label: show summary lists every child's last heartbeat" has_line <(ha_ctl "$OLD" show summary) \
 		"^Watchdog: $wd s; last heartbeat: parent [0-9.]+ s ago, engine [0-9.]+ s ago, syncer [0-9.]+ s ago, carpwatch [0-9.]+ s ago$"
 	T_FAIL=$EPOCHREALTIME

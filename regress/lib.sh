@@ -469,12 +469,13 @@ ha_lab() {
 ha_ns_pids() { ip netns pids "$LAB-s$1" 2>/dev/null; }
 
 # vpnsyncd_pids I: the pids of server I's vpnsyncd, the parent and its
-# children.
+# children (every process of the namespace whose name is vpnsyncd).
 vpnsyncd_pids() {
-	local pid
-	pid=$(cat "$(ha_dir "$1")/vpnsyncd.pid" 2>/dev/null) || return 1
-	# shellcheck disable=SC2046
-	echo "$pid" $(pgrep -P "$pid")
+	local p out=()
+	for p in $(ha_ns_pids "$1"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = vpnsyncd ] && out+=("$p")
+	done
+	echo "${out[@]}"
 }
 
 # kill_vpnsyncd I: SIGKILL of vpnsyncd's parent on server I (its children
