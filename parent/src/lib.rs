@@ -372,6 +372,11 @@ impl Parent {
             // with this wake-up count.
             let now = Instant::now();
             if let Some((i, why)) = watchdog.hung(now, &self.children) {
+                // Continued after a stop of our own, we may find the
+                // children gone rather than hung: say so.
+                if self.reap() {
+                    return Exit::ChildDied;
+                }
                 log::error!("{why}; demoting and stopping");
                 // It could not act on SIGTERM: kill it now, which also
                 // closes the tun device when it is the engine.
