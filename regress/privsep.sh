@@ -47,6 +47,7 @@ write_sync_conf() {
 			role vip 10.250.0.10 interface $DUMMY
 			peer 10.250.0.2 port 1196
 			key "$LAB_TMP/pki/sync.key"
+			member 1
 			demote file "$DEMOTE" value 77
 		}
 	EOC
@@ -153,25 +154,25 @@ forbidden_syscall_kills() {
 	check "$name: the parent exits 1 (status $rc)" test "$rc" -eq 1
 }
 
-# A cluster member with `watchdog 2`, its demotion lifted.
+# A standalone daemon with `watchdog 2` (standalone, so that it runs where
+# the dummy interface of a cluster member cannot be made; the demotion of
+# a hung master is failover.sh's case 11).
 WATCHDOG=2
-start_watched_member() {
-	write_sync_conf
+start_watched() {
+	write_conf
 	echo "watchdog $WATCHDOG" >>"$CONF"
-	rm -f "$DEMOTE"
-	start_daemon
-	check "$1: the demotion is lifted" wait_for 10 grep -qx 0 "$DEMOTE"
+	check "$1: the daemon starts" start_daemon
 }
 
 # elapsed_at_most T0 MAX: fewer than MAX seconds since the EPOCHREALTIME T0.
 elapsed_at_most() { awk -v a="$1" -v b="$EPOCHREALTIME" -v m="$2" 'BEGIN { exit !(b - a <= m) }'; }
 
 # A stopped engine (SIGSTOP) keeps its descriptors: only the heartbeats
-# show it. The parent must name it, demote and exit 1 within the watchdog
-# time (plus a heartbeat).
+# show it. The parent must name it and exit 1 (as on a child's death,
+# which demotes) within the watchdog time (plus a heartbeat).
 a_stopped_child_takes_the_node_down() {
 	local label="stopped engine" pid t0 rc
-	start_watched_member "$label"
+	start_watched "$label"
 	pid=$(child_pid -E)
 	t0=$EPOCHREALTIME
 	kill -STOP "$pid"
@@ -180,31 +181,31 @@ a_stopped_child_takes_the_node_down() {
 	wait "$DAEMON"
 	rc=$?
 	check "$label: the parent names it" grep -q "engine (pid $pid) has not answered a heartbeat for .* (watchdog $WATCHDOG s): it is hung; demoting and stopping" "$LOG"
-	check "$label: the parent demoted the node (demote file holds 77)" grep -qx 77 "$DEMOTE"
 	check "$label: the parent exits 1 (status $rc)" test "$rc" -eq 1
 	check "$label: the engine is gone, and its tun device" bash -c "! kill -0 $pid 2>/dev/null && ! ip -n $NS link show $DEV 2>/dev/null"
 }
 
 # A stopped parent: every child exits within the watchdog time (the
 # engine's exit removes the tun device, which keepalived tracks); the
-# parent, continued, finds them gone, demotes and exits 1.
+# parent, continued, finds them gone and exits 1.
 a_stopped_parent_takes_the_node_down() {
 	local label="stopped parent" t0 rc
-	start_watched_member "$label"
+	start_watched "$label"
 	t0=$EPOCHREALTIME
 	kill -STOP "$DAEMON"
 	check "$label: the tun device is gone within $((WATCHDOG + 1)) s" \
-		wait_for $((WATCHDOG + 3)) bash -c "! ip -n $NS link show $DEV 2>/dev/null"
+		wait_for $((WATCHDOG + 3)) bash -c "! ip -n $NS link show $DEV >/dev/null 2>&1"
 	check "$label: ... and it went within $((WATCHDOG + 1)) s" elapsed_at_most "$t0" $((WATCHDOG + 1))
 	# Exited children stay zombies until the stopped parent reaps them.
 	check "$label: no child runs any more" wait_for 3 bash -c "test -z \"\$(ps -o stat= --ppid $DAEMON | grep -v '^Z')\""
-	check "$label: every child says why" \
-		test "$(grep -c "no heartbeat from the parent for .* (watchdog $WATCHDOG s): the parent is hung" "$LOG")" -eq 3
+	# The first child to see it exits; the others may see that first.
+	check "$label: a child says why" \
+		grep -Eq "^(engine|syncer|carpwatch): no heartbeat from the parent for .* \(watchdog $WATCHDOG s\): the parent is hung" "$LOG"
 	kill -CONT "$DAEMON"
 	wait_for 10 bash -c "! kill -0 $DAEMON"
 	wait "$DAEMON"
 	rc=$?
-	check "$label: continued, the parent demoted the node (demote file holds 77)" grep -qx 77 "$DEMOTE"
+	check "$label: continued, the parent names the dead engine" grep -q "^parent: engine (pid [0-9]*) exited with status 1" "$LOG"
 	check "$label: the parent exits 1 (status $rc)" test "$rc" -eq 1
 }
 
@@ -237,7 +238,7 @@ check "tun device has the server address" bash -c "ip -n $NS -4 addr show $DEV |
 check "show summary: standalone master" wait_for 5 bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q 'role MASTER'"
 OUT=$("$VPNSYNCCTL" -s "$SOCK" show summary)
 say "$OUT"
-check "show summary: clients of max" grep -q '^Clients:  0 of 16$' <<<"$OUT"
+check "show summary: clients of max" grep -q '^Clients:  0 of 16, ' <<<"$OUT"
 check "show summary -j is JSON" bash -c "'$VPNSYNCCTL' -j -s '$SOCK' show summary | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"role\"]==\"MASTER\" and d[\"tun_device\"]==\"$DEV\"'"
 OUT=$("$VPNSYNCCTL" -s "$SOCK" show clients)
 check "show clients: the engine's (empty) table" test "$(wc -l <<<"$OUT")" -eq 1 -a "$(awk '{print $1, $2}' <<<"$OUT")" = "Common Name"
@@ -258,7 +259,7 @@ check "the refusal is logged with the uid" wait_for 3 grep -q "refused a connect
 
 write_conf 32
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload)
-check "vpnsyncctl reload applies a new configuration" bash -c "grep -q reloaded <<<'$OUT' && '$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"
+check "vpnsyncctl reload applies a new configuration" bash -c "grep -q reloaded <<<'$OUT' && '$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32, '"
 echo 'data-ciphers aes-256-cbcx' >>"$CONF"
 BAD_LINE=$(wc -l <"$CONF")
 OUT=$("$VPNSYNCCTL" -s "$SOCK" reload 2>&1); RC=$?
@@ -266,7 +267,7 @@ say "$OUT"
 check "vpnsyncctl reload refuses an invalid configuration with file:line:col" test $RC -eq 1 -a -n "$(grep -F "$CONF:$BAD_LINE:14: unknown cipher \"aes-256-cbcx\"" <<<"$OUT")"
 kill -HUP "$DAEMON"
 check "SIGHUP with an invalid configuration is logged" wait_for 3 grep -q "reload refused" "$LOG"
-check "the daemon keeps running on the old configuration" bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32$'"
+check "the daemon keeps running on the old configuration" bash -c "'$VPNSYNCCTL' -s '$SOCK' show summary | grep -q '^Clients:  0 of 32, '"
 write_conf 16
 
 ENGINE=""
