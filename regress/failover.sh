@@ -15,6 +15,8 @@
 #   8  sync security: wrong key, replay, truncated datagrams; no plaintext
 #   9  a forged DATA_V2 with the ghost's peer id at a backup: no promotion
 #  10  a takeover, then 20 renegotiations (reneg-sec 3): no reconnect
+#  11  the master's whole vpnsyncd hangs (SIGSTOP): the VIP moves within the
+#      watchdog time plus the VIP move; continued, the daemon goes down
 #
 # Every case also captures (tcpdump in the client namespaces) what the
 # servers send to each client and checks that no (key, packet id) pair
@@ -30,7 +32,7 @@ for c in openvpn keepalived tcpdump iperf3 python3; do
 done
 [ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
 
-CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10}
+CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10 11}
 PCAP=$REGRESS_DIR/pcap.py
 make_pki "$PKI"
 # The packet-id checker must be able to fail: on a synthetic capture with
@@ -595,6 +597,49 @@ case_reneg() {
 	case_end "$label"
 }
 
+# 11: every process of the master's vpnsyncd is stopped at once (a hang):
+# the tun device stays, the demote file is not written and no process of
+# the daemon can see the others' silence, so only keepalived's
+# track_script (vpnsyncctl -t 1 show summary, from the example) notices.
+# The VIP must move within the watchdog time plus the VIP move, and the
+# client keep its session. Continued, the daemon finds its heartbeats
+# missing past the watchdog time and goes down, demoted.
+case_hang() {
+	local label=11 wd=3 pids took
+	HA_CONF_EXTRA="watchdog $wd"
+	one_client_up "$label" || { HA_CONF_EXTRA=""; return; }
+	HA_CONF_EXTRA=""
+	OLD=$(master_of)
+	pids=$(vpnsyncd_pids "$OLD")
+	# shellcheck disable=SC2086
+	ps -o pid=,ppid=,args= -p "${pids// /,}" | sed "s/^/    s$OLD: /" >&2
+	check "$label: the master s$OLD runs a parent and its 3 children ($pids)" test "$(wc -w <<<"$pids")" -eq 4
+	check "$label: show summary lists every child's last heartbeat" has_line <(ha_ctl "$OLD" show summary) \
+		"^Watchdog: $wd s; last heartbeat: parent [0-9.]+ s ago, engine [0-9.]+ s ago, syncer [0-9.]+ s ago, carpwatch [0-9.]+ s ago$"
+	T_FAIL=$EPOCHREALTIME
+	# shellcheck disable=SC2086
+	kill -STOP $pids
+	say "$label: SIGSTOP of every vpnsyncd process on the master s$OLD"
+	check "$label: a backup takes both VIPs over from s$OLD" wait_for 15 taken_over "$OLD" || ha_explain
+	took=$(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
+	NEW=$(master_of)
+	say "$label: s$NEW is master after $took s (watchdog $wd s)"
+	check "$label: the VIP moved within the watchdog time plus the VIP move ($took s <= $wd + 2 s)" \
+		awk -v t="$took" -v w="$wd" 'BEGIN { exit !(t <= w + 2) }'
+	check "$label: s$NEW promoted the ghost sessions" \
+		wait_for 5 has_line "$(ha_log "$NEW")" "promoted: [1-9][0-9]* ghost session"
+	continued "$label" 1 "$LAB_TMP/ping-c1"
+	# shellcheck disable=SC2086
+	kill -CONT $pids
+	check "$label: continued, s$OLD's vpnsyncd sees the missed heartbeats and stops" \
+		wait_for 10 has_line "$(ha_log "$OLD")" "(has not answered a heartbeat|no heartbeat from the parent) for"
+	check "$label: s$OLD is demoted (demote file $HA_DEMOTE)" \
+		wait_for 5 test "$(cat "$(ha_dir "$OLD")/demote" 2>/dev/null)" = "$HA_DEMOTE"
+	check "$label: s$OLD does not take the VIPs back" master_is_not "$OLD"
+	say "$label: longest gap through the tunnel $(longest_gap "$LAB_TMP/ping-c1") s"
+	case_end "$label"
+}
+
 T_ALL=$SECONDS
 for c in $CASES; do
 	t0=$SECONDS
@@ -612,6 +657,7 @@ for c in $CASES; do
 	8) case_security ;;
 	9) case_forged ;;
 	10) case_reneg ;;
+	11) case_hang ;;
 	*) say "unknown case $c" ;;
 	esac
 	say "=== case $c: $((SECONDS - t0)) s"

@@ -293,7 +293,8 @@ client_conf() {
 # the sync group tracks the tun device (track_interface tun0), which exists
 # exactly as long as vpnsyncd's engine does, so a killed daemon is seen at
 # once through netlink (keepalived's track_process would need the proc
-# connector, which network namespaces do not have).
+# connector, which network namespaces do not have); and a script,
+# vpnsyncctl -t 1 show summary every second, so a hung daemon is seen too.
 #
 # Demotion: the demote value is 120, above the largest priority difference
 # (150 - 50), and keepalived clamps the effective priority to >= 1: a demoted
@@ -353,7 +354,8 @@ ha_server_conf() {
 # ha_keepalived_conf I: keepalived.conf of server I: etc/examples/keepalived.conf
 # itself (the lab has its layout: interfaces, VIPs, router ids), so that the
 # lab runs what users copy. Substituted: router_id, priority, the demote
-# file's path and init_file value, advert_int; added to global_defs: VRRPv3
+# file's path and init_file value, advert_int, the vpnsyncctl of the
+# track_script (this build's, with the server's socket); added to global_defs: VRRPv3
 # for a sub-second advert_int, and gratuitous ARPs at once (no second burst
 # 5 s later). Fails, saying which, if the example no longer has one of the
 # lines substituted.
@@ -370,8 +372,10 @@ ha_keepalived_conf() {
 		-e "s|^(\tinit_file) 50\$|\1 $HA_DEMOTE|" \
 		-e "s|^(\tpriority) 150\t.*|\1 $prio|" \
 		-e "s|^(\tadvert_int) 1\$|\1 $HA_ADVERT|" \
+		-e "s|\"/usr/local/sbin/vpnsyncctl -t 1 |\"$VPNSYNCCTL -s $d/vpnsyncd.sock -t 1 |" \
 		"$HA_KEEPALIVED_EXAMPLE") || return 1
 	for want in "router_id $LAB-s$i" "file \"$d/demote\"" "init_file $HA_DEMOTE" \
+		"script \"$VPNSYNCCTL -s $d/vpnsyncd.sock -t 1 show summary\"" \
 		"priority $prio" "advert_int $HA_ADVERT" "vrrp_garp_master_delay 0"; do
 		grep -qF "$want" <<<"$out" || {
 			say "ha_keepalived_conf: $HA_KEEPALIVED_EXAMPLE changed: no line to turn into \"$want\" (fix the sed of regress/lib.sh)"
@@ -463,6 +467,16 @@ ha_lab() {
 
 # ha_ns_pids I: every process in server I's namespace.
 ha_ns_pids() { ip netns pids "$LAB-s$1" 2>/dev/null; }
+
+# vpnsyncd_pids I: the pids of server I's vpnsyncd, the parent and its
+# children (every process of the namespace whose name is vpnsyncd).
+vpnsyncd_pids() {
+	local p out=()
+	for p in $(ha_ns_pids "$1"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = vpnsyncd ] && out+=("$p")
+	done
+	echo "${out[@]}"
+}
 
 # kill_vpnsyncd I: SIGKILL of vpnsyncd's parent on server I (its children
 # notice their parent is gone and exit; the tun device goes with them).

@@ -5,7 +5,8 @@
 # control socket root-only; reload; clean shutdown; a child killed with
 # SIGKILL takes the whole daemon down with a log line that names it; and a
 # child that makes a forbidden system call is killed by its filter, which
-# demotes the node.
+# demotes the node; a stopped child, or a stopped parent, is found by the
+# heartbeats within the watchdog time.
 . "$(dirname "$0")/lib.sh"
 need_root
 ensure_user
@@ -153,6 +154,61 @@ forbidden_syscall_kills() {
 	check "$name: the parent exits 1 (status $rc)" test "$rc" -eq 1
 }
 
+# A standalone daemon with `watchdog 2` (standalone, so that it runs where
+# the dummy interface of a cluster member cannot be made; the demotion of
+# a hung master is failover.sh's case 11).
+WATCHDOG=2
+start_watched() {
+	write_conf
+	echo "watchdog $WATCHDOG" >>"$CONF"
+	check "$1: the daemon starts" start_daemon
+}
+
+# elapsed_at_most T0 MAX: fewer than MAX seconds since the EPOCHREALTIME T0.
+elapsed_at_most() { awk -v a="$1" -v b="$EPOCHREALTIME" -v m="$2" 'BEGIN { exit !(b - a <= m) }'; }
+
+# A stopped engine (SIGSTOP) keeps its descriptors: only the heartbeats
+# show it. The parent must name it and exit 1 (as on a child's death,
+# which demotes) within the watchdog time (plus a heartbeat).
+a_stopped_child_takes_the_node_down() {
+	local label="stopped engine" pid t0 rc
+	start_watched "$label"
+	pid=$(child_pid -E)
+	t0=$EPOCHREALTIME
+	kill -STOP "$pid"
+	wait_for 10 bash -c "! kill -0 $DAEMON"
+	check "$label: the daemon went down within $((WATCHDOG + 1)) s" elapsed_at_most "$t0" $((WATCHDOG + 1))
+	wait "$DAEMON"
+	rc=$?
+	check "$label: the parent names it" grep -q "engine (pid $pid) has not answered a heartbeat for .* (watchdog $WATCHDOG s): it is hung; demoting and stopping" "$LOG"
+	check "$label: the parent exits 1 (status $rc)" test "$rc" -eq 1
+	check "$label: the engine is gone, and its tun device" bash -c "! kill -0 $pid 2>/dev/null && ! ip -n $NS link show $DEV 2>/dev/null"
+}
+
+# A stopped parent: every child exits within the watchdog time (the
+# engine's exit removes the tun device, which keepalived tracks); the
+# parent, continued, finds them gone and exits 1.
+a_stopped_parent_takes_the_node_down() {
+	local label="stopped parent" t0 rc
+	start_watched "$label"
+	t0=$EPOCHREALTIME
+	kill -STOP "$DAEMON"
+	check "$label: the tun device is gone within $((WATCHDOG + 1)) s" \
+		wait_for $((WATCHDOG + 3)) bash -c "! ip -n $NS link show $DEV >/dev/null 2>&1"
+	check "$label: ... and it went within $((WATCHDOG + 1)) s" elapsed_at_most "$t0" $((WATCHDOG + 1))
+	# Exited children stay zombies until the stopped parent reaps them.
+	check "$label: no child runs any more" wait_for 3 bash -c "test -z \"\$(ps -o stat= --ppid $DAEMON | grep -v '^Z')\""
+	# The first child to see it exits; the others may see that first.
+	check "$label: a child says why" \
+		grep -Eq "^(engine|syncer|carpwatch): no heartbeat from the parent for .* \(watchdog $WATCHDOG s\): the parent is hung" "$LOG"
+	kill -CONT "$DAEMON"
+	wait_for 10 bash -c "! kill -0 $DAEMON"
+	wait "$DAEMON"
+	rc=$?
+	check "$label: continued, the parent names the dead engine" grep -q "^parent: engine (pid [0-9]*) exited with status 1" "$LOG"
+	check "$label: the parent exits 1 (status $rc)" test "$rc" -eq 1
+}
+
 write_conf
 check "vpnsyncd refuses to start without root" \
 	bash -c "setpriv --reuid=nobody --regid=nogroup --clear-groups '$VPNSYNCD' -d -f '$CONF' 2>&1 | grep -qx 'vpnsyncd: need root privileges'"
@@ -254,6 +310,8 @@ wait "$DAEMON"
 forbidden_syscall_kills engine -E
 forbidden_syscall_kills syncer -S
 forbidden_syscall_kills carpwatch -C
+a_stopped_child_takes_the_node_down
+a_stopped_parent_takes_the_node_down
 say "--- daemon log (last run) ---"
 tail -n 20 "$LOG" >&2
 summary

@@ -14,10 +14,12 @@ pub mod role;
 
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::Reader;
+use vpnsyncd_common::heartbeat::ParentWatch;
 use vpnsyncd_common::imsg::ImsgBuf;
 use vpnsyncd_common::msg::{FdKind, ImsgType, Role};
 use vpnsyncd_config::RoleSource;
@@ -61,13 +63,15 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
     };
     log::info!("role {}", role.name());
     send_role(parent, role)?;
+    let mut watch = ParentWatch::new(conf.watchdog, Instant::now());
     loop {
         let flags = if parent.queued() > 0 { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
         let mut fds = vec![PollFd::new(parent.as_fd(), flags)];
         if let Some(w) = &watcher {
             fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let wait = PollTimeout::try_from(watch.next_check(Instant::now())).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, wait) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -85,6 +89,7 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
             }
             while let Some(m) = parent.get()? {
                 match ImsgType::from_u32(m.hdr.ty) {
+                    Ok(ImsgType::Heartbeat) => watch.on_heartbeat(parent, Instant::now())?,
                     Ok(ImsgType::Verbose) => {
                         let v = Reader::new(&m.data).u8().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                         vpnsyncd_common::child::on_verbose(v);
@@ -106,6 +111,9 @@ fn run(parent: &mut ImsgBuf, st: &mut Startup) -> io::Result<()> {
                 }
             }
         }
+        // After the parent's messages, so a heartbeat that arrived with
+        // this wake-up counts.
+        watch.check(Instant::now())?;
     }
 }
 

@@ -7,6 +7,7 @@
 //! tool, not the daemon, turns them into durations.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::heartbeat::Beats;
 use crate::msg::Role;
 
 /// `show summary`.
@@ -29,6 +30,13 @@ pub struct Summary {
     /// Sync records refused: stale, for a session served here, not
     /// fitting the configuration, in conflict, or beyond the table's size.
     pub refused_records: u64,
+    /// The `watchdog` setting, seconds.
+    pub watchdog: u32,
+    /// Unix milliseconds of the engine's last heartbeat from the parent.
+    pub parent_heard: u64,
+    /// When each child last answered the parent, as the parent's last
+    /// heartbeat to the engine told.
+    pub heartbeats: Beats,
 }
 
 /// One line of `show clients`.
@@ -95,6 +103,7 @@ impl Summary {
             w.str(l);
         }
         w.str(&self.sync).u32(self.ghosts).u64(self.refused_packets).u64(self.refused_records);
+        w.u32(self.watchdog).u64(self.parent_heard).bytes(&self.heartbeats.encode());
         w.finish()
     }
 
@@ -108,6 +117,8 @@ impl Summary {
         let listen = (0..n).map(|_| r.str().map(str::to_owned)).collect::<Result<_, _>>()?;
         let sync = r.str()?.to_owned();
         let (ghosts, refused_packets, refused_records) = (r.u32()?, r.u64()?, r.u64()?);
+        let (watchdog, parent_heard) = (r.u32()?, r.u64()?);
+        let heartbeats = Beats::decode(&mut Reader::new(r.bytes()?))?;
         r.end()?;
         Ok(Summary {
             version,
@@ -122,6 +133,9 @@ impl Summary {
             ghosts,
             refused_packets,
             refused_records,
+            watchdog,
+            parent_heard,
+            heartbeats,
         })
     }
 }
@@ -255,6 +269,9 @@ mod tests {
             ghosts: 4,
             refused_packets: 5,
             refused_records: 6,
+            watchdog: 3,
+            parent_heard: 1_700_000_000_500,
+            heartbeats: Beats(vec![("engine".into(), 1_700_000_000_400), ("carpwatch".into(), 0)]),
         };
         assert_eq!(Summary::decode(&s.encode()), Ok(s.clone()));
         check_truncations(&s.encode(), Summary::decode);

@@ -4,6 +4,7 @@
 pub mod child;
 pub mod codec;
 pub mod ctl;
+pub mod heartbeat;
 pub mod imsg;
 pub mod log;
 pub mod msg;

@@ -11,6 +11,8 @@
 //! | `Reload` | parent -> child | canonical configuration text | |
 //! | `Role` | carpwatch -> parent -> engine, syncer | [`Role`] u8 | |
 //! | `RoleRequest` | engine, syncer -> parent | empty: send the current role (answered with `Role` once known) | |
+//! | `Heartbeat` | parent -> child | when each child last answered (`heartbeat::Beats`) | |
+//! | `Heartbeat` | child -> parent | empty: the answer, sent at once from the child's loop | |
 //! | `Verbose` | engine -> parent -> all children | u8 verbosity | |
 //! | `CtlReload` | engine -> parent | empty; peerid = control client | |
 //! | `CtlResult` | parent, syncer -> engine; engine -> vpnsyncctl | bool ok, string | |
@@ -61,6 +63,7 @@ imsg_types! {
     Role = 6,
     Verbose = 7,
     RoleRequest = 8,
+    Heartbeat = 9,
     CtlReload = 20,
     CtlResult = 21,
     CtlShowSummary = 22,
@@ -174,7 +177,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for t in [ImsgType::Conf, ImsgType::Fd, ImsgType::CtlEnd, ImsgType::CtlKillClient] {
+        for t in [ImsgType::Conf, ImsgType::Fd, ImsgType::Heartbeat, ImsgType::CtlEnd, ImsgType::CtlKillClient] {
             assert_eq!(ImsgType::from_u32(t as u32), Ok(t));
         }
         assert!(ImsgType::from_u32(999).is_err());

@@ -75,8 +75,10 @@ fn one_of(rules: &mut Rules, nr: i64, index: u8, values: &[u64]) -> io::Result<(
 /// not reach but a child must survive: the allocator's large blocks
 /// (mmap, munmap, mremap, madvise, mprotect), clock_gettime where the vDSO
 /// falls back to the kernel, recvfrom on the sync and netlink sockets,
-/// futex, and rt_sigreturn/restart_syscall after a stop signal (SIGSTOP,
-/// SIGCONT) interrupted a poll.
+/// futex, rt_sigreturn/restart_syscall after a stop signal (SIGSTOP,
+/// SIGCONT) interrupted a poll, and sigaltstack, with which Rust's exit
+/// removes the main thread's signal stack (without it a child that exits
+/// on an error, e.g. when its parent hangs, dies of SIGSYS instead).
 fn stdio(r: &mut Rules) -> io::Result<()> {
     use libc::*;
     for nr in [
@@ -99,6 +101,7 @@ fn stdio(r: &mut Rules) -> io::Result<()> {
         SYS_futex,
         SYS_rt_sigreturn,
         SYS_restart_syscall,
+        SYS_sigaltstack,
         SYS_exit_group,
     ] {
         any(r, nr);

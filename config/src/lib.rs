@@ -16,7 +16,7 @@ pub use error::{ConfError, ConfErrors, Pos};
 pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
-pub use parser::{MAX_PUSH_DNS, MAX_PUSH_ROUTES};
+pub use parser::{DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -179,6 +179,9 @@ pub struct Config {
     pub auth: Digest,
     /// Ping interval and restart timeout (seconds), pushed to the clients.
     pub keepalive: (u32, u32),
+    /// Seconds without a heartbeat after which the parent or a child is
+    /// taken for hung and the node goes down (heartbeats go every second).
+    pub watchdog: u32,
     pub reneg_sec: u32,
     pub push_routes: Vec<Ipv4Net>,
     pub push_dns: Vec<IpAddr>,

@@ -40,6 +40,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "tls-crypt",
     "tun",
     "user",
+    "watchdog",
 ];
 const SYNC_KEYWORDS: &[&str] = &["demote", "key", "member", "multicast", "peer", "rekey-window", "role"];
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -57,6 +58,13 @@ pub const MAX_PUSH_DNS: usize = 4;
 const MAX_DOMAIN: usize = 253;
 const DEFAULT_DEMOTE_VALUE: u8 = 50;
 const DEFAULT_REKEY_WINDOW: u32 = 60;
+/// Heartbeats go every second: a watchdog of one second would fire on
+/// ordinary scheduling jitter, so two is the least.
+const MIN_WATCHDOG: u32 = 2;
+const MAX_WATCHDOG: u32 = 300;
+/// Three missed heartbeats: quick enough that clients (ping-restart 60 s
+/// by default) never notice, slow enough for a loaded machine.
+pub const DEFAULT_WATCHDOG: u32 = 3;
 
 /// One file being read.
 struct Frame {
@@ -99,6 +107,7 @@ struct Draft {
     fallback_cipher: Option<Cipher>,
     auth: Option<Digest>,
     keepalive: Option<(u32, u32)>,
+    watchdog: Option<u32>,
     reneg_sec: Option<u32>,
     push_routes: Vec<Ipv4Net>,
     push_dns: Vec<IpAddr>,
@@ -581,6 +590,10 @@ impl Parser {
                     }
                 }
             }
+            "watchdog" => {
+                self.once("watchdog", pos)?;
+                self.d.watchdog = Some(self.number("watchdog", MIN_WATCHDOG, MAX_WATCHDOG)?);
+            }
             "reneg-sec" => {
                 self.once("reneg-sec", pos)?;
                 self.d.reneg_sec = Some(self.number("reneg-sec", 0, 7 * 86400)?);
@@ -936,6 +949,7 @@ impl Parser {
             fallback_cipher: d.fallback_cipher,
             auth,
             keepalive: d.keepalive.unwrap_or((10, 60)),
+            watchdog: d.watchdog.unwrap_or(DEFAULT_WATCHDOG),
             reneg_sec: d.reneg_sec.unwrap_or(3600),
             push_routes: d.push_routes,
             push_dns: d.push_dns,

@@ -66,6 +66,7 @@ impl Display for Config {
         writeln!(f, "auth {}", self.auth.name())?;
         writeln!(f, "keepalive {} {}", self.keepalive.0, self.keepalive.1)?;
         writeln!(f, "reneg-sec {}", self.reneg_sec)?;
+        writeln!(f, "watchdog {}", self.watchdog)?;
         for r in &self.push_routes {
             writeln!(f, "push route {r}")?;
         }

@@ -45,6 +45,7 @@ fn defaults() {
     assert_eq!(c.auth, Digest::Sha1);
     assert_eq!(c.keepalive, (10, 60));
     assert_eq!(c.reneg_sec, 3600);
+    assert_eq!(c.watchdog, 3);
     assert_eq!(c.wrap, None);
     assert_eq!(c.crl, None);
     assert_eq!(c.sync, None);
@@ -55,7 +56,7 @@ fn every_statement() {
     let c = parse(&with_keys(
         "listen on 198.18.0.10 port 1195\nlisten on ::1\ntun device tun7\nclient network 10.9.0.0/16 pool 10.9.1.1 - 10.9.1.100\n\
          max clients 50\nuser nobody\nsocket \"/tmp/s.sock\"\ncrl \"/k/crl.pem\"\ntls-auth \"/k/ta.key\" direction 1 digest sha512\n\
-         data-ciphers { chacha20-poly1305 aes-128-gcm }\nfallback-cipher aes-256-cbc\nauth sha256\nkeepalive 2 10\nreneg-sec 0\n\
+         data-ciphers { chacha20-poly1305 aes-128-gcm }\nfallback-cipher aes-256-cbc\nauth sha256\nkeepalive 2 10\nreneg-sec 0\nwatchdog 5\n\
          push route 198.19.0.0/24\npush route 192.168.0.0/16\npush dns 198.19.0.53\npush dns 2001:db8::53\npush domain lab.example\n",
     ))
     .unwrap();
@@ -76,6 +77,7 @@ fn every_statement() {
     assert_eq!(c.auth, Digest::Sha256);
     assert_eq!(c.keepalive, (2, 10));
     assert_eq!(c.reneg_sec, 0);
+    assert_eq!(c.watchdog, 5);
     assert_eq!(c.push_routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["198.19.0.0/24", "192.168.0.0/16"]);
     assert_eq!(c.push_dns, vec!["198.19.0.53".parse::<IpAddr>().unwrap(), "2001:db8::53".parse().unwrap()]);
     assert_eq!(c.push_domain.as_deref(), Some("lab.example"));
@@ -243,6 +245,8 @@ fn malformed_files() {
         ("tls-auth /k/ta.key direction 2", "test.conf:4:30: direction \"2\" is not a number from 0 to 1"),
         ("tls-auth /k/ta.key\ntls-crypt /k/tc.key", "test.conf:5:1: tls-auth or tls-crypt is already set on line 4"),
         ("keepalive 10 5", "test.conf:4:14: keepalive timeout \"5\" must be a number of seconds above the interval 10"),
+        ("watchdog 1", "test.conf:4:10: watchdog \"1\" is not a number from 2 to 300"),
+        ("watchdog 3\nwatchdog 4", "test.conf:5:1: watchdog is already set on line 4"),
         ("reneg-sec soon", "test.conf:4:11: reneg-sec \"soon\" is not a number from 0 to 604800"),
         ("push route 10.0.0.0", "test.conf:4:12: \"10.0.0.0\" is not a network: write it as a.b.c.d/len"),
         ("push gateway 1.2.3.4", "test.conf:4:6: unknown push option \"gateway\"; valid: route, dns, domain"),

@@ -13,6 +13,7 @@ use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
 use vpnsyncd_common::ctl::{self, Summary};
+use vpnsyncd_common::heartbeat::{Beats, ParentWatch};
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
@@ -41,6 +42,10 @@ struct Engine {
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
     pending_keys: Vec<(KeyKind, Secret)>,
+    /// The parent's heartbeats: we exit when they stop.
+    watch: ParentWatch,
+    /// What the last heartbeat said of every child, for `show summary`.
+    beats: Beats,
 }
 
 fn bad(e: DecodeError) -> io::Error {
@@ -90,6 +95,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         rx: Batch::new(),
         tx: listeners.iter().map(|_| Batch::new()).collect(),
         last_tick: Instant::now(),
+        watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
         syncer,
@@ -99,6 +105,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
+        beats: Beats::default(),
     };
     log::info!("engine ready: {} listener(s), tun {}", e.listeners.len(), e.conf.tun_device);
     match e.run() {
@@ -240,6 +247,9 @@ impl Engine {
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
+            // After the parent's messages, so a heartbeat that arrived
+            // with this wake-up counts.
+            self.watch.check(Instant::now())?;
             if self.last_tick.elapsed() >= TICK {
                 self.last_tick = Instant::now();
                 self.server.on_timer(now());
@@ -356,6 +366,12 @@ impl Engine {
                 self.role = role;
                 self.send_control();
             }
+            ImsgType::Heartbeat => {
+                let mut r = Reader::new(&m.data);
+                self.beats = Beats::decode(&mut r).map_err(bad)?;
+                r.end().map_err(bad)?;
+                self.watch.on_heartbeat(&mut self.parent, Instant::now())?;
+            }
             ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => self.pending_keys.push(vpnsyncd_common::child::key_material(m.data).map_err(bad)?),
             ImsgType::Reload => {
@@ -426,6 +442,9 @@ impl Engine {
                 let r = self.server.refusals();
                 r.stale + r.live + r.invalid + r.conflict + r.full
             },
+            watchdog: self.watch.limit_secs(),
+            parent_heard: self.watch.heard_ms(),
+            heartbeats: self.beats.clone(),
         }
     }
 

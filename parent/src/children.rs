@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::Instant;
 
 use vpnsyncd_common::child::PARENT_FD;
 use vpnsyncd_common::imsg::{ImsgBuf, CHILD_MAXSIZE};
@@ -42,6 +43,16 @@ pub struct Child {
     pub kind: ChildKind,
     pub pid: i32,
     pub ibuf: ImsgBuf,
+    /// When it last answered a heartbeat (its start until the first one).
+    pub heard: Instant,
+    /// The same as Unix milliseconds (0: not yet), for `show summary`.
+    pub heard_ms: u64,
+}
+
+impl Child {
+    pub fn new(kind: ChildKind, pid: i32, ibuf: ImsgBuf) -> Child {
+        Child { kind, pid, ibuf, heard: Instant::now(), heard_ms: 0 }
+    }
 }
 
 /// What every child is started with.
@@ -88,7 +99,7 @@ pub fn spawn(kind: ChildKind, a: &ExecArgs<'_>) -> io::Result<Child> {
     let mut ibuf = ImsgBuf::new(ours);
     ibuf.allow_fdpass();
     ibuf.set_maxsize(CHILD_MAXSIZE);
-    Ok(Child { kind, pid: proc.id() as i32, ibuf })
+    Ok(Child::new(kind, proc.id() as i32, ibuf))
 }
 
 /// One past the highest descriptor number the process can hold (the loop

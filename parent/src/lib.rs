@@ -7,6 +7,7 @@ mod children;
 pub mod demote;
 mod sockets;
 mod tun;
+mod watchdog;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,6 +28,7 @@ use vpnsyncd_config::{ConfError, ConfErrors, Config, FileKind, KeyFile, Loaded, 
 
 use children::{Child, ChildKind, ExecArgs};
 use demote::Demoter;
+use watchdog::Watchdog;
 
 /// Command-line options of the parent.
 #[derive(Clone, Debug, Default)]
@@ -184,6 +186,7 @@ fn drain(s: &UnixStream) {
 /// Why the main loop ended.
 enum Exit {
     Shutdown,
+    /// A child died or stopped answering heartbeats.
     ChildDied,
 }
 
@@ -312,6 +315,7 @@ impl Parent {
     }
 
     fn main_loop(&mut self, sig: &SignalPipes) -> Exit {
+        let mut watchdog = Watchdog::new(self.conf.watchdog, Instant::now());
         loop {
             let mut fds = vec![
                 PollFd::new(sig.term.as_fd(), PollFlags::POLLIN),
@@ -325,7 +329,8 @@ impl Parent {
                 }
                 fds.push(PollFd::new(c.ibuf.as_fd(), ev));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            let wait = watchdog.timeout(Instant::now(), &self.children);
+            match poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     log::error!("poll: {e}");
@@ -364,6 +369,25 @@ impl Parent {
                     self.reap();
                     return Exit::ChildDied;
                 }
+            }
+            // After the children's messages, so that answers that arrived
+            // with this wake-up count.
+            let now = Instant::now();
+            if let Some((i, why)) = watchdog.hung(now, &self.children) {
+                // Continued after a stop of our own, we may find the
+                // children gone rather than hung: say so.
+                if self.reap() {
+                    return Exit::ChildDied;
+                }
+                log::error!("{why}; demoting and stopping");
+                // It could not act on SIGTERM: kill it now, which also
+                // closes the tun device when it is the engine.
+                let _ = kill(Pid::from_raw(self.children[i].pid), Signal::SIGKILL);
+                return Exit::ChildDied;
+            }
+            if let Err(e) = watchdog.beat(now, &mut self.children) {
+                log::error!("heartbeat: {e}");
+                return Exit::ChildDied;
             }
         }
     }
@@ -409,6 +433,7 @@ impl Parent {
         let bad = |e: vpnsyncd_common::codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
         let ty = ImsgType::from_u32(m.hdr.ty).map_err(bad)?;
         match (from, ty) {
+            (_, ImsgType::Heartbeat) => Watchdog::answered(self.child_mut(from), Instant::now()),
             (ChildKind::Carpwatch, ImsgType::Role) => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role is now {}", role.name());
@@ -541,6 +566,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.socket != new.socket {
         v.push("socket");
     }
+    if old.watchdog != new.watchdog {
+        v.push("watchdog");
+    }
     let transport = |c: &Config| c.sync.as_ref().map(|s| (s.transport.clone(), s.role.clone()));
     if transport(old) != transport(new) {
         v.push("sync transport or role source");
@@ -559,7 +587,7 @@ mod tests {
         let (mut children, mut ends) = (Vec::new(), Vec::new());
         for kind in ChildKind::ALL {
             let (ours, theirs) = vpnsyncd_common::imsg::socketpair().unwrap();
-            children.push(Child { kind, pid: 0, ibuf: ImsgBuf::new(ours) });
+            children.push(Child::new(kind, 0, ImsgBuf::new(ours)));
             ends.push(ImsgBuf::new(theirs));
         }
         let p = Parent {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
+use vpnsyncd_common::heartbeat::ParentWatch;
 use vpnsyncd_common::imsg::{Imsg, ImsgBuf};
 use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_config::Config;
@@ -50,6 +51,8 @@ struct Syncer {
     core: Core,
     /// When a failed send was last logged (one line per second at most).
     send_error_logged: Option<Instant>,
+    /// The parent's heartbeats: we exit when they stop.
+    watch: ParentWatch,
 }
 
 /// The syncer process: runs until the parent goes away.
@@ -102,6 +105,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     let boot = proto::boot_id(params.member, start_ms, random);
     let mut s = Syncer {
         core: Core::new(sync, params, boot, Instant::now(), unix_now()),
+        watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
         engine: ImsgBuf::new(peer),
@@ -201,6 +205,9 @@ impl Syncer {
             if ev.get(2).is_some_and(|e| e.intersects(readable)) {
                 self.receive();
             }
+            // After the parent's messages, so a heartbeat that arrived
+            // with this wake-up counts.
+            self.watch.check(Instant::now())?;
         }
     }
 
@@ -269,6 +276,8 @@ impl Syncer {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 self.core.set_role(role);
             }
+            // What it says of the other children is for the engine.
+            ImsgType::Heartbeat => self.watch.on_heartbeat(&mut self.parent, Instant::now())?,
             ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => {
                 let mut r = Reader::new(&m.data);

@@ -24,9 +24,32 @@ fn ago(now: u64, t: u64) -> String {
     }
 }
 
-pub fn summary(s: &Summary, now: u64) -> String {
+/// Each process's last heartbeat: the parent's as the engine heard it,
+/// then each child's answer as the parent saw it, with its age (Unix ms,
+/// 0 for never).
+fn heartbeats(s: &Summary) -> Vec<(&str, u64)> {
+    let mut v = vec![("parent", s.parent_heard)];
+    v.extend(s.heartbeats.0.iter().map(|(name, ms)| (name.as_str(), *ms)));
+    v
+}
+
+fn age_ms(now_ms: u64, t: u64) -> Option<u64> {
+    (t != 0).then(|| now_ms.saturating_sub(t))
+}
+
+/// `now_ms`: Unix milliseconds (heartbeats are a second apart, so their
+/// ages need tenths).
+pub fn summary(s: &Summary, now_ms: u64) -> String {
+    let now = now_ms / 1000;
+    let beats: Vec<String> = heartbeats(s)
+        .into_iter()
+        .map(|(name, t)| match age_ms(now_ms, t) {
+            None => format!("{name} never"),
+            Some(a) => format!("{name} {:.1} s ago", a as f64 / 1000.0),
+        })
+        .collect();
     format!(
-        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records\n",
+        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records\nWatchdog: {} s; last heartbeat: {}\n",
         s.version,
         s.role.name(),
         timeframe(now.saturating_sub(s.started)),
@@ -38,17 +61,31 @@ pub fn summary(s: &Summary, now: u64) -> String {
         s.ghosts,
         s.sync,
         s.refused_packets,
-        s.refused_records
+        s.refused_records,
+        s.watchdog,
+        beats.join(", ")
     )
 }
 
-pub fn summary_json(s: &Summary, now: u64) -> Value {
+pub fn summary_json(s: &Summary, now_ms: u64) -> Value {
+    let now = now_ms / 1000;
+    let beats: serde_json::Map<String, Value> = heartbeats(s)
+        .into_iter()
+        .map(|(name, t)| {
+            let v = match age_ms(now_ms, t) {
+                None => Value::Null,
+                Some(a) => json!({ "last_ms": t, "age_ms": a }),
+            };
+            (name.to_string(), v)
+        })
+        .collect();
     json!({
         "version": s.version, "role": s.role.name(), "started": s.started,
         "uptime": now.saturating_sub(s.started), "tun_device": s.tun_device,
         "server_address": s.server_address, "listen": s.listen, "clients": s.clients,
         "max_clients": s.max_clients, "sync": s.sync, "ghosts": s.ghosts,
         "refused_packets": s.refused_packets, "refused_records": s.refused_records,
+        "watchdog": s.watchdog, "heartbeats": beats,
     })
 }
 
@@ -141,6 +178,7 @@ pub fn sync_json(s: &SyncInfo) -> Value {
 mod tests {
     use super::*;
     use vpnsyncd_common::ctl::PeerInfo;
+    use vpnsyncd_common::heartbeat::Beats;
     use vpnsyncd_common::msg::Role;
 
     #[test]
@@ -208,12 +246,24 @@ mod tests {
             ghosts: 3,
             refused_packets: 7,
             refused_records: 2,
+            watchdog: 3,
+            parent_heard: 3_699_600,
+            heartbeats: Beats(vec![("engine".into(), 3_699_750), ("syncer".into(), 0)]),
         };
-        let t = summary(&s, 3700);
+        let t = summary(&s, 3_700_000);
         assert!(t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"), "{t}");
         assert!(t.contains("Clients:  0 of 1024, 3 of other members\n"), "{t}");
         assert!(t.contains("Refused:  7 first packets, 2 sync records\n"), "{t}");
-        assert_eq!(summary_json(&s, 3700)["uptime"], 3600);
+        assert!(
+            t.ends_with("Watchdog: 3 s; last heartbeat: parent 0.4 s ago, engine 0.2 s ago, syncer never\n"),
+            "{t}"
+        );
+        let j = summary_json(&s, 3_700_000);
+        assert_eq!(j["uptime"], 3600);
+        assert_eq!(j["watchdog"], 3);
+        assert_eq!(j["heartbeats"]["engine"]["age_ms"], 250);
+        assert_eq!(j["heartbeats"]["parent"]["last_ms"], 3_699_600);
+        assert_eq!(j["heartbeats"]["syncer"], Value::Null);
         let y = SyncInfo { role: None, transport: "unicast".into(), ..SyncInfo::default() };
         let t = sync(&y, 0);
         assert!(t.starts_with("Role:       unknown\nTransport:  unicast\n"), "{t}");
