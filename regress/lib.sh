@@ -469,11 +469,12 @@ ha_lab() {
 ha_ns_pids() { ip netns pids "$LAB-s$1" 2>/dev/null; }
 
 # vpnsyncd_pids I: the pids of server I's vpnsyncd, the parent and its
-# children (every process of the namespace whose name is vpnsyncd).
+# children (every process of the namespace named vpnsyncd or vpnsyncd-*).
 vpnsyncd_pids() {
 	local p out=()
 	for p in $(ha_ns_pids "$1"); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = vpnsyncd ] && out+=("$p")
+		# The parent is "vpnsyncd", its children "vpnsyncd-engine" and so on.
+		case "$(cat "/proc/$p/comm" 2>/dev/null)" in vpnsyncd | vpnsyncd-*) out+=("$p") ;; esac
 	done
 	echo "${out[@]}"
 }
