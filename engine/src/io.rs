@@ -438,10 +438,7 @@ impl Engine {
             sync,
             ghosts: self.server.ghost_count() as u32,
             refused_packets: self.server.refused_first_packets(),
-            refused_records: {
-                let r = self.server.refusals();
-                r.stale + r.live + r.invalid + r.conflict + r.full
-            },
+            refused_records: self.server.refusals().total(),
             watchdog: self.watch.limit_secs(),
             parent_heard: self.watch.heard_ms(),
             heartbeats: self.beats.clone(),

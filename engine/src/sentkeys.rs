@@ -42,6 +42,13 @@ impl SentKeys {
         self.map.get(&fp).map(|(id, _)| *id)
     }
 
+    /// What a session reports of its retired keys (`Session::take_sent`).
+    pub fn note_all(&mut self, sent: Vec<(u64, u32)>, now: Instant) {
+        for (fp, last) in sent {
+            self.note(fp, last, now);
+        }
+    }
+
     /// A key state that sent up to `last` is going away.
     pub fn note(&mut self, fp: u64, last: u32, now: Instant) {
         let life = self.life;

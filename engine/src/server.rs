@@ -65,6 +65,12 @@ pub struct Refusals {
     pub full: u64,
 }
 
+impl Refusals {
+    pub fn total(&self) -> u64 {
+        self.stale + self.live + self.invalid + self.conflict + self.full
+    }
+}
+
 /// All sessions of this engine.
 pub struct Server {
     conf: Arc<SessionConfig>,
@@ -343,7 +349,7 @@ impl Server {
         } else if self.client_count() > self.max_clients as usize {
             let max = self.max_clients;
             if let Some(s) = self.session_mut(id) {
-                s.end(&format!("refused: {max} clients already (max clients)"));
+                s.close(format!("refused: {max} clients already (max clients)"));
             }
         }
     }
@@ -444,16 +450,14 @@ impl Server {
                 }
                 None => {
                     log::warn!("{}: refused: the address pool is exhausted", s.label());
-                    s.end("address pool exhausted");
+                    s.close("address pool exhausted");
                 }
             }
         }
         if let Some((gen, rec)) = s.take_record(now) {
             self.sync_out.push(SyncOut::Upsert(s.local_sid, gen, rec.encode()));
         }
-        for (fp, last) in s.take_sent(false) {
-            self.sent.note(fp, last, now.mono);
-        }
+        self.sent.note_all(s.take_sent(false), now.mono);
         let (listener, peer) = (s.listener, s.peer);
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
@@ -467,10 +471,7 @@ impl Server {
         let Some(mut s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        let mono = s.last_seen();
-        for (fp, last) in s.take_sent(true) {
-            self.sent.note(fp, last, mono);
-        }
+        self.sent.note_all(s.take_sent(true), s.last_seen());
         if s.is_ghost() {
             log::debug!("ghost {}: removed: {why}", s.label());
         } else {
@@ -567,9 +568,7 @@ impl Server {
             let s = self.sessions.get_mut(id as usize).and_then(Option::as_mut).ok_or(Refusal::Stale)?;
             let old_peer = s.peer;
             let offered = s.offer(rec, gen, sent, now);
-            for (fp, last) in s.take_sent(false) {
-                self.sent.note(fp, last, now.mono);
-            }
+            self.sent.note_all(s.take_sent(false), now.mono);
             let s = self.session_mut(id).ok_or(Refusal::Stale)?;
             return match offered {
                 Offer::Stale => {

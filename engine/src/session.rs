@@ -317,12 +317,8 @@ impl Session {
         self.closed.as_deref()
     }
 
-    /// The server ends the session (e.g. no address left for it).
-    pub fn end(&mut self, why: &str) {
-        self.close(why);
-    }
-
-    fn close(&mut self, why: impl Into<String>) {
+    /// Ends the session (the first reason is kept); the server removes it.
+    pub fn close(&mut self, why: impl Into<String>) {
         if self.closed.is_none() {
             self.closed = Some(why.into());
         }

@@ -338,25 +338,19 @@ impl Core {
             Some(Msg::Progress(entries)) => {
                 self.pending_progress.extend(entries.into_iter().map(|(id, gen, b)| (id, (gen, b))))
             }
-            Some(m @ Msg::Delete { .. }) => {
-                if let Msg::Delete { id, .. } = m {
+            Some(m) => {
+                // An upsert or a delete: progress still pending is older.
+                if let Msg::Upsert { id, .. } | Msg::Delete { id, .. } = m {
                     self.pending_progress.remove(&id);
                 }
-                self.repeat_later(&m, DELETE_REPEATS);
+                // Both go again with the next heartbeats: a lost record is
+                // the costliest loss (a takeover without it loses the
+                // session), a lost delete leaves a ghost behind.
+                let times = if matches!(m, Msg::Delete { .. }) { DELETE_REPEATS } else { 1 };
+                self.repeat_later(&m, times);
                 self.urgent.push(m);
             }
-            Some(m @ Msg::Upsert { .. }) => {
-                if let Msg::Upsert { id, .. } = m {
-                    // What was pending is older than this.
-                    self.pending_progress.remove(&id);
-                }
-                // A lost record is the costliest loss (a takeover without
-                // it loses the session): it goes again with the next
-                // heartbeat.
-                self.repeat_later(&m, 1);
-                self.urgent.push(m);
-            }
-            _ => {}
+            None => {}
         }
         Ok(())
     }
