@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod batch;
 pub mod control;
+pub mod cookie;
 pub mod data;
 pub mod io;
 pub mod keys;

@@ -13,6 +13,7 @@ use vpnsyncd_common::msg::Role;
 use vpnsyncd_config::Config;
 
 use crate::admission::{half_open_cap, Admission};
+use crate::cookie::CookieKey;
 use crate::data::{classify, Payload};
 use crate::pool::Pool;
 use crate::record::{Progress, SessionRecord};
@@ -71,6 +72,17 @@ impl Refusals {
     }
 }
 
+/// The stateless first packet's counters (crate::cookie).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cookies {
+    /// First resets answered without state.
+    pub answered: u64,
+    /// Sessions made from a valid cookie.
+    pub accepted: u64,
+    /// Authenticated second packets whose cookie was wrong or too old.
+    pub refused: u64,
+}
+
 /// All sessions of this engine.
 pub struct Server {
     conf: Arc<SessionConfig>,
@@ -93,6 +105,10 @@ pub struct Server {
     pending: HashMap<SocketAddr, u32>,
     /// Half-open sessions and recent first packets (crate::admission).
     admission: Admission,
+    /// With tls-auth/tls-crypt: first resets are answered statelessly
+    /// (crate::cookie).
+    cookie: Option<CookieKey>,
+    cookies: Cookies,
     pub outbox: Vec<Outgoing>,
     pub sync_out: Vec<SyncOut>,
     refusals: Refusals,
@@ -113,6 +129,7 @@ fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
 
 impl Server {
     pub fn new(conf: &Config, session: Arc<SessionConfig>, wrap: Wrapper) -> Self {
+        let cookie = CookieKey::derive(&wrap);
         Server {
             conf: session,
             wrap,
@@ -126,6 +143,8 @@ impl Server {
             by_sid: HashMap::new(),
             pending: HashMap::new(),
             admission: Admission::default(),
+            cookie,
+            cookies: Cookies::default(),
             outbox: Vec::new(),
             sync_out: Vec::new(),
             refusals: Refusals::default(),
@@ -144,6 +163,7 @@ impl Server {
         self.max_clients = conf.max_clients;
         self.listeners = conf.listen.len();
         self.conf = session;
+        self.cookie = CookieKey::derive(&wrap);
         self.wrap = wrap;
     }
 
@@ -168,6 +188,12 @@ impl Server {
 
     pub fn refusals(&self) -> Refusals {
         self.refusals
+    }
+
+    /// Tests only: the stateless first packet's counters.
+    #[cfg(test)]
+    pub fn cookies(&self) -> Cookies {
+        self.cookies
     }
 
     /// First packets refused so far (see [`crate::quiet`]).
@@ -223,6 +249,14 @@ impl Server {
             .get(&from)
             .copied()
             .filter(|&p| self.session_mut(p).is_some_and(|s| Some(&s.remote_sid[..]) == sid));
+        let theirs = known.is_some_and(|k| self.session_mut(k).is_some_and(|s| Some(&s.remote_sid[..]) == sid));
+        if pending.is_none()
+            && !theirs
+            && matches!(opcode, Opcode::AckV1 | Opcode::ControlV1)
+            && self.on_cookie(now, listener, from, known, packet)
+        {
+            return None;
+        }
         let id = pending.or(known)?;
         self.control(now, id, packet);
         None
@@ -288,6 +322,105 @@ impl Server {
                 return None;
             }
         }
+        if self.cookie.is_some() {
+            self.answer_statelessly(now, listener, from, sid);
+            return None;
+        }
+        let mut wrap = self.wrap.clone();
+        if let Err(e) = wrap.record_replay(id, time) {
+            log::debug!("{from}: {e}");
+            return None;
+        }
+        let (peer_id, mut s, beside) = self.admit(now, listener, from, known, sid, wrap)?;
+        log::info!("{from}: new session, peer-id {peer_id}");
+        s.on_control(now, first, sid, &body);
+        self.install(now, beside, s);
+        None
+    }
+
+    /// Answers the first reset of client session `sid` with our reset
+    /// under its cookie (crate::cookie), keeping nothing: the reset a
+    /// session would send, with replay id 1, acknowledging theirs.
+    fn answer_statelessly(&mut self, now: Now, listener: usize, from: SocketAddr, sid: [u8; 8]) {
+        let Some(key) = &self.cookie else { return };
+        let ours = key.issue(now.unix, from, &sid);
+        let body =
+            wire::ControlBody { acks: vec![0], remote_session_id: Some(sid), msg_pid: Some(0), payload: Vec::new() };
+        match self.wrap.clone().wrap(Opcode::HardResetServerV2.first_byte(0), &ours, &body.to_bytes(), now.unix as u32)
+        {
+            Ok(p) => {
+                self.cookies.answered += 1;
+                log::debug!("{from}: first reset answered with an HMAC cookie");
+                self.outbox.push((listener, from, p));
+            }
+            Err(e) => log::error!("{from}: cannot wrap a cookie reset: {e}"),
+        }
+    }
+
+    /// A P_ACK_V1 or P_CONTROL_V1 from `from` that belongs to no session:
+    /// if it acknowledges our reset under a cookie we issued to it, its
+    /// session starts here (as OpenVPN's `session_skip_to_pre_start`).
+    /// True if the packet was taken (used or refused as a cookie).
+    fn on_cookie(&mut self, now: Now, listener: usize, from: SocketAddr, known: Option<u32>, packet: &[u8]) -> bool {
+        let Some(key) = &self.cookie else { return false };
+        let Ok((first, sid, body, id, time)) = self.wrap.verify_only(packet) else { return false };
+        let Ok(p) = wire::ControlPacket::decode(first, sid, &body) else { return false };
+        if p.key_id != 0 {
+            return false;
+        }
+        let valid = p.body.remote_session_id.filter(|c| p.body.acks.contains(&0) && key.check(now.unix, from, &sid, c));
+        let ackless = p.opcode == Opcode::ControlV1 && p.body.acks.is_empty() && p.body.msg_pid == Some(1);
+        let cookie = match valid {
+            Some(c) => c,
+            // A 2.4/2.5 client acknowledges our reset in a P_ACK_V1 of its
+            // own; when that was lost its ClientHello comes alone and
+            // proves nothing. It gets a half-open session (bounded, per
+            // source, replay-checked) under the cookie of this slot, whose
+            // reset it then acknowledges.
+            None if ackless => key.issue(now.unix, from, &sid),
+            None => {
+                // Authenticated, so a key holder's: a forged or old cookie.
+                self.cookies.refused += 1;
+                self.refuse(now, from, "its HMAC cookie is wrong or older than a minute");
+                return known.is_none();
+            }
+        };
+        if let Err(r) = self.admission.first_packet(now.mono, now.unix, (sid, id, time)) {
+            self.refuse(now, from, r);
+            return true;
+        }
+        let Some((peer_id, mut s, beside)) = self.admit(now, listener, from, known, sid, self.wrap.clone()) else {
+            return true;
+        };
+        s.local_sid = cookie;
+        // The handshake's first round as it happened: their reset in, our
+        // reset out (already sent: dropped here, unless unacknowledged).
+        let reset = wire::ControlBody { msg_pid: Some(0), ..Default::default() };
+        s.on_control(now, Opcode::HardResetClientV2.first_byte(0), sid, &reset.to_bytes());
+        if valid.is_some() {
+            s.outbox.clear();
+            self.cookies.accepted += 1;
+            log::info!("{from}: new session, peer-id {peer_id}, after its HMAC cookie");
+        } else {
+            log::info!("{from}: new session, peer-id {peer_id}, half-open (its ClientHello came without the cookie)");
+        }
+        self.install(now, beside, s);
+        self.control(now, peer_id, packet);
+        true
+    }
+
+    /// Checks there is room for a new session of client session `sid`
+    /// at `from` and makes it with `wrap`; returns it with its peer-id and the
+    /// established session it starts beside, if any.
+    fn admit(
+        &mut self,
+        now: Now,
+        listener: usize,
+        from: SocketAddr,
+        known: Option<u32>,
+        sid: [u8; 8],
+        wrap: Wrapper,
+    ) -> Option<(u32, Session, Option<u32>)> {
         // An unfinished handshake at this address gives way to the new
         // one; an established session (or a ghost) stays beside it.
         if let Some(p) = self.pending.get(&from).copied() {
@@ -310,20 +443,18 @@ impl Server {
             return None;
         }
         let peer_id = self.free_peer_id();
-        let mut wrap = self.wrap.clone();
-        if let Err(e) = wrap.record_replay(id, time) {
-            log::debug!("{from}: {e}");
-            return None;
-        }
-        let mut s = match Session::new(self.conf.clone(), wrap, from, listener, peer_id, sid, now) {
-            Ok(s) => s,
+        match Session::new(self.conf.clone(), wrap, from, listener, peer_id, sid, now) {
+            Ok(s) => Some((peer_id, s, beside)),
             Err(e) => {
                 log::error!("{from}: cannot start a session: {e}");
-                return None;
+                None
             }
-        };
-        log::info!("{from}: new session, peer-id {peer_id}");
-        s.on_control(now, first, sid, &body);
+        }
+    }
+
+    /// Enters a new half-open session `s` into the tables.
+    fn install(&mut self, now: Now, beside: Option<u32>, s: Session) {
+        let (from, peer_id) = (s.peer, s.peer_id);
         match beside {
             Some(_) => self.pending.insert(from, peer_id),
             None => self.by_addr.insert(from, peer_id),
@@ -332,7 +463,6 @@ impl Server {
         self.admission.open(peer_id, from.ip());
         self.put(peer_id, s);
         self.settle(now, peer_id);
-        None
     }
 
     /// Session `id` finished its first key exchange: it replaces the

@@ -280,6 +280,17 @@ impl Wrapper {
         !matches!(self.mode, Mode::None)
     }
 
+    /// A secret for another purpose, the same on every member holding
+    /// this key: the HMAC of `label` under the receiving key. `None`
+    /// without wrapping.
+    pub fn derive_secret(&self, label: &[u8]) -> Option<hmac::Tag> {
+        match &self.mode {
+            Mode::None => None,
+            Mode::TlsAuth { recv, .. } => Some(hmac::sign(recv, label)),
+            Mode::TlsCrypt { recv, .. } => Some(hmac::sign(&recv.auth, label)),
+        }
+    }
+
     /// Bytes the wrapping adds to a packet.
     pub fn overhead(&self) -> usize {
         match &self.mode {
