@@ -245,3 +245,152 @@ fn a_reset_replayed_at_the_live_address_never_ends_its_session() {
     assert_eq!(crowd.session_at(CLIENT_ADDR), Some(before));
     assert!(crowd.data_flows(live, 3));
 }
+
+// The stateless first packet (crate::cookie): with tls-auth/tls-crypt a
+// reset is answered and forgotten; the client's next packet makes the
+// session.
+
+/// Our reset (its session id is the cookie) in answer to `reset`, sent to
+/// `from` without anything kept.
+fn stateless_answer(crowd: &mut Crowd, from: SocketAddr, reset: &[u8]) -> Vec<u8> {
+    let before = crowd.server.sessions().count();
+    crowd.inject(from, reset);
+    assert_eq!(crowd.server.sessions().count(), before, "no session for a reset");
+    assert_eq!(crowd.server.half_open_count(), 0, "no half-open session for a reset");
+    let mut out: Vec<_> = crowd.server.outbox.drain(..).collect();
+    assert_eq!(out.len(), 1, "one answer");
+    let (_, to, answer) = out.pop().unwrap();
+    assert_eq!(to, from);
+    assert_eq!(answer[0], Opcode::HardResetServerV2.first_byte(0));
+    answer
+}
+
+/// An acknowledgement of our reset under `cookie`, as client session
+/// `sid` wrapped by `wrap` would send it.
+fn ack(wrap: &mut Wrapper, sid: [u8; 8], cookie: [u8; 8], unix: u64) -> Vec<u8> {
+    let body = ControlBody { acks: vec![0], remote_session_id: Some(cookie), msg_pid: None, payload: Vec::new() };
+    wrap.wrap(Opcode::AckV1.first_byte(0), &sid, &body.to_bytes(), unix as u32).unwrap()
+}
+
+/// A 2.6 client's reset of session `sid`, wrapped by `wrap`.
+fn reset_of(wrap: &mut Wrapper, sid: [u8; 8], unix: u64) -> Vec<u8> {
+    let body = ControlBody { msg_pid: Some(0), ..Default::default() };
+    wrap.wrap(Opcode::HardResetClientV2.first_byte(0), &sid, &body.to_bytes(), unix as u32).unwrap()
+}
+
+#[test]
+fn a_client_connects_through_the_cookie_with_no_state_after_its_reset() {
+    let k = static_key(8);
+    for (conf, wrap) in [
+        ("tls-auth \"/k/ta.key\" direction 0\n", ClientWrap::TlsAuth(k.clone(), Digest::Sha1)),
+        ("tls-crypt \"/k/tc.key\"\n", ClientWrap::TlsCrypt(k.clone())),
+    ] {
+        let mut crowd = Crowd::new(server(conf, Some(&k)));
+        let (i, reset) = crowd.join(CLIENT_ADDR, ClientOptions::v26(wrap));
+        crowd.clients[i].1.outbox.clear();
+        let answer = stateless_answer(&mut crowd, CLIENT_ADDR.parse().unwrap(), &reset);
+        let now = crowd.now;
+        crowd.clients[i].1.on_datagram(now, &mut answer.clone());
+        assert!(crowd.connect(i), "{conf}: the client connects through the cookie");
+        let c = crowd.server.cookies();
+        assert_eq!((c.answered, c.accepted, c.refused), (1, 1, 0), "{conf}");
+        assert_eq!(crowd.server.client_count(), 1);
+        let (peer_id, _) = crowd.session_at(CLIENT_ADDR).expect("the session");
+        let ours = crowd.server.sessions().find(|s| s.peer_id == peer_id).unwrap().local_sid;
+        assert_eq!(ours[..], answer[1..9], "{conf}: the session goes on under the cookie");
+        assert!(crowd.data_flows(i, 1));
+    }
+}
+
+#[test]
+fn ten_thousand_resets_from_5000_ports_leave_no_state_and_a_client_connects() {
+    let (mut crowd, opts) = tls_auth_crowd("max clients 10\n");
+    let k = static_key(8);
+    let mut attacker = Wrapper::tls_auth(&k, Some(1), Digest::Sha1);
+    for n in 0..10_000u64 {
+        let from = SocketAddr::from(([203, 0, 113, 66], 20_000 + (n % 5_000) as u16));
+        let p = reset_of(&mut attacker, (n | 1 << 60).to_be_bytes(), crowd.now.unix);
+        crowd.inject(from, &p);
+    }
+    assert_eq!(crowd.server.half_open_count(), 0, "no half-open session");
+    assert_eq!(crowd.server.sessions().count(), 0, "no session at all");
+    assert_eq!(crowd.server.cookies().answered, 10_000, "every reset got its cookie");
+    assert_eq!(crowd.server.refused_first_packets(), 0);
+    crowd.server.outbox.clear();
+    let (i, _) = crowd.join(SECOND, opts);
+    assert!(crowd.connect(i), "a real client connects after the flood");
+    assert_eq!(crowd.server.client_count(), 1);
+    assert_eq!(crowd.server.cookies().accepted, 1);
+}
+
+#[test]
+fn a_forged_or_old_cookie_is_refused_and_counted() {
+    let (mut crowd, _) = tls_auth_crowd("");
+    let k = static_key(8);
+    let mut client = Wrapper::tls_auth(&k, Some(1), Digest::Sha1);
+    let (from, sid) = (CLIENT_ADDR.parse().unwrap(), [5; 8]);
+    let reset = reset_of(&mut client, sid, crowd.now.unix);
+    let cookie: [u8; 8] = stateless_answer(&mut crowd, from, &reset)[1..9].try_into().unwrap();
+    let unix = crowd.now.unix;
+    // From another address, under another cookie, for another session.
+    crowd.inject("198.18.0.99:40000".parse().unwrap(), &ack(&mut client, sid, cookie, unix));
+    crowd.inject(from, &ack(&mut client, sid, [0x42; 8], unix));
+    crowd.inject(from, &ack(&mut client, [6; 8], cookie, unix));
+    // Two slots later (a minute and more) it is too old.
+    crowd.now.unix = unix + 2 * crate::cookie::SLOT;
+    crowd.inject(from, &ack(&mut client, sid, cookie, crowd.now.unix));
+    assert_eq!(crowd.server.cookies().refused, 4);
+    assert_eq!(crowd.server.refused_first_packets(), 4);
+    assert_eq!(crowd.server.sessions().count(), 0);
+    assert!(crowd.server.outbox.is_empty(), "no answer to a refused cookie");
+    // A slot later it is still good, and it makes a half-open session.
+    crowd.now.unix = unix + crate::cookie::SLOT;
+    let good = ack(&mut client, sid, cookie, crowd.now.unix);
+    crowd.inject(from, &good);
+    assert_eq!(crowd.server.cookies().accepted, 1);
+    assert_eq!(crowd.server.half_open_count(), 1);
+    // Replayed, it is nobody's proof: the session's wrapping refuses it.
+    crowd.inject(from, &good);
+    crowd.inject("198.18.0.99:40000".parse().unwrap(), &good);
+    assert_eq!(crowd.server.cookies().accepted, 1);
+    assert_eq!(crowd.server.half_open_count(), 1);
+}
+
+#[test]
+fn a_cookie_of_member_1_is_accepted_by_member_2() {
+    let (mut crowd, opts) = tls_auth_crowd("");
+    let (i, reset) = crowd.join(CLIENT_ADDR, opts);
+    crowd.clients[i].1.outbox.clear();
+    let answer = stateless_answer(&mut crowd, CLIENT_ADDR.parse().unwrap(), &reset);
+    // The first member fails over before the client answers: a second
+    // server with the same configuration has the address now.
+    let k = static_key(8);
+    crowd.server = server("tls-auth \"/k/ta.key\" direction 0\n", Some(&k));
+    let now = crowd.now;
+    crowd.clients[i].1.on_datagram(now, &mut answer.clone());
+    assert!(crowd.connect(i), "the handshake survives the failover");
+    let c = crowd.server.cookies();
+    assert_eq!((c.answered, c.accepted, c.refused), (0, 1, 0));
+    assert!(crowd.data_flows(i, 1));
+}
+
+#[test]
+fn a_clienthello_without_the_acknowledgement_gets_a_half_open_session() {
+    // A 2.5 client whose P_ACK_V1 was lost: its ClientHello proves nothing.
+    let (mut crowd, _) = tls_auth_crowd("");
+    let k = static_key(8);
+    let mut client = Wrapper::tls_auth(&k, Some(1), Digest::Sha1);
+    let (from, sid) = (CLIENT_ADDR.parse().unwrap(), [5; 8]);
+    let reset = reset_of(&mut client, sid, crowd.now.unix);
+    let answer = stateless_answer(&mut crowd, from, &reset);
+    // (Empty, so that TLS has nothing to fail on.)
+    let hello = ControlBody { msg_pid: Some(1), ..Default::default() };
+    let p = client.wrap(Opcode::ControlV1.first_byte(0), &sid, &hello.to_bytes(), crowd.now.unix as u32).unwrap();
+    crowd.inject(from, &p);
+    assert_eq!(crowd.server.half_open_count(), 1, "a half-open session, bounded as any");
+    assert_eq!(crowd.server.cookies().accepted, 0, "no cookie was proven");
+    // It sends our reset again under the same cookie, for the client to
+    // acknowledge, with the acknowledgement of the ClientHello.
+    let out: Vec<_> = crowd.server.outbox.drain(..).map(|(_, _, p)| p).collect();
+    assert!(out.iter().any(|p| p[0] == answer[0] && p[1..9] == answer[1..9]), "our reset again");
+}
