@@ -85,6 +85,7 @@ finish_case() {
 # a. tls-auth and default negotiation (AES-256-GCM), iperf3 10 s.
 case_connect "a (tls-auth, negotiated cipher)" "tls-auth \"$PKI/ta.key\" direction 0" -- "tls-auth $PKI/ta.key 1"
 check "a: negotiated AES-256-GCM" grep -q "AES-256-GCM" "$LAB_TMP/c1.log"
+check "a: the session started from the stateless HMAC cookie" grep -q "after its HMAC cookie" "$LOG"
 ip netns exec "$LAB-in" iperf3 -s -1 -D >/dev/null 2>&1
 sleep 0.3
 OUT=$(ip netns exec "$LAB-c1" timeout 30 iperf3 -c "$INSIDE_IP" -t 10 -f m 2>&1 | grep -E "sender|receiver")
@@ -103,6 +104,7 @@ finish_case
 # c. tls-crypt and CHACHA20-POLY1305.
 case_connect "c (tls-crypt, CHACHA20-POLY1305)" "tls-crypt \"$PKI/tc.key\"" -- \
 	"tls-crypt $PKI/tc.key" "data-ciphers CHACHA20-POLY1305"
+check "c: the session started from the stateless HMAC cookie" grep -q "after its HMAC cookie" "$LOG"
 check "c: data channel is CHACHA20-POLY1305" grep -q "CHACHA20-POLY1305" "$LAB_TMP/c1.log"
 finish_case
 
