@@ -25,6 +25,11 @@ use crate::wrap::Wrapper;
 mod replication;
 pub use replication::{Gen, Offer};
 
+/// TLS output a key state may hold for want of acknowledgements: a
+/// handshake flight is a few KB, so past this the client is not reading
+/// and its session ends rather than feed TLS more of its input.
+const TLS_OUT_MAX: usize = 64 * 1024;
+
 /// Each TLS negotiation must finish within this time (`--hand-window`).
 pub const HAND_WINDOW: Duration = Duration::from_secs(60);
 /// How long the previous key still decrypts after a renegotiation
@@ -418,6 +423,12 @@ impl Session {
         while let Some((opcode, payload)) = self.keys[idx].rel.deliver() {
             if !matches!(opcode, Opcode::ControlV1 | Opcode::ControlWkcV1) || payload.is_empty() {
                 continue;
+            }
+            let waiting = self.keys[idx].tls_out.len();
+            if waiting > TLS_OUT_MAX {
+                log::warn!("{}: ended: {waiting} bytes of TLS output wait for acknowledgements", self.label());
+                self.close(format!("the client acknowledged none of {waiting} bytes of TLS output"));
+                return;
             }
             if let Err(e) = self.feed_tls(idx, &payload) {
                 self.tls_failed(idx, &e);
@@ -929,6 +940,25 @@ mod tests {
 
     fn primary(s: &mut Session) -> &mut DataKey {
         s.keys.last_mut().unwrap().data.as_mut().unwrap()
+    }
+
+    #[test]
+    fn a_client_that_acknowledges_nothing_is_ended_at_the_tls_output_bound() {
+        let t0 = Instant::now();
+        let hello = |s: &mut Session, pid: u32| {
+            let body = ControlBody { msg_pid: Some(pid), payload: vec![0x16; 64], ..Default::default() };
+            s.on_control(at(t0, 0), Opcode::ControlV1.first_byte(0), [1; 8], &body.to_bytes());
+        };
+        for (waiting, ended_by_bound) in [(TLS_OUT_MAX, false), (TLS_OUT_MAX + 1, true)] {
+            let addr = "192.0.2.1:1194".parse().unwrap();
+            let mut s = Session::new(member_conf(1), Wrapper::none(), addr, 0, 0, [1; 8], at(t0, 0)).unwrap();
+            let reset = ControlBody { msg_pid: Some(0), ..Default::default() };
+            s.on_control(at(t0, 0), Opcode::HardResetClientV2.first_byte(0), [1; 8], &reset.to_bytes());
+            s.keys[0].tls_out = vec![0; waiting];
+            hello(&mut s, 1);
+            let why = s.closed().expect("ended (the bytes are no ClientHello either)");
+            assert_eq!(why.contains("acknowledged none"), ended_by_bound, "{waiting}: {why}");
+        }
     }
 
     /// Invariant (a) on the old master's worst day: member 1 serves the
