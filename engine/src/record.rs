@@ -77,6 +77,10 @@ pub struct SessionRecord {
     pub last_rekey: u64,
     pub keys: Vec<KeyRecord>,
     pub progress: Progress,
+    /// tls-crypt-v2: the client's wrapped key (WKc, not secret), which the
+    /// new master unwraps with the cluster's server key to get the
+    /// client's tls-crypt key back. Absent in older records.
+    pub wkc: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -103,6 +107,8 @@ mod tag {
     pub const TIMES: u8 = 8;
     pub const KEY: u8 = 9;
     pub const PROGRESS: u8 = 10;
+    /// tls-crypt-v2 (55-59 reserved).
+    pub const WKC: u8 = 55;
 }
 
 fn field(w: &mut Writer, tag: u8, value: impl FnOnce(&mut Writer)) {
@@ -254,6 +260,9 @@ impl SessionRecord {
             });
         }
         field(&mut w, tag::PROGRESS, |v| self.progress.put(v));
+        if let Some(wkc) = &self.wkc {
+            field(&mut w, tag::WKC, |v| v.0.extend_from_slice(wkc));
+        }
         w.finish()
     }
 
@@ -264,10 +273,13 @@ impl SessionRecord {
         }
         let (mut peer, mut listener, mut peer_id, mut sids, mut cn, mut vip, mut neg, mut times, mut progress) =
             (None, None, None, None, None, None, None, None, None);
-        let mut keys = Vec::new();
+        let (mut keys, mut wkc) = (Vec::new(), None);
         while let Ok(t) = r.u8() {
-            let mut v = Reader::new(r.bytes()?);
+            let value = r.bytes()?;
+            let mut v = Reader::new(value);
             match t {
+                tag::WKC if value.len() <= crate::tlscryptv2::MAX_WKC_LEN => wkc = Some(value.to_vec()),
+                tag::WKC => return Err(DecodeError("tls-crypt-v2 client key too long")),
                 tag::PEER => peer = Some(get_addr(&mut v)?),
                 tag::LISTENER => listener = Some(v.u8()?),
                 tag::PEER_ID => peer_id = Some(v.u32()?),
@@ -313,6 +325,7 @@ impl SessionRecord {
             last_rekey,
             keys,
             progress: progress.ok_or(missing)?,
+            wkc,
         })
     }
 }
@@ -358,6 +371,7 @@ pub(crate) mod tests {
                 bytes_in: 5,
                 bytes_out: 6,
             },
+            wkc: None,
         }
     }
 
@@ -367,6 +381,16 @@ pub(crate) mod tests {
         assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
         let p = r.progress.clone();
         assert_eq!(Progress::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn wkc_is_optional() {
+        let with = SessionRecord { wkc: Some(vec![5; 400]), ..sample() };
+        let b = with.encode();
+        assert_eq!(SessionRecord::decode(&b).unwrap(), with);
+        assert_eq!(b.len(), sample().encode().len() + 5 + 400);
+        let long = SessionRecord { wkc: Some(vec![5; 1025]), ..sample() };
+        assert!(SessionRecord::decode(&long.encode()).is_err());
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub enum KeyError {
     },
     /// The OS random source failed while making a key.
     Random,
+    /// A client sent a tls-crypt-v2 packet to a server without a
+    /// tls-crypt-v2 server key.
+    NotConfigured,
 }
 
 impl fmt::Display for KeyError {
@@ -95,6 +98,7 @@ impl fmt::Display for KeyError {
                 write!(f, "wrapped client key says it is {said} bytes long but is {len}")
             }
             KeyError::Random => f.write_str("random source failed"),
+            KeyError::NotConfigured => f.write_str("tls-crypt-v2 is not configured (no tls-crypt-v2 statement)"),
         }
     }
 }
