@@ -526,6 +526,34 @@ mod tests {
         }
     }
 
+    /// The per-client wrapper strips the WKc that V3 resets and WKC_V1
+    /// packets end in, only when it is the client's own, and leaves other
+    /// packets alone.
+    #[test]
+    fn client_wrapper_and_wkc_packets() {
+        use crate::wrap::{WrapError, Wrapper};
+        let template = Wrapper::tls_crypt_v2_server(ServerKey::parse(SERVER.as_bytes()).unwrap());
+        let file = ClientKeyFile::parse(CLIENT.as_bytes()).unwrap();
+        let other = ClientKeyFile::parse(CLIENT_META.as_bytes()).unwrap();
+        let mut client = Wrapper::tls_crypt(&file.kc, false);
+        let body = b"\x00\x00\x00\x00\x01hello".to_vec();
+        let wkc_v1 = [client.wrap(0x58, &[4; 8], &body, 100).unwrap(), file.wkc.clone()].concat();
+        let mut server = template.for_v3_reset(&wkc_v1).unwrap();
+        assert_eq!(server.wkc(), Some(&file.wkc[..]));
+        assert_eq!(server.unwrap(&wkc_v1), Ok((0x58, [4; 8], body.clone())));
+        let plain = client.wrap(0x20, &[4; 8], &body, 100).unwrap();
+        assert_eq!(server.unwrap(&plain), Ok((0x20, [4; 8], body.clone())));
+        let foreign = [client.wrap(0x58, &[4; 8], &body, 100).unwrap(), other.wkc.clone()].concat();
+        assert_eq!(server.unwrap(&foreign), Err(WrapError::ClientKey));
+        let bare = client.wrap(0x58, &[4; 8], &body, 100).unwrap();
+        assert_eq!(server.unwrap(&bare), Err(WrapError::ClientKey), "a WKC_V1 without WKc");
+        // The template itself wraps and unwraps nothing.
+        assert_eq!(template.verify_only(&plain).err(), Some(WrapError::ClientKey));
+        assert!(matches!(Wrapper::none().with_client_key(&file.wkc), Err(KeyError::NotConfigured)));
+        let w = format!("{server:?}");
+        assert!(w.contains("tls-crypt-v2 client"), "{w}");
+    }
+
     #[test]
     fn command_line_base64() {
         assert_eq!(base64_decode("aGVsbG8gbWV0YQ==").unwrap(), b"hello meta");
