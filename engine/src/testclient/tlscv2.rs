@@ -138,14 +138,24 @@ fn a_backup_continues_a_tls_crypt_v2_session() {
     assert_eq!(lab.client.control_rejected, 0, "the client accepted every control packet of B");
     assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
 
-    // A member with another server key refuses the record.
-    let mut stranger = v2_server(
+    // A member with another server key, or without tls-crypt-v2, refuses
+    // the record; a tls-crypt-v2 member refuses a record without WKc.
+    let other = v2_server(
         OTHER_SERVER_KEY,
         "sync {\nrole vip 198.18.0.10 interface eth0\nmulticast interface eth1\nkey /k/s\nmember 3\n}\n",
     );
-    for (ty, data) in &records {
-        let _ = crate::syncglue::apply(&mut stranger, lab.now, *ty, data);
+    for (what, mut stranger) in [("another server key", other), ("tls-auth", member(3))] {
+        for (ty, data) in &records {
+            let _ = crate::syncglue::apply(&mut stranger, lab.now, *ty, data);
+        }
+        assert!(stranger.client_infos().is_empty(), "{what}");
+        assert!(stranger.refusals().invalid >= 1, "{what}");
     }
-    assert!(stranger.client_infos().is_empty());
-    assert!(stranger.refusals().invalid >= 1);
+    let (tls_auth_lab, _, plain_records) = cluster("");
+    let mut v2 = v2_member(3);
+    for (ty, data) in &plain_records {
+        let _ = crate::syncglue::apply(&mut v2, tls_auth_lab.now, *ty, data);
+    }
+    assert!(v2.client_infos().is_empty());
+    assert!(v2.refusals().invalid >= 1);
 }
