@@ -213,20 +213,14 @@ impl CryptKeys {
     }
 }
 
+/// The wrapping; under tls-crypt-v2 the server's template holds the
+/// server key and wraps nothing itself: each client's wrapper (tls-crypt
+/// with its Kc) comes from [`Wrapper::with_client_key`].
 #[derive(Clone)]
 enum Mode {
     None,
-    TlsAuth {
-        send: hmac::Key,
-        recv: hmac::Key,
-        len: usize,
-    },
-    TlsCrypt {
-        send: CryptKeys,
-        recv: CryptKeys,
-    },
-    /// The server's template under tls-crypt-v2: it wraps nothing itself,
-    /// each client's wrapper comes from [`Wrapper::with_client_key`].
+    TlsAuth { send: hmac::Key, recv: hmac::Key, len: usize },
+    TlsCrypt { send: CryptKeys, recv: CryptKeys },
     TlsCryptV2Server(Arc<ServerKey>),
 }
 
