@@ -142,6 +142,15 @@ fn get_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
     Ok(SocketAddr::new(ip, r.u16()?))
 }
 
+/// WKc: the rest of the field, within tls-crypt-v2's bound.
+fn get_wkc(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let wkc = r.rest();
+    if wkc.len() > crate::tlscryptv2::MAX_WKC_LEN {
+        return Err(DecodeError("tls-crypt-v2 client key too long"));
+    }
+    Ok(wkc.to_vec())
+}
+
 fn put_window(w: &mut Writer, (t, h, s): Window) {
     w.u32(t).u32(h).u64(s);
 }
@@ -275,11 +284,9 @@ impl SessionRecord {
             (None, None, None, None, None, None, None, None, None);
         let (mut keys, mut wkc) = (Vec::new(), None);
         while let Ok(t) = r.u8() {
-            let value = r.bytes()?;
-            let mut v = Reader::new(value);
+            let mut v = Reader::new(r.bytes()?);
             match t {
-                tag::WKC if value.len() <= crate::tlscryptv2::MAX_WKC_LEN => wkc = Some(value.to_vec()),
-                tag::WKC => return Err(DecodeError("tls-crypt-v2 client key too long")),
+                tag::WKC => wkc = Some(get_wkc(&mut v)?),
                 tag::PEER => peer = Some(get_addr(&mut v)?),
                 tag::LISTENER => listener = Some(v.u8()?),
                 tag::PEER_ID => peer_id = Some(v.u32()?),
