@@ -170,6 +170,10 @@ fn canonical_form_round_trips() {
     let again = parse(&printed).unwrap();
     assert_eq!(again, c);
     assert_eq!(again.to_string(), printed);
+    let c = parse(&with_keys("tls-crypt-v2 \"/k/tc2 server.key\"\n")).unwrap();
+    let printed = c.to_string();
+    assert!(printed.contains("tls-crypt-v2 \"/k/tc2 server.key\"\n"), "{printed}");
+    assert_eq!(parse(&printed).unwrap(), c);
 }
 
 /// The example shipped in etc/ parses, and `vpnsyncd -n`'s output parses
