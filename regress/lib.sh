@@ -330,15 +330,16 @@ ha_priority() {
 # add to it: HA_LISTEN_OWN=1, a second listener on the server's own public
 # address (198.18.0.1I port 1194); HA_CONF_EXTRA and HA_SYNC_EXTRA, lines
 # of its own, outside and inside the sync block (e.g. "reneg-sec 3",
-# "rekey-window 2").
+# "rekey-window 2"); HA_WRAP, the control-channel wrapping statement
+# (tls-auth with the lab's ta.key by default).
 ha_server_conf() {
-	local i=$1 key=${2:-$PKI/sync.key} d
+	local i=$1 key=${2:-$PKI/sync.key} d wrap=${HA_WRAP:-"tls-auth \"$PKI/ta.key\" direction 0"}
 	d=$(ha_dir "$i")
 	server_base_conf "$d/vpnsyncd.sock"
 	[ -z "${HA_LISTEN_OWN:-}" ] || echo "listen on 198.18.0.1$i port 1194"
 	[ -z "${HA_CONF_EXTRA:-}" ] || printf '%s\n' "$HA_CONF_EXTRA"
 	cat <<-EOC
-		tls-auth "$PKI/ta.key" direction 0
+		$wrap
 		keepalive ${HA_KEEPALIVE:-2 10}
 		sync {
 			role vip $PUB_VIP interface eth0
@@ -568,11 +569,12 @@ longest_gap() {
 ping_replies() { grep -c " bytes from " "$1"; }
 
 # HA clients: ha_start_client N NAME [openvpn options...]: stock openvpn on
-# client N (tls-auth), its output time-stamped into $LAB_TMP/cN.log.
+# client N (tls-auth, or the openvpn option in HA_CLIENT_WRAP), its output
+# time-stamped into $LAB_TMP/cN.log.
 ha_start_client() {
 	local n=$1 name=$2
 	shift 2
-	client_conf "$name" "$PKI" "tls-auth $PKI/ta.key 1" "$@" >"$LAB_TMP/c$n.ovpn"
+	client_conf "$name" "$PKI" "${HA_CLIENT_WRAP:-tls-auth $PKI/ta.key 1}" "$@" >"$LAB_TMP/c$n.ovpn"
 	: >"$LAB_TMP/c$n.log"
 	ip netns exec "$LAB-c$n" openvpn --config "$LAB_TMP/c$n.ovpn" --suppress-timestamps \
 		> >(stamp >>"$LAB_TMP/c$n.log") 2>&1 &

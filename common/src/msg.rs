@@ -90,7 +90,7 @@ pub enum KeyKind {
     Certificate = 2,
     Key = 3,
     Crl = 4,
-    /// The tls-auth or tls-crypt static key.
+    /// The tls-auth or tls-crypt static key, or the tls-crypt-v2 server key.
     Wrap = 5,
     /// The sync pre-shared key.
     Sync = 6,

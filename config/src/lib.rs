@@ -104,6 +104,9 @@ pub enum Wrap {
     /// Encryption and authentication of control packets (AES-256-CTR +
     /// HMAC-SHA256).
     TlsCrypt { path: PathBuf },
+    /// tls-crypt with a key per client (tls-crypt-v2): `path` is the
+    /// server key, which unwraps the key each client sends.
+    TlsCryptV2 { path: PathBuf },
 }
 
 /// Where the machine's role (master or backup) comes from.
@@ -203,7 +206,7 @@ pub enum KeyFile {
     Certificate,
     Key,
     Crl,
-    /// The tls-auth or tls-crypt key.
+    /// The tls-auth or tls-crypt key, or the tls-crypt-v2 server key.
     Wrap,
     /// The key of the `sync` block.
     Sync,
@@ -217,7 +220,7 @@ impl KeyFile {
             KeyFile::Certificate => "certificate",
             KeyFile::Key => "key",
             KeyFile::Crl => "crl",
-            KeyFile::Wrap => "tls-auth or tls-crypt",
+            KeyFile::Wrap => "tls-auth, tls-crypt or tls-crypt-v2",
             KeyFile::Sync => "sync key",
         }
     }
@@ -238,7 +241,9 @@ impl Config {
             vec![(KeyFile::Ca, &*self.ca), (KeyFile::Certificate, &self.certificate), (KeyFile::Key, &self.key)];
         v.extend(self.crl.as_deref().map(|p| (KeyFile::Crl, p)));
         match &self.wrap {
-            Some(Wrap::TlsAuth { path, .. }) | Some(Wrap::TlsCrypt { path }) => v.push((KeyFile::Wrap, path)),
+            Some(Wrap::TlsAuth { path, .. } | Wrap::TlsCrypt { path } | Wrap::TlsCryptV2 { path }) => {
+                v.push((KeyFile::Wrap, path))
+            }
             None => {}
         }
         v.extend(self.sync.as_ref().map(|s| (KeyFile::Sync, &*s.key)));
@@ -269,6 +274,7 @@ pub fn load(path: &Path, macros: &[(String, String)]) -> Result<Loaded, ConfErro
         // Errors quote the keyword as written.
         let keyword = match (file, &config.wrap) {
             (KeyFile::Wrap, Some(Wrap::TlsCrypt { .. })) => "tls-crypt",
+            (KeyFile::Wrap, Some(Wrap::TlsCryptV2 { .. })) => "tls-crypt-v2",
             (KeyFile::Wrap, _) => "tls-auth",
             _ => file.statement(),
         };

@@ -38,6 +38,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "sync",
     "tls-auth",
     "tls-crypt",
+    "tls-crypt-v2",
     "tun",
     "user",
     "watchdog",
@@ -540,12 +541,16 @@ impl Parser {
                 };
                 self.mark(file.statement(), pos);
             }
-            "tls-auth" | "tls-crypt" => {
-                self.once("tls-auth or tls-crypt", pos)?;
+            "tls-auth" | "tls-crypt" | "tls-crypt-v2" => {
+                // OpenVPN takes only one of the three: each replaces the
+                // others' wrapping of the control channel.
+                self.once(KeyFile::Wrap.statement(), pos)?;
                 self.mark(KeyFile::Wrap.statement(), pos);
                 let path = self.path("a key file name")?;
                 if w == "tls-crypt" {
                     self.d.wrap = Some((Wrap::TlsCrypt { path }, None));
+                } else if w == "tls-crypt-v2" {
+                    self.d.wrap = Some((Wrap::TlsCryptV2 { path }, None));
                 } else {
                     let (mut direction, mut digest) = (None, None);
                     loop {

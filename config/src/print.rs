@@ -55,6 +55,7 @@ impl Display for Config {
                 writeln!(f, " digest {}", digest.name())?;
             }
             Some(Wrap::TlsCrypt { path: p }) => writeln!(f, "tls-crypt {}", path(p))?,
+            Some(Wrap::TlsCryptV2 { path: p }) => writeln!(f, "tls-crypt-v2 {}", path(p))?,
             None => {}
         }
         writeln!(f)?;

@@ -101,6 +101,14 @@ fn endless_files_are_refused() {
             tc.display()
         )
     );
+    let tc2 = d.write("tc2.conf", format!("{KEYS}tls-crypt-v2 \"/dev/zero\"\n"));
+    assert_eq!(
+        load_errors(&tc2),
+        format!(
+            "{}:4:1: tls-crypt-v2 \"/dev/zero\": a static key file is needed here, and this is a character device\n",
+            tc2.display()
+        )
+    );
     let sync = d.write(
         "sync.conf",
         format!("{KEYS}sync {{\n\trole vip 198.18.0.10 interface eth0\n\tpeer 198.18.0.2\n\tkey \"/dev/zero\"\n\tmember 1\n}}\n"),

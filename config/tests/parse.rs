@@ -89,6 +89,8 @@ fn tls_auth_digest_follows_auth_and_tls_crypt() {
     assert_eq!(c.wrap, Some(Wrap::TlsAuth { path: "/k/ta.key".into(), direction: None, digest: Digest::Sha256 }));
     let c = parse(&with_keys("tls-crypt \"/k/tc.key\"\n")).unwrap();
     assert_eq!(c.wrap, Some(Wrap::TlsCrypt { path: "/k/tc.key".into() }));
+    let c = parse(&with_keys("tls-crypt-v2 \"/k/tc2-server.key\"\n")).unwrap();
+    assert_eq!(c.wrap, Some(Wrap::TlsCryptV2 { path: "/k/tc2-server.key".into() }));
     let c = parse(&with_keys("data-ciphers AES-256-CBC\n")).unwrap();
     assert_eq!(c.data_ciphers, vec![Cipher::Aes256Cbc]);
 }
@@ -168,6 +170,10 @@ fn canonical_form_round_trips() {
     let again = parse(&printed).unwrap();
     assert_eq!(again, c);
     assert_eq!(again.to_string(), printed);
+    let c = parse(&with_keys("tls-crypt-v2 \"/k/tc2 server.key\"\n")).unwrap();
+    let printed = c.to_string();
+    assert!(printed.contains("tls-crypt-v2 \"/k/tc2 server.key\"\n"), "{printed}");
+    assert_eq!(parse(&printed).unwrap(), c);
 }
 
 /// The example shipped in etc/ parses, and `vpnsyncd -n`'s output parses
@@ -243,7 +249,12 @@ fn malformed_files() {
         ("client network 10.8.0.0/28\nmax clients 20", "test.conf:5:1: max clients 20 exceeds the 13 addresses of the pool"),
         ("max clients 0", "test.conf:4:13: max clients \"0\" is not a number from 1 to 65534"),
         ("tls-auth /k/ta.key direction 2", "test.conf:4:30: direction \"2\" is not a number from 0 to 1"),
-        ("tls-auth /k/ta.key\ntls-crypt /k/tc.key", "test.conf:5:1: tls-auth or tls-crypt is already set on line 4"),
+        ("tls-auth /k/ta.key\ntls-crypt /k/tc.key", "test.conf:5:1: tls-auth, tls-crypt or tls-crypt-v2 is already set on line 4"),
+        ("tls-crypt /k/tc.key\ntls-crypt-v2 /k/s.key", "test.conf:5:1: tls-auth, tls-crypt or tls-crypt-v2 is already set on line 4"),
+        ("tls-crypt-v2 /k/s.key\ntls-auth /k/ta.key", "test.conf:5:1: tls-auth, tls-crypt or tls-crypt-v2 is already set on line 4"),
+        ("tls-crypt-v2", "test.conf:4:13: expected a key file name, found end of file"),
+        ("tls-crypt-v2 /k/s.key direction 0", "test.conf:4:23: syntax error: unexpected \"direction\", expected the end of the line"),
+        ("tls-cryptv2 /k/s.key", "test.conf:4:1: unknown keyword \"tls-cryptv2\"; did you mean \"tls-crypt-v2\"?"),
         ("keepalive 10 5", "test.conf:4:14: keepalive timeout \"5\" must be a number of seconds above the interval 10"),
         ("watchdog 1", "test.conf:4:10: watchdog \"1\" is not a number from 2 to 300"),
         ("watchdog 3\nwatchdog 4", "test.conf:5:1: watchdog is already set on line 4"),

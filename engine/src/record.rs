@@ -77,6 +77,10 @@ pub struct SessionRecord {
     pub last_rekey: u64,
     pub keys: Vec<KeyRecord>,
     pub progress: Progress,
+    /// tls-crypt-v2: the client's wrapped key (WKc, not secret), which the
+    /// new master unwraps with the cluster's server key to get the
+    /// client's tls-crypt key back. Absent in older records.
+    pub wkc: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -103,6 +107,8 @@ mod tag {
     pub const TIMES: u8 = 8;
     pub const KEY: u8 = 9;
     pub const PROGRESS: u8 = 10;
+    /// tls-crypt-v2 (55-59 reserved).
+    pub const WKC: u8 = 55;
 }
 
 fn field(w: &mut Writer, tag: u8, value: impl FnOnce(&mut Writer)) {
@@ -134,6 +140,15 @@ fn get_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
         _ => return Err(DecodeError("bad address family")),
     };
     Ok(SocketAddr::new(ip, r.u16()?))
+}
+
+/// WKc: the rest of the field, within tls-crypt-v2's bound.
+fn get_wkc(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let wkc = r.rest();
+    if wkc.len() > crate::tlscryptv2::MAX_WKC_LEN {
+        return Err(DecodeError("tls-crypt-v2 client key too long"));
+    }
+    Ok(wkc.to_vec())
 }
 
 fn put_window(w: &mut Writer, (t, h, s): Window) {
@@ -254,6 +269,9 @@ impl SessionRecord {
             });
         }
         field(&mut w, tag::PROGRESS, |v| self.progress.put(v));
+        if let Some(wkc) = &self.wkc {
+            field(&mut w, tag::WKC, |v| v.0.extend_from_slice(wkc));
+        }
         w.finish()
     }
 
@@ -264,10 +282,11 @@ impl SessionRecord {
         }
         let (mut peer, mut listener, mut peer_id, mut sids, mut cn, mut vip, mut neg, mut times, mut progress) =
             (None, None, None, None, None, None, None, None, None);
-        let mut keys = Vec::new();
+        let (mut keys, mut wkc) = (Vec::new(), None);
         while let Ok(t) = r.u8() {
             let mut v = Reader::new(r.bytes()?);
             match t {
+                tag::WKC => wkc = Some(get_wkc(&mut v)?),
                 tag::PEER => peer = Some(get_addr(&mut v)?),
                 tag::LISTENER => listener = Some(v.u8()?),
                 tag::PEER_ID => peer_id = Some(v.u32()?),
@@ -313,6 +332,7 @@ impl SessionRecord {
             last_rekey,
             keys,
             progress: progress.ok_or(missing)?,
+            wkc,
         })
     }
 }
@@ -358,6 +378,7 @@ pub(crate) mod tests {
                 bytes_in: 5,
                 bytes_out: 6,
             },
+            wkc: None,
         }
     }
 
@@ -367,6 +388,16 @@ pub(crate) mod tests {
         assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
         let p = r.progress.clone();
         assert_eq!(Progress::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn wkc_is_optional() {
+        let with = SessionRecord { wkc: Some(vec![5; 400]), ..sample() };
+        let b = with.encode();
+        assert_eq!(SessionRecord::decode(&b).unwrap(), with);
+        assert_eq!(b.len(), sample().encode().len() + 5 + 400);
+        let long = SessionRecord { wkc: Some(vec![5; 1025]), ..sample() };
+        assert!(SessionRecord::decode(&long.encode()).is_err());
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl Session {
             last_rekey: self.last_rekey,
             keys,
             progress: self.progress(),
+            wkc: self.wrap.wkc().map(<[u8]>::to_vec),
         })
     }
 

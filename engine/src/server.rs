@@ -22,6 +22,8 @@ use crate::session::{Gen, Now, Offer, Session, SessionConfig};
 use crate::wire::{self, Opcode};
 use crate::wrap::Wrapper;
 
+mod tlscv2;
+
 /// A control datagram to send: (listener index, destination, bytes).
 pub type Outgoing = (usize, SocketAddr, Vec<u8>);
 
@@ -239,7 +241,11 @@ impl Server {
         }
         let known = self.by_addr.get(&from).copied();
         if opcode == Opcode::HardResetClientV2 {
-            return self.on_hard_reset(now, listener, from, known, packet);
+            let template = self.wrap.clone();
+            return self.on_hard_reset(now, listener, from, known, packet, template);
+        }
+        if opcode == Opcode::HardResetClientV3 {
+            return self.on_hard_reset_v3(now, listener, from, known, packet);
         }
         // The client's session id in the header picks its new handshake
         // over the established session at the same address.
@@ -288,7 +294,9 @@ impl Server {
         self.settle(now, id);
     }
 
-    /// The first packet of a client (or of a client that restarted).
+    /// The first packet of a client (or of a client that restarted);
+    /// `template` is the wrapping its session starts from (the server's,
+    /// or under tls-crypt-v2 the client's own).
     fn on_hard_reset(
         &mut self,
         now: Now,
@@ -296,8 +304,9 @@ impl Server {
         from: SocketAddr,
         known: Option<u32>,
         packet: &[u8],
+        template: Wrapper,
     ) -> Option<&'static [u8]> {
-        let (first, sid, body, id, time) = match self.wrap.verify_only(packet) {
+        let (first, sid, body, id, time) = match template.verify_only(packet) {
             Ok(v) => v,
             Err(e) => {
                 self.refuse(now, from, format_args!("{e} (wrong tls-auth/tls-crypt key?)"));
@@ -316,7 +325,7 @@ impl Server {
             self.control(now, old, packet);
             return None;
         }
-        if self.wrap.authenticates() {
+        if template.authenticates() {
             if let Err(r) = self.admission.first_packet(now.mono, now.unix, (sid, id, time)) {
                 self.refuse(now, from, r);
                 return None;
@@ -326,7 +335,7 @@ impl Server {
             self.answer_statelessly(now, listener, from, sid);
             return None;
         }
-        let mut wrap = self.wrap.clone();
+        let mut wrap = template;
         if let Err(e) = wrap.record_replay(id, time) {
             log::debug!("{from}: {e}");
             return None;
@@ -723,6 +732,7 @@ impl Server {
                 Offer::Applied => Ok(()),
             };
         }
+        let wrap = self.ghost_wrapper(rec)?;
         // What the record takes must be free, or held by an older ghost.
         let by_slot = self.sessions.get(rec.peer_id as usize).and_then(|s| s.as_ref()).map(|s| s.peer_id);
         let conflicts = [by_slot, self.by_vip.get(&rec.virtual_ip).copied(), self.by_addr.get(&rec.peer).copied()];
@@ -736,7 +746,7 @@ impl Server {
             self.clear_ghost_at(id, "its peer-id or address belongs to a newer record")?;
         }
         let id = rec.peer_id;
-        let ghost = Session::ghost(self.conf.clone(), self.wrap.clone(), rec, gen, &self.sent, now);
+        let ghost = Session::ghost(self.conf.clone(), wrap, rec, gen, &self.sent, now);
         log::debug!("ghost {}: installed", ghost.label());
         self.pool.claim(rec.virtual_ip);
         self.by_addr.insert(rec.peer, id);

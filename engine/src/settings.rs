@@ -10,6 +10,7 @@ use vpnsyncd_config::{Config, Wrap};
 use crate::push::PushSettings;
 use crate::session::SessionConfig;
 use crate::tls::{self, Credentials};
+use crate::tlscryptv2::ServerKey;
 use crate::wrap::{StaticKey, Wrapper};
 
 fn key<'a, B: AsRef<[u8]>>(keys: &'a [(KeyKind, B)], kind: KeyKind, what: &str) -> Result<&'a [u8], String> {
@@ -46,6 +47,11 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
             let k = StaticKey::parse(key(keys, KeyKind::Wrap, "tls-crypt")?)
                 .map_err(|e| format!("tls-crypt {}: {e}", path.display()))?;
             Wrapper::tls_crypt(&k, true)
+        }
+        Some(Wrap::TlsCryptV2 { path }) => {
+            let k = ServerKey::parse(key(keys, KeyKind::Wrap, "tls-crypt-v2")?)
+                .map_err(|e| format!("tls-crypt-v2 {}: {e}", path.display()))?;
+            Wrapper::tls_crypt_v2_server(k)
         }
     };
     let push = PushSettings {

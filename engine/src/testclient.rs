@@ -96,6 +96,14 @@ enum ClientWrap {
     /// tls-auth with key-direction 1 (the server uses 0).
     TlsAuth(StaticKey, Digest),
     TlsCrypt(StaticKey),
+    /// tls-crypt-v2 with the client key `kc` and its wrapped form `wkc`,
+    /// which the HARD_RESET_CLIENT_V3 ends in; `early_neg` starts the
+    /// replay ids at EARLY_NEG_START as 2.6 clients do.
+    TlsCryptV2 {
+        kc: StaticKey,
+        wkc: Vec<u8>,
+        early_neg: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -289,11 +297,22 @@ impl TestClient {
             ClientWrap::None => Wrapper::none(),
             ClientWrap::TlsAuth(k, d) => Wrapper::tls_auth(k, Some(1), *d),
             ClientWrap::TlsCrypt(k) => Wrapper::tls_crypt(k, false),
+            ClientWrap::TlsCryptV2 { kc, early_neg, .. } => {
+                let mut w = Wrapper::tls_crypt(kc, false);
+                if *early_neg {
+                    w.set_send_state(0x0f00_0000, now.unix as u32);
+                }
+                w
+            }
+        };
+        let reset = match opts.wrap {
+            ClientWrap::TlsCryptV2 { .. } => Opcode::HardResetClientV3,
+            _ => Opcode::HardResetClientV2,
         };
         let mut sid = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut sid).unwrap();
         let tls_config = client_tls_config(opts.tls12);
-        let first = ClientKey::new(0, &tls_config, Opcode::HardResetClientV2);
+        let first = ClientKey::new(0, &tls_config, reset);
         let mut c = TestClient {
             opts,
             tls_config,
@@ -594,7 +613,12 @@ impl TestClient {
             ));
         }
         for (first, body) in packets {
-            let p = self.wrap.wrap(first, &self.sid, &body.to_bytes(), now.unix as u32).unwrap();
+            let mut p = self.wrap.wrap(first, &self.sid, &body.to_bytes(), now.unix as u32).unwrap();
+            if let ClientWrap::TlsCryptV2 { wkc, .. } = &self.opts.wrap {
+                if matches!(Opcode::from_u8(first >> 3), Some(Opcode::HardResetClientV3 | Opcode::ControlWkcV1)) {
+                    p.extend_from_slice(wkc);
+                }
+            }
             self.outbox.push(p);
             self.last_send = now.mono;
         }
@@ -916,6 +940,8 @@ mod cluster;
 
 /// Replays and floods of first packets (issue 8).
 mod firstpacket;
+#[cfg(test)]
+mod tlscv2;
 
 // ---------------------------------------------------------------------------
 // The tests.

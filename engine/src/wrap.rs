@@ -1,5 +1,6 @@
-//! Control-channel wrapping: none, tls-auth (protocol reference §3) and
-//! tls-crypt (§4.1), with the long-form replay ids of §3.5.
+//! Control-channel wrapping: none, tls-auth (protocol reference §3),
+//! tls-crypt (§4.1) and tls-crypt-v2 (§4.2), with the long-form replay ids
+//! of §3.5.
 //!
 //! A [`Wrapper`] holds the keys of one side plus its own send counter and
 //! receive window, so each client session on the server gets a clone of a
@@ -9,12 +10,14 @@
 //! replay id is recorded once a session exists ([`Wrapper::record_replay`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use ring::hmac;
 use vpnsyncd_config::Digest;
 
 use crate::packet_id::{PacketIdExhausted, PacketIdSend, ReplayError, ReplayWindow};
+use crate::tlscryptv2::{self, KeyError, ServerKey};
 use crate::wire::SessionId;
 
 /// Bytes of the first byte and the sender's session id, in front of every
@@ -150,6 +153,10 @@ pub enum WrapError {
     Replay(ReplayError),
     /// The send counter ran out within the same second.
     PacketIdExhausted,
+    /// tls-crypt-v2: a packet that must end in the client's wrapped key
+    /// (WKc) does not, or ends in another one; or a packet that needs a
+    /// client key reached the server's template.
+    ClientKey,
 }
 
 impl fmt::Display for WrapError {
@@ -160,6 +167,7 @@ impl fmt::Display for WrapError {
             WrapError::TagMismatch => f.write_str("tls-crypt tag mismatch"),
             WrapError::Replay(e) => write!(f, "replay: {e}"),
             WrapError::PacketIdExhausted => write!(f, "{PacketIdExhausted}"),
+            WrapError::ClientKey => f.write_str("no or another tls-crypt-v2 client key"),
         }
     }
 }
@@ -205,11 +213,15 @@ impl CryptKeys {
     }
 }
 
+/// The wrapping; under tls-crypt-v2 the server's template holds the
+/// server key and wraps nothing itself: each client's wrapper (tls-crypt
+/// with its Kc) comes from [`Wrapper::with_client_key`].
 #[derive(Clone)]
 enum Mode {
     None,
     TlsAuth { send: hmac::Key, recv: hmac::Key, len: usize },
     TlsCrypt { send: CryptKeys, recv: CryptKeys },
+    TlsCryptV2Server(Arc<ServerKey>),
 }
 
 /// One side's control-channel wrapping, with its replay state.
@@ -218,6 +230,9 @@ pub struct Wrapper {
     mode: Mode,
     send: PacketIdSend,
     recv: ReplayWindow,
+    /// tls-crypt-v2: the client's wrapped key, which its
+    /// HARD_RESET_CLIENT_V3 and CONTROL_WKC_V1 packets end in.
+    wkc: Option<Arc<[u8]>>,
 }
 
 impl fmt::Debug for Wrapper {
@@ -226,7 +241,9 @@ impl fmt::Debug for Wrapper {
         let mode = match self.mode {
             Mode::None => "none",
             Mode::TlsAuth { .. } => "tls-auth",
+            Mode::TlsCrypt { .. } if self.wkc.is_some() => "tls-crypt-v2 client",
             Mode::TlsCrypt { .. } => "tls-crypt",
+            Mode::TlsCryptV2Server(_) => "tls-crypt-v2 server",
         };
         f.debug_struct("Wrapper").field("mode", &mode).field("send", &self.send).field("recv", &self.recv).finish()
     }
@@ -237,7 +254,7 @@ pub type Verified = (u8, SessionId, Vec<u8>, u32, u32);
 
 impl Wrapper {
     fn with_mode(mode: Mode) -> Wrapper {
-        Wrapper { mode, send: PacketIdSend::new(), recv: ReplayWindow::new() }
+        Wrapper { mode, send: PacketIdSend::new(), recv: ReplayWindow::new(), wkc: None }
     }
 
     /// No wrapping: packets are sent as they are and nothing is checked.
@@ -274,6 +291,39 @@ impl Wrapper {
         })
     }
 
+    /// The server's template under tls-crypt-v2 (§4.2).
+    pub fn tls_crypt_v2_server(key: ServerKey) -> Wrapper {
+        Self::with_mode(Mode::TlsCryptV2Server(Arc::new(key)))
+    }
+
+    /// The wrapper of the client whose wrapped key is `wkc`: tls-crypt
+    /// with the Kc that the server key unwraps, fresh counters. Also how a
+    /// new master rebuilds it from a session record.
+    pub fn with_client_key(&self, wkc: &[u8]) -> Result<Wrapper, KeyError> {
+        let Mode::TlsCryptV2Server(server) = &self.mode else {
+            return Err(KeyError::NotConfigured);
+        };
+        let client = server.unwrap_client_key(wkc)?;
+        Ok(Wrapper { wkc: Some(wkc.into()), ..Self::tls_crypt(&client.kc, true) })
+    }
+
+    /// The wrapper for the client whose HARD_RESET_CLIENT_V3 is `packet`
+    /// (its WKc split off the end and unwrapped).
+    pub fn for_v3_reset(&self, packet: &[u8]) -> Result<Wrapper, KeyError> {
+        let (_, wkc) = tlscryptv2::split_wkc(packet)?;
+        self.with_client_key(wkc)
+    }
+
+    /// tls-crypt-v2: the client's wrapped key, for its session record.
+    pub fn wkc(&self) -> Option<&[u8]> {
+        self.wkc.as_deref()
+    }
+
+    /// Whether this is the server's tls-crypt-v2 template.
+    pub fn is_tls_crypt_v2_server(&self) -> bool {
+        matches!(self.mode, Mode::TlsCryptV2Server(_))
+    }
+
     /// Whether packets are authenticated (tls-auth or tls-crypt), and so
     /// carry a replay id and time worth checking.
     pub fn authenticates(&self) -> bool {
@@ -288,6 +338,8 @@ impl Wrapper {
             Mode::None => None,
             Mode::TlsAuth { recv, .. } => Some(hmac::sign(recv, label)),
             Mode::TlsCrypt { recv, .. } => Some(hmac::sign(&recv.auth, label)),
+            // Each client has its own key: there is none to share.
+            Mode::TlsCryptV2Server(_) => None,
         }
     }
 
@@ -296,7 +348,7 @@ impl Wrapper {
         match &self.mode {
             Mode::None => 0,
             Mode::TlsAuth { len, .. } => len + REPLAY_ID_LEN,
-            Mode::TlsCrypt { .. } => REPLAY_ID_LEN + TAG_LEN,
+            Mode::TlsCrypt { .. } | Mode::TlsCryptV2Server(_) => REPLAY_ID_LEN + TAG_LEN,
         }
     }
 
@@ -322,6 +374,7 @@ impl Wrapper {
                 let replay = next_replay_id(&mut self.send, now)?;
                 tls_crypt_seal(send, &replay, body, &mut out);
             }
+            Mode::TlsCryptV2Server(_) => return Err(WrapError::ClientKey),
         }
         Ok(out)
     }
@@ -337,6 +390,7 @@ impl Wrapper {
     /// Authenticates `packet` without looking at or changing the replay
     /// state. Without wrapping the replay id and time are 0.
     pub fn verify_only(&self, packet: &[u8]) -> Result<Verified, WrapError> {
+        let packet = self.strip_wkc(packet)?;
         if packet.len() < HEADER_LEN + self.overhead() {
             return Err(WrapError::TooShort);
         }
@@ -347,8 +401,25 @@ impl Wrapper {
             Mode::None => (rest.to_vec(), 0, 0),
             Mode::TlsAuth { recv, len, .. } => tls_auth_open(recv, *len, header, rest)?,
             Mode::TlsCrypt { recv, .. } => tls_crypt_open(recv, header, rest)?,
+            Mode::TlsCryptV2Server(_) => return Err(WrapError::ClientKey),
         };
         Ok((first, sid, body, id, time))
+    }
+
+    /// tls-crypt-v2: the packet without the WKc that HARD_RESET_CLIENT_V3
+    /// and CONTROL_WKC_V1 end in, which must be this client's own; other
+    /// packets, and other modes, as they are.
+    fn strip_wkc<'a>(&self, packet: &'a [u8]) -> Result<&'a [u8], WrapError> {
+        let Some(own) = &self.wkc else { return Ok(packet) };
+        use crate::wire::Opcode;
+        let op = packet.first().and_then(|&b| Opcode::from_u8(crate::wire::split_first_byte(b).0));
+        if !matches!(op, Some(Opcode::HardResetClientV3 | Opcode::ControlWkcV1)) {
+            return Ok(packet);
+        }
+        match tlscryptv2::split_wkc(packet) {
+            Ok((front, wkc)) if wkc == &own[..] => Ok(front),
+            _ => Err(WrapError::ClientKey),
+        }
     }
 
     /// Records the replay id of a packet that [`Wrapper::verify_only`]

@@ -4,6 +4,7 @@
 //! `vpnsyncctl [-j] [-s socket] [-t seconds] command [argument ...]`
 
 mod deadline;
+mod genkey;
 mod output;
 mod parser;
 
@@ -110,6 +111,14 @@ fn main() {
             "--" => break,
             _ => usage(),
         }
+    }
+    if args.first().map(String::as_str) == Some("genkey") {
+        let now = vpnsyncd_common::heartbeat::unix_ms() / 1000;
+        match genkey::run(&args[1..], now) {
+            Ok(text) => print!("{text}"),
+            Err(e) => die(e),
+        }
+        return;
     }
     let cmd = parser::parse(&args).unwrap_or_else(|e| die(e));
     let answer = request(&sock, &cmd, timeout.map(|t| Instant::now() + t)).unwrap_or_else(|e| die(e));
