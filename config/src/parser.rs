@@ -32,6 +32,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "key",
     "listen",
     "max",
+    "password",
     "push",
     "reneg-sec",
     "socket",
@@ -113,7 +114,13 @@ struct Draft {
     push_dns: Vec<IpAddr>,
     push_domain: Option<String>,
     sync: Option<SyncConfig>,
+    password: Option<crate::PasswordCheck>,
+    password_token: Option<u32>,
 }
+
+#[path = "password.rs"]
+mod password;
+pub use password::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
 
 struct Parser {
     stack: Vec<Frame>,
@@ -633,6 +640,7 @@ impl Parser {
                 }
             }
             "sync" => return self.sync_block(pos),
+            "password" => self.password(pos)?,
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
@@ -925,6 +933,12 @@ impl Parser {
             Wrap::TlsAuth { path, direction, .. } => Wrap::TlsAuth { path, direction, digest: digest.unwrap_or(auth) },
             w => w,
         });
+        if d.password_token.is_some() && d.password.is_none() {
+            fail(
+                at("password token"),
+                "password token needs a password check to issue tokens after: add e.g. password script \"/etc/vpnsyncd/checkpw\"".into(),
+            );
+        }
         self.errors.append(&mut errors);
         Config {
             listen: if d.listen.is_empty() {
@@ -955,6 +969,8 @@ impl Parser {
             push_dns: d.push_dns,
             push_domain: d.push_domain,
             sync: d.sync,
+            password: d.password,
+            password_token: d.password_token,
         }
     }
 }
