@@ -4,6 +4,7 @@
 //! socket (`control`).
 
 pub mod admission;
+pub mod auth;
 pub mod batch;
 pub mod control;
 pub mod data;

@@ -66,6 +66,8 @@ pub struct SessionConfig {
     pub rekey_window: Duration,
     /// This machine's number in the cluster (1 when standalone).
     pub member: u8,
+    /// `None`: usernames and passwords are ignored.
+    pub password: Option<crate::auth::PasswordSettings>,
 }
 
 /// Compression framing for clients configured with `comp-lzo`/`compress`
@@ -208,6 +210,8 @@ pub struct Session {
     retired: Vec<(u64, u32)>,
     /// After a takeover: when to replace the copied keys.
     reneg_at: Option<Instant>,
+    /// The password check and the user it accepted (crate::auth).
+    pub auth: crate::auth::SessionAuth,
 }
 
 fn next_key_id(k: u8) -> u8 {
@@ -283,6 +287,7 @@ impl Session {
             progress_sent: now.mono,
             retired: Vec::new(),
             reneg_at: None,
+            auth: crate::auth::SessionAuth::default(),
         }
     }
 
@@ -515,7 +520,7 @@ impl Session {
     /// The client's key-method-2 message: negotiate (first time), answer
     /// with ours, derive the data keys.
     fn key_exchange(&mut self, idx: usize, msg: &[u8], now: Now) {
-        let client = match KeyMethod2::parse(msg, true) {
+        let mut client = match KeyMethod2::parse(msg, true) {
             Ok(k) => k,
             Err(e) => {
                 log::warn!("{}: bad key-method message: {e}", self.label());
@@ -523,6 +528,7 @@ impl Session {
                 return;
             }
         };
+        let creds = self.conf.password.is_some().then(|| crate::auth::SessionAuth::credentials(&mut client));
         let mut failure = None;
         if self.negotiated.is_none() {
             match self.negotiate(&client) {
@@ -576,7 +582,8 @@ impl Session {
         // key-method message, i.e. has the key too.
         ks.send_ok = ks.key_id == 0;
         if ks.key_id == 0 {
-            self.wants_address = true;
+            // With a password check, the address waits for its verdict.
+            self.wants_address = creds.is_none();
             log::info!(
                 "{label}: key exchange done, cipher {}, {}",
                 n.cipher.name(),
@@ -586,6 +593,9 @@ impl Session {
             log::info!("{label}: key_id {} established", ks.key_id);
             self.last_rekey = now.unix;
             self.record_dirty = true;
+        }
+        if let Some(c) = creds {
+            self.auth.check(c);
         }
     }
 
@@ -885,6 +895,27 @@ impl Session {
 
     /// The newest key whose exchange is done and whose TLS session we hold:
     /// the one control messages go over.
+    /// The parent's verdict on the session's credentials (or the server's
+    /// own: a timeout, a full queue). Accepted, a first exchange goes on
+    /// to its address; refused, the client gets AUTH_FAILED, as from a
+    /// stock server, and the session ends.
+    pub fn auth_verdict(&mut self, accepted: bool, why: &str, now: Now) {
+        if !std::mem::take(&mut self.auth.waiting) {
+            return;
+        }
+        if accepted {
+            self.auth.accept();
+            self.wants_address = self.virtual_ip.is_none();
+            return;
+        }
+        log::warn!("{}: password refused: {why}", self.label());
+        if let Some(idx) = self.talking_key() {
+            self.send_message(idx, "AUTH_FAILED");
+            self.flush(idx, now);
+        }
+        self.close(format!("password refused: {why}"));
+    }
+
     fn talking_key(&self) -> Option<usize> {
         self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
     }

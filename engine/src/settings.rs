@@ -66,6 +66,11 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         push,
         rekey_window: std::time::Duration::from_secs(conf.sync.as_ref().map_or(60, |s| s.rekey_window).into()),
         member: conf.sync.as_ref().map_or(1, |s| s.member),
+        password: conf.password.as_ref().map(|p| match p {
+            vpnsyncd_config::PasswordCheck::Script { timeout, .. } => {
+                crate::auth::PasswordSettings { timeout: std::time::Duration::from_secs((*timeout).into()) }
+            }
+        }),
     };
     Ok((Arc::new(session), wrap))
 }

@@ -109,6 +109,8 @@ struct ClientOptions {
     push_request_delay: Duration,
     /// Offer TLS 1.2 only (the server takes 1.3 otherwise).
     tls12: bool,
+    /// `auth-user-pass`: sent in every key-method message.
+    user_pass: (String, String),
 }
 
 impl ClientOptions {
@@ -119,6 +121,7 @@ impl ClientOptions {
             auth: Digest::Sha1,
             push_request_delay: Duration::from_secs(1),
             tls12: false,
+            user_pass: (String::new(), String::new()),
         }
     }
 
@@ -450,8 +453,8 @@ impl TestClient {
             let km = KeyMethod2 {
                 source: ks.source.clone(),
                 options: self.opts.occ_string(),
-                username: String::new(),
-                password: String::new(),
+                username: self.opts.user_pass.0.clone(),
+                password: self.opts.user_pass.1.clone(),
                 peer_info: self.opts.peer_info.clone(),
             };
             ks.tls.writer().write_all(&km.encode()).unwrap();
@@ -916,6 +919,9 @@ mod cluster;
 
 /// Replays and floods of first packets (issue 8).
 mod firstpacket;
+
+/// Username/password checks through a fake parent (issue 9).
+mod password;
 
 // ---------------------------------------------------------------------------
 // The tests.
