@@ -3,6 +3,7 @@
 //! relays role changes and control requests, and tears everything down when
 //! told to or when any child dies.
 
+mod auth;
 mod children;
 pub mod demote;
 mod sockets;
@@ -198,6 +199,8 @@ struct Parent {
     control_path: PathBuf,
     /// The last role carpwatch reported.
     role: Option<Role>,
+    /// Password checks for the engine under way.
+    scripts: auth::Scripts,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -255,8 +258,15 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
-    let mut parent =
-        Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter, role: None };
+    let mut parent = Parent {
+        control_path: conf.socket.clone(),
+        opts,
+        conf,
+        children: Vec::new(),
+        demoter,
+        role: None,
+        scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+    };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
@@ -329,7 +339,10 @@ impl Parent {
                 }
                 fds.push(PollFd::new(c.ibuf.as_fd(), ev));
             }
-            let wait = watchdog.timeout(Instant::now(), &self.children);
+            let mut wait = watchdog.timeout(Instant::now(), &self.children);
+            if let Some(w) = self.scripts.wait() {
+                wait = wait.min(w);
+            }
             match poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -385,6 +398,10 @@ impl Parent {
                 let _ = kill(Pid::from_raw(self.children[i].pid), Signal::SIGKILL);
                 return Exit::ChildDied;
             }
+            if let Err(e) = self.send_verdicts(now) {
+                log::error!("engine: {e}");
+                return Exit::ChildDied;
+            }
             if let Err(e) = watchdog.beat(now, &mut self.children) {
                 log::error!("heartbeat: {e}");
                 return Exit::ChildDied;
@@ -392,22 +409,31 @@ impl Parent {
         }
     }
 
-    /// Collects dead children. Returns true when one of ours died.
+    /// The verdicts of the password scripts that ended, to the engine.
+    fn send_verdicts(&mut self, now: Instant) -> io::Result<()> {
+        for v in self.scripts.poll(now) {
+            self.child_mut(ChildKind::Engine).ibuf.compose(ImsgType::AuthVerdict as u32, 0, None, &v.encode())?;
+        }
+        Ok(())
+    }
+
+    /// Collects dead children. Returns true when one of ours died. Each
+    /// is waited for by its pid: password scripts (crate::auth) collect
+    /// their own exit status.
     fn reap(&mut self) -> bool {
         let mut died = false;
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return died,
+        let mut i = 0;
+        while i < self.children.len() {
+            match waitpid(Pid::from_raw(self.children[i].pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => i += 1,
                 Ok(status) => {
-                    let Some(pid) = status.pid() else { return died };
-                    if let Some(pos) = self.children.iter().position(|c| c.pid == pid.as_raw()) {
-                        let c = self.children.remove(pos);
-                        log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
-                        died = true;
-                    }
+                    let c = self.children.remove(i);
+                    log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
+                    died = true;
                 }
             }
         }
+        died
     }
 
     fn handle_child(&mut self, i: usize, ev: PollFlags) -> io::Result<()> {
@@ -472,6 +498,27 @@ impl Parent {
                 log::warn!("demoted: {}", String::from_utf8_lossy(&m.data));
                 if let Some(d) = &mut self.demoter {
                     d.set(true).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
+                }
+            }
+            (ChildKind::Engine, ImsgType::AuthCheck) => {
+                let c = vpnsyncd_common::auth::AuthCheck::decode(&m.data).map_err(bad)?;
+                let refused = match &self.conf.password {
+                    Some(vpnsyncd_config::PasswordCheck::Script { path, timeout }) => {
+                        self.scripts.start(&c, path, Duration::from_secs((*timeout).into()), Instant::now())
+                    }
+                    None => Some(vpnsyncd_common::auth::AuthVerdict {
+                        id: c.id,
+                        accepted: false,
+                        reason: "no password check configured".into(),
+                    }),
+                };
+                if let Some(v) = refused {
+                    self.child_mut(ChildKind::Engine).ibuf.compose(
+                        ImsgType::AuthVerdict as u32,
+                        0,
+                        None,
+                        &v.encode(),
+                    )?;
                 }
             }
             (ChildKind::Engine, ImsgType::Verbose) => {
@@ -597,6 +644,7 @@ mod tests {
             children,
             demoter: None,
             role: None,
+            scripts: auth::Scripts::new(auth::DEFAULT_DIR),
         };
         (p, ends)
     }
