@@ -98,6 +98,9 @@ pub enum KeyKind {
     Wrap = 5,
     /// The sync pre-shared key.
     Sync = 6,
+    /// The session token key (`password token`), which the parent derives
+    /// from the sync key so that every member checks every token.
+    AuthToken = 60,
 }
 
 impl KeyKind {
@@ -109,6 +112,7 @@ impl KeyKind {
             4 => KeyKind::Crl,
             5 => KeyKind::Wrap,
             6 => KeyKind::Sync,
+            60 => KeyKind::AuthToken,
             _ => return Err(DecodeError("unknown key kind")),
         })
     }

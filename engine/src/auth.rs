@@ -22,6 +22,8 @@ pub const MAX_PENDING: usize = 256;
 pub struct PasswordSettings {
     /// A check without a verdict by then refuses the client.
     pub timeout: Duration,
+    /// `password token`: tokens are issued and accepted.
+    pub token: Option<crate::token::TokenKey>,
 }
 
 /// Credentials a session asks the server to have checked.
@@ -41,6 +43,9 @@ pub struct SessionAuth {
     pub waiting: bool,
     /// The username of the check under way.
     claimed: Option<String>,
+    /// When the session's token was issued (Unix seconds): the token
+    /// pushed is made from it, on any member.
+    pub token_issued: Option<u64>,
 }
 
 impl SessionAuth {
@@ -62,9 +67,39 @@ impl SessionAuth {
 }
 
 impl SessionAuth {
-    /// The check under way accepted its username.
-    pub fn accept(&mut self) {
+    /// The check under way accepted its username; with tokens on, one is
+    /// issued now.
+    pub fn accept(&mut self, settings: Option<&PasswordSettings>, now: u64) {
         self.username = self.claimed.take();
+        if settings.is_some_and(|s| s.token.is_some()) {
+            self.token_issued = Some(now);
+        }
+    }
+
+    /// Whether `c` carries a genuine token of this session's user (any
+    /// user before the first check): then no check is needed.
+    pub fn by_token(
+        &mut self,
+        settings: Option<&PasswordSettings>,
+        c: &Credentials,
+        common_name: &str,
+        now: u64,
+    ) -> bool {
+        let Some(key) = settings.and_then(|s| s.token.as_ref()) else { return false };
+        let user = String::from_utf8_lossy(&c.username);
+        if self.username.as_deref().is_some_and(|u| u != user) {
+            return false;
+        }
+        let Some(issued) = key.check(&c.password, &user, common_name, now) else { return false };
+        self.username = Some(user.into_owned());
+        self.token_issued = Some(self.token_issued.map_or(issued, |t| t.min(issued)));
+        true
+    }
+
+    /// The `auth-token` option of the push reply, once one was issued.
+    pub fn push_option(&self, settings: Option<&PasswordSettings>, common_name: &str) -> Option<String> {
+        let key = settings?.token.as_ref()?;
+        Some(format!("auth-token {}", key.issue(self.username.as_deref()?, common_name, self.token_issued?)))
     }
 }
 

@@ -25,5 +25,6 @@ pub mod syncglue;
 #[cfg(test)]
 mod testclient;
 pub mod tls;
+pub mod token;
 pub mod wire;
 pub mod wrap;

@@ -77,6 +77,11 @@ pub struct SessionRecord {
     pub last_rekey: u64,
     pub keys: Vec<KeyRecord>,
     pub progress: Progress,
+    /// The user a password check (or token) accepted; absent in records
+    /// of servers without `password`, and of older versions.
+    pub username: Option<String>,
+    /// The issue time of the session's token: any member pushes the same.
+    pub token_issued: Option<u64>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -103,6 +108,10 @@ mod tag {
     pub const TIMES: u8 = 8;
     pub const KEY: u8 = 9;
     pub const PROGRESS: u8 = 10;
+    /// The username a password check accepted (optional).
+    pub const USERNAME: u8 = 20;
+    /// When the session's auth-token was issued (optional).
+    pub const TOKEN_ISSUED: u8 = 21;
 }
 
 fn field(w: &mut Writer, tag: u8, value: impl FnOnce(&mut Writer)) {
@@ -254,6 +263,16 @@ impl SessionRecord {
             });
         }
         field(&mut w, tag::PROGRESS, |v| self.progress.put(v));
+        if let Some(u) = &self.username {
+            field(&mut w, tag::USERNAME, |v| {
+                v.str(u);
+            });
+        }
+        if let Some(t) = self.token_issued {
+            field(&mut w, tag::TOKEN_ISSUED, |v| {
+                v.u64(t);
+            });
+        }
         w.finish()
     }
 
@@ -265,6 +284,7 @@ impl SessionRecord {
         let (mut peer, mut listener, mut peer_id, mut sids, mut cn, mut vip, mut neg, mut times, mut progress) =
             (None, None, None, None, None, None, None, None, None);
         let mut keys = Vec::new();
+        let (mut username, mut token_issued) = (None, None);
         while let Ok(t) = r.u8() {
             let mut v = Reader::new(r.bytes()?);
             match t {
@@ -286,6 +306,8 @@ impl SessionRecord {
                     expires_in: v.u32()?,
                 }),
                 tag::PROGRESS => progress = Some(Progress::get(&mut v)?),
+                tag::USERNAME => username = Some(v.str()?.to_string()),
+                tag::TOKEN_ISSUED => token_issued = Some(v.u64()?),
                 _ => {}
             }
         }
@@ -313,6 +335,8 @@ impl SessionRecord {
             last_rekey,
             keys,
             progress: progress.ok_or(missing)?,
+            username,
+            token_issued,
         })
     }
 }
@@ -342,6 +366,8 @@ pub(crate) mod tests {
             },
             connected_since: 1_700_000_000,
             last_rekey: 0,
+            username: None,
+            token_issued: None,
             keys: vec![KeyRecord {
                 key_id: 1,
                 key2: [7; 256],
@@ -367,6 +393,14 @@ pub(crate) mod tests {
         assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
         let p = r.progress.clone();
         assert_eq!(Progress::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn the_user_and_token_travel_and_are_optional() {
+        let r = SessionRecord { username: Some("bob".into()), token_issued: Some(1_700_000_100), ..sample() };
+        assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
+        // A record without them (an older member's) decodes with none.
+        assert_eq!(SessionRecord::decode(&sample().encode()).unwrap().username, None);
     }
 
     #[test]

@@ -177,6 +177,8 @@ impl Session {
             last_rekey: self.last_rekey,
             keys,
             progress: self.progress(),
+            username: self.auth.username.clone(),
+            token_issued: self.auth.token_issued,
         })
     }
 
@@ -258,6 +260,8 @@ impl Session {
             ..Session::blank(conf, wrap, rec.peer, rec.listener.into(), rec.peer_id, sids, keys, now)
         };
         s.apply_progress_unchecked(&rec.progress, now);
+        s.auth.username = rec.username.clone();
+        s.auth.token_issued = rec.token_issued;
         s
     }
 

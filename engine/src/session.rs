@@ -529,6 +529,8 @@ impl Session {
             }
         };
         let creds = self.conf.password.is_some().then(|| crate::auth::SessionAuth::credentials(&mut client));
+        let cn = self.common_name.clone().unwrap_or_default();
+        let creds = creds.filter(|c| !self.auth.by_token(self.conf.password.as_ref(), c, &cn, now.unix));
         let mut failure = None;
         if self.negotiated.is_none() {
             match self.negotiate(&client) {
@@ -655,7 +657,10 @@ impl Session {
         let Some(idx) = self.talking_key() else {
             return;
         };
-        for m in push::messages(&push::options(&self.conf.push, &c)) {
+        let mut options = push::options(&self.conf.push, &c);
+        let cn = self.common_name.as_deref().unwrap_or_default();
+        options.extend(self.auth.push_option(self.conf.password.as_ref(), cn));
+        for m in push::messages(&options) {
             self.send_message(idx, &m);
         }
         if !self.push_sent {
@@ -904,7 +909,7 @@ impl Session {
             return;
         }
         if accepted {
-            self.auth.accept();
+            self.auth.accept(self.conf.password.as_ref(), now.unix);
             self.wants_address = self.virtual_ip.is_none();
             return;
         }

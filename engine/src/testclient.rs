@@ -715,6 +715,8 @@ fn server(extra: &str, wrap_key: Option<&StaticKey>) -> Server {
         (KeyKind::Ca, testpki::CA.to_vec()),
         (KeyKind::Certificate, testpki::SERVER_CRT.to_vec()),
         (KeyKind::Key, testpki::SERVER_KEY.to_vec()),
+        // What the parent derives from the sync key, for `password token`.
+        (KeyKind::AuthToken, vec![0x42; 32]),
     ];
     if let Some(k) = wrap_key {
         keys.push((KeyKind::Wrap, key_file(k)));

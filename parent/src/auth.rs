@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use vpnsyncd_common::auth::{AuthCheck, AuthVerdict};
+use vpnsyncd_common::secret::Secret;
 use zeroize::Zeroizing;
 
 /// Where the credential files go: root's alone (mode 0700).
@@ -161,6 +162,18 @@ impl Drop for Scripts {
     }
 }
 
+/// The key of `password token`, for the engine: derived from the sync
+/// key, which every member shares, so each checks the others' tokens
+/// after a takeover; a standalone server derives it from its private key,
+/// so tokens survive a restart. Never the key itself: the engine must not
+/// hold what seals the sync traffic.
+pub fn token_key(sync: Option<&[u8]>, server_key: &[u8]) -> Secret {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(sync.unwrap_or(server_key)).expect("any key length");
+    m.update(b"vpnsyncd auth-token key v1");
+    Secret::new(m.finalize().into_bytes().to_vec())
+}
+
 fn status_verdict(s: ExitStatus) -> (bool, String) {
     match (s.code(), s.signal()) {
         (Some(0), _) => (true, "script exit 0".into()),
@@ -173,7 +186,16 @@ fn status_verdict(s: ExitStatus) -> (bool, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vpnsyncd_common::secret::Secret;
+
+    #[test]
+    fn the_token_key_is_the_clusters_and_not_the_sync_key() {
+        let a = token_key(Some(b"sync"), b"server A");
+        assert_eq!(a, token_key(Some(b"sync"), b"server B"), "every member derives the same");
+        assert_ne!(a, token_key(Some(b"other"), b"server A"));
+        assert_ne!(&a[..], b"sync");
+        assert_eq!(token_key(None, b"server A").len(), 32);
+        assert_ne!(token_key(None, b"server A"), token_key(None, b"server B"));
+    }
 
     struct Tmp(PathBuf);
     impl Drop for Tmp {

@@ -70,6 +70,17 @@ impl KeyFiles {
         KeyFiles(keys.into_iter().map(|(f, b)| (kind(f), Secret::new(b))).collect())
     }
 
+    /// With `password token`, the token key the engine checks tokens
+    /// with, made from the key files (crate::auth::token_key).
+    fn with_token_key(mut self, conf: &Config) -> KeyFiles {
+        if conf.password_token.is_some() {
+            let find = |kind| self.0.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.as_slice());
+            let key = auth::token_key(find(KeyKind::Sync), find(KeyKind::Key).unwrap_or_default());
+            self.0.push((KeyKind::AuthToken, key));
+        }
+        self
+    }
+
     /// Which key files each child gets: the engine the TLS and wrap keys, the
     /// syncer only the sync key, carpwatch nothing.
     fn for_child(&self, kind: ChildKind) -> impl Iterator<Item = &(KeyKind, Secret)> {
@@ -214,7 +225,10 @@ pub fn run(opts: Options) -> i32 {
             eprint!("{}", l.unreadable);
             return 1;
         }
-        Ok((l, text)) => (l.config, KeyFiles::new(l.keys), text),
+        Ok((l, text)) => {
+            let keys = KeyFiles::new(l.keys).with_token_key(&l.config);
+            (l.config, keys, text)
+        }
         Err(e) => {
             eprint!("{e}");
             return 1;
@@ -546,7 +560,8 @@ impl Parent {
         if !loaded.unreadable.0.is_empty() {
             return Err(refused(&loaded.unreadable));
         }
-        let (conf, keys) = (loaded.config, KeyFiles::new(loaded.keys));
+        let keys = KeyFiles::new(loaded.keys).with_token_key(&loaded.config);
+        let conf = loaded.config;
         for what in restart_needed(&self.conf, &conf) {
             log::warn!("reload: {what} changed; restart vpnsyncd to apply it");
         }

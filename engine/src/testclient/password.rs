@@ -8,8 +8,12 @@ use vpnsyncd_common::auth::AuthVerdict;
 const PASSWORD: &str = "password script \"/etc/vpnsyncd/checkpw\" timeout 2\n";
 
 fn lab(extra: &str) -> Lab {
+    lab_with(extra, "")
+}
+
+fn lab_with(extra: &str, more: &str) -> Lab {
     let k = static_key(7);
-    let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{extra}"), Some(&k));
+    let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{extra}{more}"), Some(&k));
     let opts = ClientOptions {
         user_pass: ("bob".into(), "s3cret".into()),
         ..ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1))
@@ -20,9 +24,13 @@ fn lab(extra: &str) -> Lab {
 /// Runs until the server asks the parent; returns the request id after
 /// checking what it carries.
 fn asked(lab: &mut Lab) -> u64 {
+    asked_with(lab, "s3cret")
+}
+
+fn asked_with(lab: &mut Lab, password: &str) -> u64 {
     assert!(lab.run_until(Duration::from_secs(5), |l| !l.server.checks.out.is_empty()), "no check asked");
     let c = lab.server.checks.out.remove(0);
-    assert_eq!((&c.username[..], &c.password[..]), (&b"bob"[..], &b"s3cret"[..]));
+    assert_eq!((&c.username[..], &c.password[..]), (&b"bob"[..], password.as_bytes()));
     assert_eq!((c.common_name.as_str(), c.peer), ("alice", lab.addr));
     c.id
 }
@@ -95,4 +103,97 @@ fn a_full_check_queue_refuses_at_once() {
     assert!(lab.run_until(Duration::from_secs(5), |l| l.client.messages.iter().any(|m| m == "AUTH_FAILED")));
     assert!(lab.server.checks.out.is_empty(), "nothing was sent to the parent");
     assert_eq!(lab.server.client_count(), 0);
+}
+
+const TOKEN: &str = "password token lifetime 600\n";
+
+/// The token the server pushed, which a stock client sends as its
+/// password from then on.
+fn use_pushed_token(lab: &mut Lab) -> String {
+    let p = lab.client.pushed.clone().expect("pushed");
+    let t = p.options.iter().find_map(|o| o.strip_prefix("auth-token ")).expect("auth-token pushed").to_string();
+    lab.client.opts.user_pass.1 = t.clone();
+    t
+}
+
+fn connected_with_token(lab: &mut Lab) -> String {
+    let id = asked(lab);
+    answer(lab, id, true);
+    lab.connect(Duration::from_secs(5));
+    use_pushed_token(lab)
+}
+
+#[test]
+fn a_token_spares_the_check_on_every_renegotiation() {
+    let mut lab = lab(&format!("{PASSWORD}{TOKEN}"));
+    connected_with_token(&mut lab);
+    for _ in 0..5 {
+        lab.run(Duration::from_secs(3));
+        client_renegotiates(&mut lab, Duration::from_secs(10));
+    }
+    assert!(lab.server.checks.out.is_empty(), "the parent was never asked again");
+    assert_eq!(lab.info().key_id, 5);
+    assert_eq!(lab.exchange(10, 2), (10, 10));
+}
+
+#[test]
+fn a_forged_or_expired_token_goes_to_the_check_and_can_be_refused() {
+    let mut lab = lab(&format!("{PASSWORD}{TOKEN}"));
+    let t = connected_with_token(&mut lab);
+    // One hex digit changed: not ours.
+    let last = if t.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &t[..t.len() - 1]);
+    lab.client.opts.user_pass.1 = forged.clone();
+    lab.client.renegotiate(lab.now);
+    lab.client_to_link();
+    let id = asked_with(&mut lab, &forged);
+    answer(&mut lab, id, false);
+    assert!(lab.run_until(Duration::from_secs(2), |l| l.client.messages.iter().any(|m| m == "AUTH_FAILED")));
+    assert_eq!(lab.server.client_count(), 0);
+
+    // Expired: the genuine token, past its 600 s.
+    let mut lab = lab_with(&format!("{PASSWORD}{TOKEN}"), "keepalive 10 900\n");
+    let t = connected_with_token(&mut lab);
+    lab.run(Duration::from_secs(601));
+    lab.client.renegotiate(lab.now);
+    lab.client_to_link();
+    let id = asked_with(&mut lab, &t);
+    answer(&mut lab, id, true);
+    lab.run(Duration::from_secs(2));
+    assert_eq!(lab.server.client_count(), 1, "a fresh check let it stay");
+}
+
+/// After a takeover, the new master checks the token itself: the user is
+/// not asked again and the parent of neither member runs the script.
+#[test]
+fn a_second_server_accepts_the_token_after_a_takeover() {
+    let extra = format!("{PASSWORD}{TOKEN}");
+    let opts = ClientOptions {
+        user_pass: ("bob".into(), "s3cret".into()),
+        ..ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1))
+    };
+    let mut lab = Lab::new(member_with(1, &extra), opts, CLEAN, CLEAN, 11);
+    lab.server.set_role(lab.now, Role::Master);
+    let pushed = connected_with_token(&mut lab);
+    let mut backup = member_with(2, &extra);
+    backup.set_role(lab.now, Role::Backup);
+    lab.run(Duration::from_millis(400));
+    sync(&mut lab.server, &mut backup, lab.now);
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    assert_eq!(lab.server.sessions().next().unwrap().auth.username.as_deref(), Some("bob"), "the user travelled");
+    // The takeover's own renegotiation (rekey window), then the client's.
+    lab.run(Duration::from_secs(61));
+    assert!(lab.info().key_id >= 1, "renegotiated on the new master");
+    client_renegotiates(&mut lab, Duration::from_secs(10));
+    assert!(lab.server.checks.out.is_empty(), "no check on the new master");
+    assert_eq!(lab.server.client_count(), 1);
+    assert_eq!(lab.exchange(10, 3), (10, 10));
+    // A PUSH_REQUEST answered by the new master carries the same token.
+    let replies = lab.client.push_replies;
+    let now = lab.now;
+    lab.client.send_message(now, "PUSH_REQUEST");
+    lab.client_to_link();
+    assert!(lab.run_until(Duration::from_secs(5), |l| l.client.push_replies > replies));
+    assert!(lab.client.messages.iter().rev().any(|m| m.contains(&format!("auth-token {pushed}"))), "same token");
 }
