@@ -751,6 +751,7 @@ impl Server {
                 key_id: s.key_id(),
                 last_rekey: s.last_rekey,
                 peer_id: s.peer_id,
+                username: s.auth.username.clone().unwrap_or_default(),
             })
             .collect()
     }
