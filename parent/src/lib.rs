@@ -683,6 +683,42 @@ mod tests {
         out
     }
 
+    /// The engine's password checks: refused at once without a `password`
+    /// statement (or a script that cannot start), answered when the script
+    /// ends; only the engine may ask, and garbage is a protocol error.
+    #[test]
+    fn password_checks_go_to_the_script_and_back_to_the_engine() {
+        use vpnsyncd_common::auth::{AuthCheck, AuthVerdict};
+        let (mut p, mut ends) = parent();
+        let dir = std::env::temp_dir().join(format!("vpnsyncd-parent-auth-{}", std::process::id()));
+        p.scripts = auth::Scripts::new(&dir);
+        let check = |id| AuthCheck {
+            id,
+            username: Secret::new(b"bob".to_vec()),
+            password: Secret::new(b"pw".to_vec()),
+            common_name: "alice".into(),
+            peer: "192.0.2.1:1".parse().unwrap(),
+        };
+        let verdict = |id, accepted, reason: &str| {
+            (ImsgType::AuthVerdict as u32, AuthVerdict { id, accepted, reason: reason.into() }.encode())
+        };
+        p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, &check(1).encode())).unwrap();
+        assert_eq!(sent(&mut p, &mut ends)[0], vec![verdict(1, false, "no password check configured")]);
+        p.conf.password = Some(vpnsyncd_config::PasswordCheck::Script { path: "/bin/true".into(), timeout: 5 });
+        p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, &check(2).encode())).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            p.send_verdicts(Instant::now()).unwrap();
+            got = sent(&mut p, &mut ends).remove(0);
+        }
+        assert_eq!(got, vec![verdict(2, true, "script exit 0")]);
+        assert!(p.dispatch(ChildKind::Syncer, msg(ImsgType::AuthCheck, &check(3).encode())).is_err());
+        assert!(p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, b"junk")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A child that asks for the role gets the current one, whenever it
     /// was reported; one that asks before carpwatch knows gets it with the
     /// first report.
