@@ -192,6 +192,30 @@ pub struct Config {
     pub password: Option<PasswordCheck>,
     /// `password token lifetime N`: seconds an auth-gen-token stays valid.
     pub password_token: Option<u32>,
+    pub verify_client_cert: ClientCert,
+}
+
+/// `verify-client-cert`: whether clients must present a certificate.
+/// One they present is always verified against the CA and the CRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCert {
+    Require,
+    /// Clients without one are admitted by their password alone.
+    Optional,
+    /// Certificates are not asked for: passwords alone admit clients.
+    None,
+}
+
+impl ClientCert {
+    pub const ALL: [ClientCert; 3] = [ClientCert::Require, ClientCert::Optional, ClientCert::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCert::Require => "require",
+            ClientCert::Optional => "optional",
+            ClientCert::None => "none",
+        }
+    }
 }
 
 /// Who decides whether a username and password are good (`password`).

@@ -41,6 +41,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "tls-crypt",
     "tun",
     "user",
+    "verify-client-cert",
     "watchdog",
 ];
 const SYNC_KEYWORDS: &[&str] = &["demote", "key", "member", "multicast", "peer", "rekey-window", "role"];
@@ -116,6 +117,7 @@ struct Draft {
     sync: Option<SyncConfig>,
     password: Option<crate::PasswordCheck>,
     password_token: Option<u32>,
+    verify_client_cert: Option<crate::ClientCert>,
 }
 
 #[path = "password.rs"]
@@ -641,6 +643,7 @@ impl Parser {
             }
             "sync" => return self.sync_block(pos),
             "password" => self.password(pos)?,
+            "verify-client-cert" => self.verify_client_cert(pos)?,
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
@@ -933,6 +936,13 @@ impl Parser {
             Wrap::TlsAuth { path, direction, .. } => Wrap::TlsAuth { path, direction, digest: digest.unwrap_or(auth) },
             w => w,
         });
+        let verify_client_cert = d.verify_client_cert.unwrap_or(crate::ClientCert::Require);
+        if verify_client_cert != crate::ClientCert::Require && d.password.is_none() {
+            fail(
+                at("verify-client-cert"),
+                format!("verify-client-cert {} admits clients without a certificate: add a password check, e.g. password script \"/etc/vpnsyncd/checkpw\"", verify_client_cert.name()),
+            );
+        }
         if d.password_token.is_some() && d.password.is_none() {
             fail(
                 at("password token"),
@@ -971,6 +981,7 @@ impl Parser {
             sync: d.sync,
             password: d.password,
             password_token: d.password_token,
+            verify_client_cert,
         }
     }
 }

@@ -19,6 +19,18 @@ const MAX_TOKEN_LIFETIME: u32 = 30 * 86400;
 const MIN_TOKEN_LIFETIME: u32 = 60;
 
 impl Parser {
+    /// `verify-client-cert require|optional|none`.
+    pub(super) fn verify_client_cert(&mut self, pos: crate::Pos) -> PResult<()> {
+        self.once("verify-client-cert", pos)?;
+        self.mark("verify-client-cert", pos);
+        let (w, p) = self.word("require, optional or none")?;
+        let mode = crate::ClientCert::ALL.into_iter().find(|m| m.name() == w).ok_or_else(|| {
+            self.error(p, format!("unknown verify-client-cert mode \"{w}\"; valid: require, optional, none"))
+        })?;
+        self.d.verify_client_cert = Some(mode);
+        Ok(())
+    }
+
     /// `password script PATH [timeout N]` or `password token [lifetime N]`.
     pub(super) fn password(&mut self, pos: crate::Pos) -> PResult<()> {
         let (what, p) = self.word("script or token")?;

@@ -85,6 +85,7 @@ impl Display for Config {
         if let Some(l) = self.password_token {
             writeln!(f, "password token lifetime {l}")?;
         }
+        writeln!(f, "verify-client-cert {}", self.verify_client_cert.name())?;
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

@@ -1,7 +1,7 @@
 //! The `password` statements: what they set, their canonical form, and the
 //! exact error for each malformed one.
 
-use vpnsyncd_config::{parse_str, Config, PasswordCheck, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
+use vpnsyncd_config::{parse_str, ClientCert, Config, PasswordCheck, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
 
 const KEYS: &str = "ca \"/k/ca.crt\"\ncertificate \"/k/server.crt\"\nkey \"/k/server.key\"\n";
 
@@ -13,6 +13,7 @@ fn parse(body: &str) -> Result<Config, String> {
 fn no_password_statement_leaves_passwords_unchecked() {
     let c = parse("").unwrap();
     assert_eq!((c.password, c.password_token), (None, None));
+    assert_eq!(c.verify_client_cert, ClientCert::Require);
 }
 
 #[test]
@@ -23,7 +24,8 @@ fn script_and_token_with_defaults_and_values() {
         Some(PasswordCheck::Script { path: "/etc/vpnsyncd/checkpw".into(), timeout: DEFAULT_PASSWORD_TIMEOUT })
     );
     assert_eq!(c.password_token, Some(DEFAULT_TOKEN_LIFETIME));
-    let c = parse("password script /x/y timeout 3\npassword token lifetime 600\n").unwrap();
+    let c = parse("password script /x/y timeout 3\npassword token lifetime 600\nverify-client-cert none\n").unwrap();
+    assert_eq!(c.verify_client_cert, ClientCert::None);
     assert_eq!(c.password, Some(PasswordCheck::Script { path: "/x/y".into(), timeout: 3 }));
     assert_eq!(c.password_token, Some(600));
     let printed = c.to_string();
@@ -44,6 +46,13 @@ fn malformed_password_statements() {
         ("password script /x\npassword script /y", "test.conf:5:1: password check is already set on line 4"),
         ("password script /x\npassword token lifetime 5", "test.conf:5:25: token lifetime \"5\" is not a number from 60 to 2592000"),
         ("password script /x\npassword token\npassword token", "test.conf:6:1: password token is already set on line 5"),
+        ("verify-client-cert maybe", "test.conf:4:20: unknown verify-client-cert mode \"maybe\"; valid: require, optional, none"),
+        ("verify-client-cert", "test.conf:4:19: expected require, optional or none, found end of file"),
+        ("verify-client-cert require\nverify-client-cert none", "test.conf:5:1: verify-client-cert is already set on line 4"),
+        (
+            "verify-client-cert optional",
+            "test.conf:4:1: verify-client-cert optional admits clients without a certificate: add a password check, e.g. password script \"/etc/vpnsyncd/checkpw\"",
+        ),
         (
             "password token",
             "test.conf:4:1: password token needs a password check to issue tokens after: add e.g. password script \"/etc/vpnsyncd/checkpw\"",

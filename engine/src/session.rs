@@ -42,6 +42,8 @@ const PIGGYBACK_ACKS: usize = 4;
 const MAX_ACKS: usize = 8;
 /// A control message (after key method 2) never exceeds this.
 const MAX_MESSAGE: usize = 2048;
+/// The common name of a client without a certificate (OpenVPN's).
+pub const NO_CERTIFICATE: &str = "UNDEF";
 
 /// The time, twice: monotonic for timers, Unix seconds for replay ids and
 /// the records `vpnsyncctl` shows. Tests make both up.
@@ -470,7 +472,10 @@ impl Session {
             .as_ref()
             .and_then(|t| t.peer_certificates())
             .and_then(|c| c.first())
-            .map(|c| crate::tls::common_name(c));
+            .map(|c| crate::tls::common_name(c))
+            // No certificate (`verify-client-cert optional` or `none`): the
+            // name OpenVPN gives such clients; the password admits them.
+            .or_else(|| Some(String::from(NO_CERTIFICATE)));
         match (&self.common_name, cn) {
             (None, Some(cn)) => {
                 self.common_name = Some(cn);

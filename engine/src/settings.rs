@@ -33,6 +33,7 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         certificate: key(keys, KeyKind::Certificate, "certificate")?,
         key: key(keys, KeyKind::Key, "key")?,
         crl,
+        client_cert: conf.verify_client_cert,
     };
     let tls = tls::server_config(&creds)?;
     let wrap = match &conf.wrap {

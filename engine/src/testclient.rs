@@ -111,6 +111,8 @@ struct ClientOptions {
     tls12: bool,
     /// `auth-user-pass`: sent in every key-method message.
     user_pass: (String, String),
+    /// No `cert`/`key`: the TLS handshake offers no client certificate.
+    no_cert: bool,
 }
 
 impl ClientOptions {
@@ -122,6 +124,7 @@ impl ClientOptions {
             push_request_delay: Duration::from_secs(1),
             tls12: false,
             user_pass: (String::new(), String::new()),
+            no_cert: false,
         }
     }
 
@@ -228,7 +231,7 @@ impl ClientKey {
     }
 }
 
-fn client_tls_config(tls12: bool) -> Arc<ClientConfig> {
+fn client_tls_config(tls12: bool, no_cert: bool) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(testpki::CA) {
@@ -239,12 +242,12 @@ fn client_tls_config(tls12: bool) -> Arc<ClientConfig> {
     let key = PrivateKeyDer::from_pem_slice(testpki::ALICE_KEY).unwrap();
     let versions: &[&rustls::SupportedProtocolVersion] =
         if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+        .with_root_certificates(roots);
+    let config =
+        if no_cert { builder.with_no_client_auth() } else { builder.with_client_auth_cert(chain, key).unwrap() };
     Arc::new(config)
 }
 
@@ -295,7 +298,7 @@ impl TestClient {
         };
         let mut sid = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut sid).unwrap();
-        let tls_config = client_tls_config(opts.tls12);
+        let tls_config = client_tls_config(opts.tls12, opts.no_cert);
         let first = ClientKey::new(0, &tls_config, Opcode::HardResetClientV2);
         let mut c = TestClient {
             opts,

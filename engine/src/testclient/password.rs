@@ -12,10 +12,16 @@ fn lab(extra: &str) -> Lab {
 }
 
 fn lab_with(extra: &str, more: &str) -> Lab {
+    lab_as(&format!("{extra}{more}"), false)
+}
+
+/// `no_cert`: a password-only client, without `cert`/`key`.
+fn lab_as(conf: &str, no_cert: bool) -> Lab {
     let k = static_key(7);
-    let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{extra}{more}"), Some(&k));
+    let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{conf}"), Some(&k));
     let opts = ClientOptions {
         user_pass: ("bob".into(), "s3cret".into()),
+        no_cert,
         ..ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1))
     };
     Lab::new(server, opts, CLEAN, CLEAN, 3)
@@ -196,4 +202,37 @@ fn a_second_server_accepts_the_token_after_a_takeover() {
     lab.client_to_link();
     assert!(lab.run_until(Duration::from_secs(5), |l| l.client.push_replies > replies));
     assert!(lab.client.messages.iter().rev().any(|m| m.contains(&format!("auth-token {pushed}"))), "same token");
+}
+
+fn certless(conf: &str) -> Lab {
+    lab_as(conf, true)
+}
+
+#[test]
+fn verify_client_cert_none_and_optional_admit_by_password_alone() {
+    for mode in ["none", "optional"] {
+        let mut lab = certless(&format!("{PASSWORD}verify-client-cert {mode}\n"));
+        assert!(lab.run_until(Duration::from_secs(5), |l| !l.server.checks.out.is_empty()), "{mode}: no check");
+        let c = lab.server.checks.out.remove(0);
+        assert_eq!(c.common_name, crate::session::NO_CERTIFICATE, "{mode}");
+        answer(&mut lab, c.id, true);
+        lab.connect(Duration::from_secs(5));
+        assert_eq!(lab.info().common_name, "UNDEF", "{mode}");
+        assert_eq!(lab.info().username, "bob", "{mode}");
+    }
+    // Optional still verifies and names a client that has a certificate.
+    let mut lab = lab(&format!("{PASSWORD}verify-client-cert optional\n"));
+    let id = asked(&mut lab);
+    answer(&mut lab, id, true);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.info().common_name, "alice");
+}
+
+#[test]
+fn a_client_without_certificate_is_refused_by_default() {
+    let mut lab = certless(PASSWORD);
+    lab.run(Duration::from_secs(5));
+    assert!(lab.server.checks.out.is_empty(), "no password check for a client the TLS handshake refused");
+    assert!(!lab.client.connected());
+    assert!(lab.server.client_infos().is_empty());
 }
