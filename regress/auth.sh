@@ -10,6 +10,8 @@
 #   2  with the token: a power cut of the master, then at least 5
 #      renegotiations (reneg-sec 3) on the new master: the script ran once
 #      in all, the client never restarted
+#   3  verify-client-cert none: a client without cert/key, admitted by its
+#      password alone, shown as UNDEF; without the password, AUTH_FAILED
 #
 # PAM and BSD Authentication are not implemented yet (see the man page).
 . "$(dirname "$0")/lib.sh"
@@ -96,8 +98,38 @@ reneg-sec 3" HA_SYNC_EXTRA="rekey-window 2"
 	ha_teardown
 }
 
+# certless_client N UPFILE: stock openvpn on client N without cert/key.
+certless_client() {
+	local n=$1
+	client_conf alice "$PKI" "tls-auth $PKI/ta.key 1" "auth-user-pass $2" | grep -Ev '^(cert|key) ' >"$LAB_TMP/c$n.ovpn"
+	: >"$LAB_TMP/c$n.log"
+	ip netns exec "$LAB-c$n" openvpn --config "$LAB_TMP/c$n.ovpn" --suppress-timestamps \
+		> >(stamp >>"$LAB_TMP/c$n.log") 2>&1 &
+	LAB_PIDS+=("$!")
+	disown $!
+}
+
+case_certless() {
+	local label=3 m
+	HA_CONF_EXTRA="password script \"$SCRIPT\"
+verify-client-cert none"
+	ha_lab 2 2 || { not_ok "$label: the lab starts"; ha_teardown; return; }
+	HA_CONF_EXTRA=""
+	m=$(master_of)
+	certless_client 1 "$LAB_TMP/good.up"
+	certless_client 2 "$LAB_TMP/bad.up"
+	check "$label: a client without certificate connects with its password" wait_for 20 ha_connected 1 || ha_explain
+	check "$label: it reaches the inside host" ping_inside 1
+	check "$label: show clients lists it as UNDEF, user bob" has_line <(ha_ctl "$m" show clients) "^UNDEF +bob "
+	check "$label: the wrong password gets AUTH_FAILED" wait_for 20 has_line "$LAB_TMP/c2.log" "AUTH_FAILED"
+	check "$label: client 2 has no tunnel" test -z "$(tunnel_ip 2)"
+	ha_teardown
+	rm -f "$CALLS"
+}
+
 T_ALL=$SECONDS
 case_script
 case_token
+case_certless
 say "all cases: $((SECONDS - T_ALL)) s"
 summary
