@@ -903,8 +903,6 @@ impl Session {
         self.close("killed by vpnsyncctl");
     }
 
-    /// The newest key whose exchange is done and whose TLS session we hold:
-    /// the one control messages go over.
     /// The parent's verdict on the session's credentials (or the server's
     /// own: a timeout, a full queue). Accepted, a first exchange goes on
     /// to its address; refused, the client gets AUTH_FAILED, as from a
@@ -916,6 +914,8 @@ impl Session {
         if accepted {
             self.auth.accept(self.conf.password.as_ref(), now.unix);
             self.wants_address = self.virtual_ip.is_none();
+            // The user (and a new token's issue time) go to the backups.
+            self.record_dirty = true;
             return;
         }
         log::warn!("{}: password refused: {why}", self.label());
@@ -926,6 +926,8 @@ impl Session {
         self.close(format!("password refused: {why}"));
     }
 
+    /// The newest key whose exchange is done and whose TLS session we hold:
+    /// the one control messages go over.
     fn talking_key(&self) -> Option<usize> {
         self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
     }
