@@ -73,7 +73,7 @@ case_connect() {
 	check "$label: ping to the inside host through the tunnel" ping_inside 1 5
 	say "$(show_clients)"
 	check "$label: vpnsyncctl show clients lists alice with her tunnel IP" \
-		bash -c "'$VPNSYNCCTL' -s '$SOCK' show clients | awk '\$1==\"alice\"{print \$3}' | grep -qx '$(client_ip 1)'"
+		bash -c "'$VPNSYNCCTL' -s '$SOCK' show clients | awk '\$1==\"alice\"{print \$4}' | grep -qx '$(client_ip 1)'"
 }
 
 finish_case() {
@@ -142,7 +142,7 @@ reneg_case() {
 	say "$label: $tls TLS sessions at the client (first one included)"
 	check "$label: several renegotiations happened ($tls TLS sessions)" test "$tls" -gt $((seconds / 10 - 1))
 	say "$label: server: $(grep -c "key_id [1-7] established" "$LOG") renegotiated keys"
-	kid=$(show_clients | awk '$1 == "alice" {print $8}')
+	kid=$(show_clients | awk '$1 == "alice" {print $9}')
 	check "$label: vpnsyncctl shows the key_id advancing (now $kid)" test "${kid:-0}" -gt 0
 	check "$label: no restart at the client" no_restart 1
 }

@@ -53,6 +53,8 @@ pub struct ClientInfo {
     /// 0 when the client has not rekeyed since it connected.
     pub last_rekey: u64,
     pub peer_id: u32,
+    /// The user a password check accepted; empty without `password`.
+    pub username: String,
 }
 
 /// One peer line of `show sync`.
@@ -145,7 +147,7 @@ impl ClientInfo {
         let mut w = Writer::new();
         w.str(&self.common_name).str(&self.real_address).str(&self.virtual_ip).str(&self.cipher);
         w.u64(self.bytes_in).u64(self.bytes_out).u64(self.connected_since).u8(self.key_id);
-        w.u64(self.last_rekey).u32(self.peer_id);
+        w.u64(self.last_rekey).u32(self.peer_id).str(&self.username);
         w.finish()
     }
 
@@ -162,6 +164,7 @@ impl ClientInfo {
             key_id: r.u8()?,
             last_rekey: r.u64()?,
             peer_id: r.u32()?,
+            username: r.str()?.to_owned(),
         };
         r.end()?;
         Ok(c)
@@ -287,6 +290,7 @@ mod tests {
             key_id: 1,
             last_rekey: 4,
             peer_id: 0,
+            username: "bob".into(),
         };
         assert_eq!(ClientInfo::decode(&c.encode()), Ok(c.clone()));
         check_truncations(&c.encode(), ClientInfo::decode);

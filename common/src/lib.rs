@@ -1,6 +1,7 @@
 //! What every vpnsyncd process shares: imsg framing, the message catalogue,
 //! payload encoding, control records, logging, process titles and confinement.
 
+pub mod auth;
 pub mod child;
 pub mod codec;
 pub mod ctl;

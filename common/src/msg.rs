@@ -24,6 +24,8 @@
 //! | `SyncDelete` | engine <-> syncer | session id (8), generation of its last record (8) | |
 //! | `SyncReady` | syncer -> parent, engine | empty: the session table is complete (bulk done) | |
 //! | `SyncUnready` | syncer -> parent | reason text: the table may lack state, demote again | |
+//! | `AuthCheck` | engine -> parent | a password check (`auth::AuthCheck`) | |
+//! | `AuthVerdict` | parent -> engine | its answer (`auth::AuthVerdict`) | |
 //!
 //! The engine sends `Sync*` while it serves sessions (their state); the
 //! syncer sends them to the other members' engines (ghost sessions). The
@@ -80,6 +82,8 @@ imsg_types! {
     SyncDelete = 42,
     SyncReady = 43,
     SyncUnready = 44,
+    AuthCheck = 60,
+    AuthVerdict = 61,
 }
 
 /// Which key file a `KeyMaterial` message carries.
@@ -94,6 +98,9 @@ pub enum KeyKind {
     Wrap = 5,
     /// The sync pre-shared key.
     Sync = 6,
+    /// The session token key (`password token`), which the parent derives
+    /// from the sync key so that every member checks every token.
+    AuthToken = 60,
 }
 
 impl KeyKind {
@@ -105,6 +112,7 @@ impl KeyKind {
             4 => KeyKind::Crl,
             5 => KeyKind::Wrap,
             6 => KeyKind::Sync,
+            60 => KeyKind::AuthToken,
             _ => return Err(DecodeError("unknown key kind")),
         })
     }

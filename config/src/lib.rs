@@ -16,7 +16,7 @@ pub use error::{ConfError, ConfErrors, Pos};
 pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
-pub use parser::{DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
+pub use parser::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -190,6 +190,43 @@ pub struct Config {
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,
     pub sync: Option<SyncConfig>,
+    /// How key-method-2 usernames and passwords are checked; `None`: they
+    /// are ignored and the certificate alone admits a client.
+    pub password: Option<PasswordCheck>,
+    /// `password token lifetime N`: seconds an auth-gen-token stays valid.
+    pub password_token: Option<u32>,
+    pub verify_client_cert: ClientCert,
+}
+
+/// `verify-client-cert`: whether clients must present a certificate.
+/// One they present is always verified against the CA and the CRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCert {
+    Require,
+    /// Clients without one are admitted by their password alone.
+    Optional,
+    /// Certificates are not asked for: passwords alone admit clients.
+    None,
+}
+
+impl ClientCert {
+    pub const ALL: [ClientCert; 3] = [ClientCert::Require, ClientCert::Optional, ClientCert::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCert::Require => "require",
+            ClientCert::Optional => "optional",
+            ClientCert::None => "none",
+        }
+    }
+}
+
+/// Who decides whether a username and password are good (`password`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// OpenVPN's `auth-user-pass-verify SCRIPT via-file`; `timeout` in
+    /// seconds, after which the script is killed and the client refused.
+    Script { path: PathBuf, timeout: u32 },
 }
 
 impl Config {

@@ -32,6 +32,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "key",
     "listen",
     "max",
+    "password",
     "push",
     "reneg-sec",
     "socket",
@@ -41,6 +42,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "tls-crypt-v2",
     "tun",
     "user",
+    "verify-client-cert",
     "watchdog",
 ];
 const SYNC_KEYWORDS: &[&str] = &["demote", "key", "member", "multicast", "peer", "rekey-window", "role"];
@@ -114,7 +116,14 @@ struct Draft {
     push_dns: Vec<IpAddr>,
     push_domain: Option<String>,
     sync: Option<SyncConfig>,
+    password: Option<crate::PasswordCheck>,
+    password_token: Option<u32>,
+    verify_client_cert: Option<crate::ClientCert>,
 }
+
+#[path = "password.rs"]
+mod password;
+pub use password::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
 
 struct Parser {
     stack: Vec<Frame>,
@@ -638,6 +647,8 @@ impl Parser {
                 }
             }
             "sync" => return self.sync_block(pos),
+            "password" => self.password(pos)?,
+            "verify-client-cert" => self.verify_client_cert(pos)?,
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
@@ -930,6 +941,19 @@ impl Parser {
             Wrap::TlsAuth { path, direction, .. } => Wrap::TlsAuth { path, direction, digest: digest.unwrap_or(auth) },
             w => w,
         });
+        let verify_client_cert = d.verify_client_cert.unwrap_or(crate::ClientCert::Require);
+        if verify_client_cert != crate::ClientCert::Require && d.password.is_none() {
+            fail(
+                at("verify-client-cert"),
+                format!("verify-client-cert {} admits clients without a certificate: add a password check, e.g. password script \"/etc/vpnsyncd/checkpw\"", verify_client_cert.name()),
+            );
+        }
+        if d.password_token.is_some() && d.password.is_none() {
+            fail(
+                at("password token"),
+                "password token needs a password check to issue tokens after: add e.g. password script \"/etc/vpnsyncd/checkpw\"".into(),
+            );
+        }
         self.errors.append(&mut errors);
         Config {
             listen: if d.listen.is_empty() {
@@ -960,6 +984,9 @@ impl Parser {
             push_dns: d.push_dns,
             push_domain: d.push_domain,
             sync: d.sync,
+            password: d.password,
+            password_token: d.password_token,
+            verify_client_cert,
         }
     }
 }

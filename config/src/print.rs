@@ -6,7 +6,7 @@
 use std::fmt::{self, Display, Formatter};
 use std::path::Path;
 
-use crate::{Config, RoleSource, SyncTransport, Wrap};
+use crate::{Config, PasswordCheck, RoleSource, SyncTransport, Wrap};
 
 /// A quoted string, with `"`, `\` and `$` escaped.
 struct Quoted<'a>(&'a str);
@@ -77,6 +77,16 @@ impl Display for Config {
         if let Some(d) = &self.push_domain {
             writeln!(f, "push domain {}", Quoted(d))?;
         }
+        match &self.password {
+            Some(PasswordCheck::Script { path: p, timeout }) => {
+                writeln!(f, "password script {} timeout {timeout}", path(p))?
+            }
+            None => {}
+        }
+        if let Some(l) = self.password_token {
+            writeln!(f, "password token lifetime {l}")?;
+        }
+        writeln!(f, "verify-client-cert {}", self.verify_client_cert.name())?;
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

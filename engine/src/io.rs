@@ -346,6 +346,11 @@ impl Engine {
         if let Err(e) = self.send_sync() {
             log::error!("sync: {e}");
         }
+        for c in self.server.checks.out.drain(..) {
+            if let Err(e) = self.parent.compose(ImsgType::AuthCheck as u32, 0, None, &c.encode()) {
+                log::error!("password check: {e}");
+            }
+        }
         for (li, to, bytes) in self.server.outbox.drain(..) {
             let Some(fd) = self.listeners.get(li) else {
                 continue;
@@ -387,6 +392,11 @@ impl Engine {
                     }
                     Err(e) => log::error!("reload: {e}; keeping the running settings"),
                 }
+            }
+            ImsgType::AuthVerdict => {
+                let v = vpnsyncd_common::auth::AuthVerdict::decode(&m.data).map_err(bad)?;
+                self.server.on_auth_verdict(now(), &v);
+                self.send_control();
             }
             ImsgType::CtlResult => {
                 self.control.answered(m.hdr.peerid);

@@ -4,6 +4,7 @@
 //! socket (`control`).
 
 pub mod admission;
+pub mod auth;
 pub mod batch;
 pub mod control;
 pub mod cookie;
@@ -26,5 +27,6 @@ pub mod syncglue;
 mod testclient;
 pub mod tls;
 pub mod tlscryptv2;
+pub mod token;
 pub mod wire;
 pub mod wrap;

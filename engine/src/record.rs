@@ -81,6 +81,11 @@ pub struct SessionRecord {
     /// new master unwraps with the cluster's server key to get the
     /// client's tls-crypt key back. Absent in older records.
     pub wkc: Option<Vec<u8>>,
+    /// The user a password check (or token) accepted; absent in records
+    /// of servers without `password`, and of older versions.
+    pub username: Option<String>,
+    /// The issue time of the session's token: any member pushes the same.
+    pub token_issued: Option<u64>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -109,6 +114,10 @@ mod tag {
     pub const PROGRESS: u8 = 10;
     /// tls-crypt-v2 (55-59 reserved).
     pub const WKC: u8 = 55;
+    /// The username a password check accepted (optional).
+    pub const USERNAME: u8 = 20;
+    /// When the session's auth-token was issued (optional).
+    pub const TOKEN_ISSUED: u8 = 21;
 }
 
 fn field(w: &mut Writer, tag: u8, value: impl FnOnce(&mut Writer)) {
@@ -272,6 +281,16 @@ impl SessionRecord {
         if let Some(wkc) = &self.wkc {
             field(&mut w, tag::WKC, |v| v.0.extend_from_slice(wkc));
         }
+        if let Some(u) = &self.username {
+            field(&mut w, tag::USERNAME, |v| {
+                v.str(u);
+            });
+        }
+        if let Some(t) = self.token_issued {
+            field(&mut w, tag::TOKEN_ISSUED, |v| {
+                v.u64(t);
+            });
+        }
         w.finish()
     }
 
@@ -283,6 +302,7 @@ impl SessionRecord {
         let (mut peer, mut listener, mut peer_id, mut sids, mut cn, mut vip, mut neg, mut times, mut progress) =
             (None, None, None, None, None, None, None, None, None);
         let (mut keys, mut wkc) = (Vec::new(), None);
+        let (mut username, mut token_issued) = (None, None);
         while let Ok(t) = r.u8() {
             let mut v = Reader::new(r.bytes()?);
             match t {
@@ -305,6 +325,8 @@ impl SessionRecord {
                     expires_in: v.u32()?,
                 }),
                 tag::PROGRESS => progress = Some(Progress::get(&mut v)?),
+                tag::USERNAME => username = Some(v.str()?.to_string()),
+                tag::TOKEN_ISSUED => token_issued = Some(v.u64()?),
                 _ => {}
             }
         }
@@ -333,6 +355,8 @@ impl SessionRecord {
             keys,
             progress: progress.ok_or(missing)?,
             wkc,
+            username,
+            token_issued,
         })
     }
 }
@@ -362,6 +386,8 @@ pub(crate) mod tests {
             },
             connected_since: 1_700_000_000,
             last_rekey: 0,
+            username: None,
+            token_issued: None,
             keys: vec![KeyRecord {
                 key_id: 1,
                 key2: [7; 256],
@@ -398,6 +424,14 @@ pub(crate) mod tests {
         assert_eq!(b.len(), sample().encode().len() + 5 + 400);
         let long = SessionRecord { wkc: Some(vec![5; 1025]), ..sample() };
         assert!(SessionRecord::decode(&long.encode()).is_err());
+    }
+
+    #[test]
+    fn the_user_and_token_travel_and_are_optional() {
+        let r = SessionRecord { username: Some("bob".into()), token_issued: Some(1_700_000_100), ..sample() };
+        assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
+        // A record without them (an older member's) decodes with none.
+        assert_eq!(SessionRecord::decode(&sample().encode()).unwrap().username, None);
     }
 
     #[test]

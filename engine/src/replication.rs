@@ -178,6 +178,8 @@ impl Session {
             keys,
             progress: self.progress(),
             wkc: self.wrap.wkc().map(<[u8]>::to_vec),
+            username: self.auth.username.clone(),
+            token_issued: self.auth.token_issued,
         })
     }
 
@@ -259,6 +261,8 @@ impl Session {
             ..Session::blank(conf, wrap, rec.peer, rec.listener.into(), rec.peer_id, sids, keys, now)
         };
         s.apply_progress_unchecked(&rec.progress, now);
+        s.auth.username = rec.username.clone();
+        s.auth.token_issued = rec.token_issued;
         s
     }
 

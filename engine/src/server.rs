@@ -118,6 +118,8 @@ pub struct Server {
     refused: crate::quiet::Quiet,
     /// What this run sent under keys it no longer holds (invariant (a)).
     sent: crate::sentkeys::SentKeys,
+    /// Password checks waiting for the parent (crate::auth).
+    pub checks: crate::auth::Checks,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -151,6 +153,7 @@ impl Server {
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
+            checks: crate::auth::Checks::default(),
             sent: crate::sentkeys::SentKeys::new(
                 4 * conf.max_clients as usize * usize::from(MEMBERS),
                 crate::sentkeys::life(conf.reneg_sec),
@@ -555,8 +558,25 @@ impl Server {
         Some((s.listener, s.peer, n))
     }
 
+    /// The parent's verdict on a password check.
+    pub fn on_auth_verdict(&mut self, now: Now, v: &vpnsyncd_common::auth::AuthVerdict) {
+        if let Some(session) = self.checks.answered(v) {
+            self.auth_verdict(now, session, v.accepted, &v.reason);
+        }
+    }
+
+    fn auth_verdict(&mut self, now: Now, (id, sid): (u32, [u8; 8]), accepted: bool, why: &str) {
+        if let Some(s) = self.session_mut(id).filter(|s| s.local_sid == sid) {
+            s.auth_verdict(accepted, why, now);
+            self.settle(now, id);
+        }
+    }
+
     /// Runs every session's timers.
     pub fn on_timer(&mut self, now: Now) {
+        for session in self.checks.expired(now.mono) {
+            self.auth_verdict(now, session, false, "the check timed out");
+        }
         let mut progress = Vec::new();
         for id in 0..self.sessions.len() as u32 {
             if let Some(s) = self.session_mut(id) {
@@ -591,6 +611,13 @@ impl Server {
                     log::warn!("{}: refused: the address pool is exhausted", s.label());
                     s.close("address pool exhausted");
                 }
+            }
+        }
+        if let Some(c) = s.auth.to_check.take() {
+            let timeout = self.conf.password.as_ref().map_or(std::time::Duration::ZERO, |p| p.timeout);
+            let who = (s.common_name.as_deref().unwrap_or(""), s.peer);
+            if !self.checks.submit((id, s.local_sid), c, who, now.mono + timeout) {
+                s.auth_verdict(false, "too many password checks under way", now);
             }
         }
         if let Some((gen, rec)) = s.take_record(now) {
@@ -864,6 +891,7 @@ impl Server {
                 key_id: s.key_id(),
                 last_rekey: s.last_rekey,
                 peer_id: s.peer_id,
+                username: s.auth.username.clone().unwrap_or_default(),
             })
             .collect()
     }

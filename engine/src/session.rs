@@ -47,6 +47,8 @@ const PIGGYBACK_ACKS: usize = 4;
 const MAX_ACKS: usize = 8;
 /// A control message (after key method 2) never exceeds this.
 const MAX_MESSAGE: usize = 2048;
+/// The common name of a client without a certificate (OpenVPN's).
+pub const NO_CERTIFICATE: &str = "UNDEF";
 
 /// The time, twice: monotonic for timers, Unix seconds for replay ids and
 /// the records `vpnsyncctl` shows. Tests make both up.
@@ -71,6 +73,8 @@ pub struct SessionConfig {
     pub rekey_window: Duration,
     /// This machine's number in the cluster (1 when standalone).
     pub member: u8,
+    /// `None`: usernames and passwords are ignored.
+    pub password: Option<crate::auth::PasswordSettings>,
 }
 
 /// Compression framing for clients configured with `comp-lzo`/`compress`
@@ -213,6 +217,8 @@ pub struct Session {
     retired: Vec<(u64, u32)>,
     /// After a takeover: when to replace the copied keys.
     reneg_at: Option<Instant>,
+    /// The password check and the user it accepted (crate::auth).
+    pub auth: crate::auth::SessionAuth,
 }
 
 fn next_key_id(k: u8) -> u8 {
@@ -288,6 +294,7 @@ impl Session {
             progress_sent: now.mono,
             retired: Vec::new(),
             reneg_at: None,
+            auth: crate::auth::SessionAuth::default(),
         }
     }
 
@@ -476,7 +483,10 @@ impl Session {
             .as_ref()
             .and_then(|t| t.peer_certificates())
             .and_then(|c| c.first())
-            .map(|c| crate::tls::common_name(c));
+            .map(|c| crate::tls::common_name(c))
+            // No certificate (`verify-client-cert optional` or `none`): the
+            // name OpenVPN gives such clients; the password admits them.
+            .or_else(|| Some(String::from(NO_CERTIFICATE)));
         match (&self.common_name, cn) {
             (None, Some(cn)) => {
                 self.common_name = Some(cn);
@@ -526,7 +536,7 @@ impl Session {
     /// The client's key-method-2 message: negotiate (first time), answer
     /// with ours, derive the data keys.
     fn key_exchange(&mut self, idx: usize, msg: &[u8], now: Now) {
-        let client = match KeyMethod2::parse(msg, true) {
+        let mut client = match KeyMethod2::parse(msg, true) {
             Ok(k) => k,
             Err(e) => {
                 log::warn!("{}: bad key-method message: {e}", self.label());
@@ -534,6 +544,9 @@ impl Session {
                 return;
             }
         };
+        let creds = self.conf.password.is_some().then(|| crate::auth::SessionAuth::credentials(&mut client));
+        let cn = self.common_name.clone().unwrap_or_default();
+        let creds = creds.filter(|c| !self.auth.by_token(self.conf.password.as_ref(), c, &cn, now.unix));
         let mut failure = None;
         if self.negotiated.is_none() {
             match self.negotiate(&client) {
@@ -587,7 +600,8 @@ impl Session {
         // key-method message, i.e. has the key too.
         ks.send_ok = ks.key_id == 0;
         if ks.key_id == 0 {
-            self.wants_address = true;
+            // With a password check, the address waits for its verdict.
+            self.wants_address = creds.is_none();
             log::info!(
                 "{label}: key exchange done, cipher {}, {}",
                 n.cipher.name(),
@@ -597,6 +611,9 @@ impl Session {
             log::info!("{label}: key_id {} established", ks.key_id);
             self.last_rekey = now.unix;
             self.record_dirty = true;
+        }
+        if let Some(c) = creds {
+            self.auth.check(c);
         }
     }
 
@@ -656,7 +673,10 @@ impl Session {
         let Some(idx) = self.talking_key() else {
             return;
         };
-        for m in push::messages(&push::options(&self.conf.push, &c)) {
+        let mut options = push::options(&self.conf.push, &c);
+        let cn = self.common_name.as_deref().unwrap_or_default();
+        options.extend(self.auth.push_option(self.conf.password.as_ref(), cn));
+        for m in push::messages(&options) {
             self.send_message(idx, &m);
         }
         if !self.push_sent {
@@ -892,6 +912,29 @@ impl Session {
             self.flush(idx, now);
         }
         self.close("killed by vpnsyncctl");
+    }
+
+    /// The parent's verdict on the session's credentials (or the server's
+    /// own: a timeout, a full queue). Accepted, a first exchange goes on
+    /// to its address; refused, the client gets AUTH_FAILED, as from a
+    /// stock server, and the session ends.
+    pub fn auth_verdict(&mut self, accepted: bool, why: &str, now: Now) {
+        if !std::mem::take(&mut self.auth.waiting) {
+            return;
+        }
+        if accepted {
+            self.auth.accept(self.conf.password.as_ref(), now.unix);
+            self.wants_address = self.virtual_ip.is_none();
+            // The user (and a new token's issue time) go to the backups.
+            self.record_dirty = true;
+            return;
+        }
+        log::warn!("{}: password refused: {why}", self.label());
+        if let Some(idx) = self.talking_key() {
+            self.send_message(idx, "AUTH_FAILED");
+            self.flush(idx, now);
+        }
+        self.close(format!("password refused: {why}"));
     }
 
     /// The newest key whose exchange is done and whose TLS session we hold:

@@ -34,6 +34,7 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         certificate: key(keys, KeyKind::Certificate, "certificate")?,
         key: key(keys, KeyKind::Key, "key")?,
         crl,
+        client_cert: conf.verify_client_cert,
     };
     let tls = tls::server_config(&creds)?;
     let wrap = match &conf.wrap {
@@ -62,6 +63,18 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         domain: conf.push_domain.clone(),
         keepalive: conf.keepalive,
     };
+    let token = match conf.password_token {
+        Some(lifetime) => Some(
+            crate::token::TokenKey::new(key(keys, KeyKind::AuthToken, "password token")?, lifetime.into())
+                .ok_or("password token: the token key is not 32 bytes")?,
+        ),
+        None => None,
+    };
+    let password = conf.password.as_ref().map(|p| match p {
+        vpnsyncd_config::PasswordCheck::Script { timeout, .. } => {
+            crate::auth::PasswordSettings { timeout: std::time::Duration::from_secs((*timeout).into()), token }
+        }
+    });
     let session = SessionConfig {
         tls,
         data_ciphers: conf.data_ciphers.clone(),
@@ -72,6 +85,7 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         push,
         rekey_window: std::time::Duration::from_secs(conf.sync.as_ref().map_or(60, |s| s.rekey_window).into()),
         member: conf.sync.as_ref().map_or(1, |s| s.member),
+        password,
     };
     Ok((Arc::new(session), wrap))
 }

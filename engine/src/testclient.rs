@@ -117,6 +117,10 @@ struct ClientOptions {
     push_request_delay: Duration,
     /// Offer TLS 1.2 only (the server takes 1.3 otherwise).
     tls12: bool,
+    /// `auth-user-pass`: sent in every key-method message.
+    user_pass: (String, String),
+    /// No `cert`/`key`: the TLS handshake offers no client certificate.
+    no_cert: bool,
 }
 
 impl ClientOptions {
@@ -127,6 +131,8 @@ impl ClientOptions {
             auth: Digest::Sha1,
             push_request_delay: Duration::from_secs(1),
             tls12: false,
+            user_pass: (String::new(), String::new()),
+            no_cert: false,
         }
     }
 
@@ -233,7 +239,7 @@ impl ClientKey {
     }
 }
 
-fn client_tls_config(tls12: bool) -> Arc<ClientConfig> {
+fn client_tls_config(tls12: bool, no_cert: bool) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(testpki::CA) {
@@ -244,12 +250,12 @@ fn client_tls_config(tls12: bool) -> Arc<ClientConfig> {
     let key = PrivateKeyDer::from_pem_slice(testpki::ALICE_KEY).unwrap();
     let versions: &[&rustls::SupportedProtocolVersion] =
         if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+        .with_root_certificates(roots);
+    let config =
+        if no_cert { builder.with_no_client_auth() } else { builder.with_client_auth_cert(chain, key).unwrap() };
     Arc::new(config)
 }
 
@@ -311,7 +317,7 @@ impl TestClient {
         };
         let mut sid = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut sid).unwrap();
-        let tls_config = client_tls_config(opts.tls12);
+        let tls_config = client_tls_config(opts.tls12, opts.no_cert);
         let first = ClientKey::new(0, &tls_config, reset);
         let mut c = TestClient {
             opts,
@@ -469,8 +475,8 @@ impl TestClient {
             let km = KeyMethod2 {
                 source: ks.source.clone(),
                 options: self.opts.occ_string(),
-                username: String::new(),
-                password: String::new(),
+                username: self.opts.user_pass.0.clone(),
+                password: self.opts.user_pass.1.clone(),
                 peer_info: self.opts.peer_info.clone(),
             };
             ks.tls.writer().write_all(&km.encode()).unwrap();
@@ -736,6 +742,8 @@ fn server(extra: &str, wrap_key: Option<&StaticKey>) -> Server {
         (KeyKind::Ca, testpki::CA.to_vec()),
         (KeyKind::Certificate, testpki::SERVER_CRT.to_vec()),
         (KeyKind::Key, testpki::SERVER_KEY.to_vec()),
+        // What the parent derives from the sync key, for `password token`.
+        (KeyKind::AuthToken, vec![0x42; 32]),
     ];
     if let Some(k) = wrap_key {
         keys.push((KeyKind::Wrap, key_file(k)));
@@ -942,6 +950,9 @@ mod cluster;
 mod firstpacket;
 #[cfg(test)]
 mod tlscv2;
+
+/// Username/password checks through a fake parent (issue 9).
+mod password;
 
 // ---------------------------------------------------------------------------
 // The tests.

@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use vpnsyncd_config::ClientCert;
 
 /// The PEM bytes of the configured files, as the parent sent them.
 pub struct Credentials<'a> {
@@ -16,6 +17,8 @@ pub struct Credentials<'a> {
     pub certificate: &'a [u8],
     pub key: &'a [u8],
     pub crl: Option<&'a [u8]>,
+    /// `verify-client-cert`: whether a client certificate is required.
+    pub client_cert: vpnsyncd_config::ClientCert,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -46,13 +49,16 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
             .map_err(|e| format!("crl: not a PEM CRL: {e}"))?;
         verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
     }
-    let verifier = verifier.build().map_err(|e| format!("ca/crl: {e}"))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("tls: {e}"))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate/key: {e}"))?;
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = match c.client_cert {
+        ClientCert::Require => builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("ca/crl: {e}"))?),
+        ClientCert::Optional => builder
+            .with_client_cert_verifier(verifier.allow_unauthenticated().build().map_err(|e| format!("ca/crl: {e}"))?),
+        ClientCert::None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| format!("certificate/key: {e}"))?;
     // OpenVPN clients ignore session tickets and never resume.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
@@ -110,7 +116,13 @@ mod tests {
 
     #[test]
     fn builds_from_pem_and_reads_the_common_name() {
-        let c = Credentials { ca: testpki::CA, certificate: testpki::SERVER_CRT, key: testpki::SERVER_KEY, crl: None };
+        let c = Credentials {
+            ca: testpki::CA,
+            certificate: testpki::SERVER_CRT,
+            key: testpki::SERVER_KEY,
+            crl: None,
+            client_cert: ClientCert::Require,
+        };
         assert!(server_config(&c).is_ok());
         let der = CertificateDer::from_pem_slice(testpki::ALICE_CRT).unwrap();
         assert_eq!(common_name(&der), "alice");
@@ -124,9 +136,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_file() {
-        let c = Credentials { ca: b"nothing", certificate: testpki::SERVER_CRT, key: testpki::SERVER_KEY, crl: None };
+        let c = Credentials {
+            ca: b"nothing",
+            certificate: testpki::SERVER_CRT,
+            key: testpki::SERVER_KEY,
+            crl: None,
+            client_cert: ClientCert::Require,
+        };
         assert_eq!(server_config(&c).err().unwrap(), "ca: no certificate found in the file");
-        let c = Credentials { ca: testpki::CA, certificate: testpki::SERVER_CRT, key: b"", crl: None };
+        let c = Credentials {
+            ca: testpki::CA,
+            certificate: testpki::SERVER_CRT,
+            key: b"",
+            crl: None,
+            client_cert: ClientCert::Require,
+        };
         assert!(server_config(&c).err().unwrap().starts_with("key: "));
     }
 }

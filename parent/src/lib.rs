@@ -3,6 +3,7 @@
 //! relays role changes and control requests, and tears everything down when
 //! told to or when any child dies.
 
+mod auth;
 mod children;
 pub mod demote;
 mod sockets;
@@ -67,6 +68,17 @@ impl KeyFiles {
         };
         // The buffers become zeroized ones without a copy.
         KeyFiles(keys.into_iter().map(|(f, b)| (kind(f), Secret::new(b))).collect())
+    }
+
+    /// With `password token`, the token key the engine checks tokens
+    /// with, made from the key files (crate::auth::token_key).
+    fn with_token_key(mut self, conf: &Config) -> KeyFiles {
+        if conf.password_token.is_some() {
+            let find = |kind| self.0.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.as_slice());
+            let key = auth::token_key(find(KeyKind::Sync), find(KeyKind::Key).unwrap_or_default());
+            self.0.push((KeyKind::AuthToken, key));
+        }
+        self
     }
 
     /// Which key files each child gets: the engine the TLS and wrap keys, the
@@ -198,6 +210,8 @@ struct Parent {
     control_path: PathBuf,
     /// The last role carpwatch reported.
     role: Option<Role>,
+    /// Password checks for the engine under way.
+    scripts: auth::Scripts,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -211,7 +225,10 @@ pub fn run(opts: Options) -> i32 {
             eprint!("{}", l.unreadable);
             return 1;
         }
-        Ok((l, text)) => (l.config, KeyFiles::new(l.keys), text),
+        Ok((l, text)) => {
+            let keys = KeyFiles::new(l.keys).with_token_key(&l.config);
+            (l.config, keys, text)
+        }
         Err(e) => {
             eprint!("{e}");
             return 1;
@@ -255,8 +272,15 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
-    let mut parent =
-        Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter, role: None };
+    let mut parent = Parent {
+        control_path: conf.socket.clone(),
+        opts,
+        conf,
+        children: Vec::new(),
+        demoter,
+        role: None,
+        scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+    };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
@@ -329,7 +353,10 @@ impl Parent {
                 }
                 fds.push(PollFd::new(c.ibuf.as_fd(), ev));
             }
-            let wait = watchdog.timeout(Instant::now(), &self.children);
+            let mut wait = watchdog.timeout(Instant::now(), &self.children);
+            if let Some(w) = self.scripts.wait() {
+                wait = wait.min(w);
+            }
             match poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -385,6 +412,10 @@ impl Parent {
                 let _ = kill(Pid::from_raw(self.children[i].pid), Signal::SIGKILL);
                 return Exit::ChildDied;
             }
+            if let Err(e) = self.send_verdicts(now) {
+                log::error!("engine: {e}");
+                return Exit::ChildDied;
+            }
             if let Err(e) = watchdog.beat(now, &mut self.children) {
                 log::error!("heartbeat: {e}");
                 return Exit::ChildDied;
@@ -392,22 +423,31 @@ impl Parent {
         }
     }
 
-    /// Collects dead children. Returns true when one of ours died.
+    /// The verdicts of the password scripts that ended, to the engine.
+    fn send_verdicts(&mut self, now: Instant) -> io::Result<()> {
+        for v in self.scripts.poll(now) {
+            self.child_mut(ChildKind::Engine).ibuf.compose(ImsgType::AuthVerdict as u32, 0, None, &v.encode())?;
+        }
+        Ok(())
+    }
+
+    /// Collects dead children. Returns true when one of ours died. Each
+    /// is waited for by its pid: password scripts (crate::auth) collect
+    /// their own exit status.
     fn reap(&mut self) -> bool {
         let mut died = false;
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return died,
+        let mut i = 0;
+        while i < self.children.len() {
+            match waitpid(Pid::from_raw(self.children[i].pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => i += 1,
                 Ok(status) => {
-                    let Some(pid) = status.pid() else { return died };
-                    if let Some(pos) = self.children.iter().position(|c| c.pid == pid.as_raw()) {
-                        let c = self.children.remove(pos);
-                        log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
-                        died = true;
-                    }
+                    let c = self.children.remove(i);
+                    log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
+                    died = true;
                 }
             }
         }
+        died
     }
 
     fn handle_child(&mut self, i: usize, ev: PollFlags) -> io::Result<()> {
@@ -474,6 +514,27 @@ impl Parent {
                     d.set(true).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
                 }
             }
+            (ChildKind::Engine, ImsgType::AuthCheck) => {
+                let c = vpnsyncd_common::auth::AuthCheck::decode(&m.data).map_err(bad)?;
+                let refused = match &self.conf.password {
+                    Some(vpnsyncd_config::PasswordCheck::Script { path, timeout }) => {
+                        self.scripts.start(&c, path, Duration::from_secs((*timeout).into()), Instant::now())
+                    }
+                    None => Some(vpnsyncd_common::auth::AuthVerdict {
+                        id: c.id,
+                        accepted: false,
+                        reason: "no password check configured".into(),
+                    }),
+                };
+                if let Some(v) = refused {
+                    self.child_mut(ChildKind::Engine).ibuf.compose(
+                        ImsgType::AuthVerdict as u32,
+                        0,
+                        None,
+                        &v.encode(),
+                    )?;
+                }
+            }
             (ChildKind::Engine, ImsgType::Verbose) => {
                 let level = Reader::new(&m.data).u8().map_err(bad)?;
                 vpnsyncd_common::log::set_verbose(level);
@@ -499,7 +560,8 @@ impl Parent {
         if !loaded.unreadable.0.is_empty() {
             return Err(refused(&loaded.unreadable));
         }
-        let (conf, keys) = (loaded.config, KeyFiles::new(loaded.keys));
+        let keys = KeyFiles::new(loaded.keys).with_token_key(&loaded.config);
+        let conf = loaded.config;
         for what in restart_needed(&self.conf, &conf) {
             log::warn!("reload: {what} changed; restart vpnsyncd to apply it");
         }
@@ -597,6 +659,7 @@ mod tests {
             children,
             demoter: None,
             role: None,
+            scripts: auth::Scripts::new(auth::DEFAULT_DIR),
         };
         (p, ends)
     }
@@ -618,6 +681,42 @@ mod tests {
             out.push(got);
         }
         out
+    }
+
+    /// The engine's password checks: refused at once without a `password`
+    /// statement (or a script that cannot start), answered when the script
+    /// ends; only the engine may ask, and garbage is a protocol error.
+    #[test]
+    fn password_checks_go_to_the_script_and_back_to_the_engine() {
+        use vpnsyncd_common::auth::{AuthCheck, AuthVerdict};
+        let (mut p, mut ends) = parent();
+        let dir = std::env::temp_dir().join(format!("vpnsyncd-parent-auth-{}", std::process::id()));
+        p.scripts = auth::Scripts::new(&dir);
+        let check = |id| AuthCheck {
+            id,
+            username: Secret::new(b"bob".to_vec()),
+            password: Secret::new(b"pw".to_vec()),
+            common_name: "alice".into(),
+            peer: "192.0.2.1:1".parse().unwrap(),
+        };
+        let verdict = |id, accepted, reason: &str| {
+            (ImsgType::AuthVerdict as u32, AuthVerdict { id, accepted, reason: reason.into() }.encode())
+        };
+        p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, &check(1).encode())).unwrap();
+        assert_eq!(sent(&mut p, &mut ends)[0], vec![verdict(1, false, "no password check configured")]);
+        p.conf.password = Some(vpnsyncd_config::PasswordCheck::Script { path: "/bin/true".into(), timeout: 5 });
+        p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, &check(2).encode())).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            p.send_verdicts(Instant::now()).unwrap();
+            got = sent(&mut p, &mut ends).remove(0);
+        }
+        assert_eq!(got, vec![verdict(2, true, "script exit 0")]);
+        assert!(p.dispatch(ChildKind::Syncer, msg(ImsgType::AuthCheck, &check(3).encode())).is_err());
+        assert!(p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, b"junk")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A child that asks for the role gets the current one, whenever it

@@ -89,11 +89,16 @@ pub fn summary_json(s: &Summary, now_ms: u64) -> Value {
     })
 }
 
-const CLIENT_HEADER: (&str, &str, &str, &str, &str, &str, &str, &str, &str) =
-    ("Common Name", "Real Address", "Virtual IP", "Cipher", "Bytes In", "Bytes Out", "Up", "Key", "Last Rekey");
+type ClientLine<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
 
-fn client_line(c: (&str, &str, &str, &str, &str, &str, &str, &str, &str)) -> String {
-    format!("{:<20} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n", c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8)
+const CLIENT_HEADER: ClientLine<'static> =
+    ("Common Name", "User", "Real Address", "Virtual IP", "Cipher", "Bytes In", "Bytes Out", "Up", "Key", "Last Rekey");
+
+fn client_line(c: ClientLine<'_>) -> String {
+    format!(
+        "{:<20} {:<16} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n",
+        c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9
+    )
 }
 
 pub fn clients(list: &[ClientInfo], now: u64) -> String {
@@ -102,8 +107,19 @@ pub fn clients(list: &[ClientInfo], now: u64) -> String {
         let (up, key) = (timeframe(now.saturating_sub(c.connected_since)), c.key_id.to_string());
         let rekey = if c.last_rekey == 0 { "never".to_string() } else { format!("{} ago", ago(now, c.last_rekey)) };
         let (bin, bout) = (c.bytes_in.to_string(), c.bytes_out.to_string());
-        out +=
-            &client_line((&c.common_name, &c.real_address, &c.virtual_ip, &c.cipher, &bin, &bout, &up, &key, &rekey));
+        let user = if c.username.is_empty() { "-" } else { &c.username };
+        out += &client_line((
+            &c.common_name,
+            user,
+            &c.real_address,
+            &c.virtual_ip,
+            &c.cipher,
+            &bin,
+            &bout,
+            &up,
+            &key,
+            &rekey,
+        ));
     }
     out
 }
@@ -119,6 +135,7 @@ pub fn clients_json(list: &[ClientInfo], now: u64) -> Value {
                     "uptime": now.saturating_sub(c.connected_since), "key_id": c.key_id,
                     "last_rekey": if c.last_rekey == 0 { Value::Null } else { c.last_rekey.into() },
                     "peer_id": c.peer_id,
+                    "username": if c.username.is_empty() { Value::Null } else { c.username.clone().into() },
                 })
             })
             .collect(),
@@ -202,6 +219,7 @@ mod tests {
             key_id: 1,
             last_rekey: 4000,
             peer_id: 0,
+            username: "bob".into(),
         };
         let out = clients(&[c], 4600);
         let lines: Vec<&str> = out.lines().collect();
@@ -209,11 +227,13 @@ mod tests {
         assert_eq!(lines[0].find("Virtual IP"), lines[1].find("10.8.0.2"));
         assert_eq!(lines[0].find("Bytes In").map(|i| i + "Bytes In".len()), lines[1].find(" 1234 ").map(|i| i + 5));
         assert!(lines[1].starts_with("alice "));
+        assert_eq!(lines[0].find("User"), lines[1].find("bob "));
         assert!(lines[1].ends_with("00:10:00 ago"), "{}", lines[1]);
         assert!(lines[1].contains("01:00:00"));
         let j = clients_json(&[ClientInfo { last_rekey: 0, ..clients_sample() }], 10);
         assert_eq!(j[0]["last_rekey"], Value::Null);
         assert_eq!(j[0]["common_name"], "bob");
+        assert_eq!(j[0]["username"], Value::Null);
     }
 
     fn clients_sample() -> ClientInfo {
@@ -228,6 +248,7 @@ mod tests {
             key_id: 0,
             last_rekey: 7,
             peer_id: 3,
+            username: String::new(),
         }
     }
 

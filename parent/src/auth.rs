@@ -1,0 +1,303 @@
+//! Password checks for the engine, which is chrooted and cannot run
+//! anything: each `AuthCheck` becomes a run of the `password script`, with
+//! OpenVPN's `auth-user-pass-verify SCRIPT via-file` convention so that
+//! existing scripts (LDAP, RADIUS, OTP) work unchanged:
+//!
+//! - a file holding the username and the password on two lines, mode
+//!   0600 in a directory only root can enter, removed afterwards; its path
+//!   is the script's last argument;
+//! - the environment has `username`, `common_name`, `untrusted_ip`,
+//!   `untrusted_port` and `script_type=user-pass-verify`;
+//! - exit status 0 accepts, anything else refuses.
+//!
+//! Scripts run as child processes, in their own process group; the parent
+//! polls them from its loop and never waits on one, and kills the whole
+//! group of a script that passes its timeout. The password is never
+//! logged; one line per check names the user, the peer and the outcome.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use vpnsyncd_common::auth::{AuthCheck, AuthVerdict};
+use vpnsyncd_common::secret::Secret;
+use zeroize::Zeroizing;
+
+/// Where the credential files go: root's alone (mode 0700).
+pub const DEFAULT_DIR: &str = "/var/run/vpnsyncd-auth";
+/// Scripts running at once at most; the engine queues no more than this
+/// either, so only a misbehaving engine meets the limit.
+pub const MAX_RUNNING: usize = 256;
+
+/// A script run under way.
+struct Running {
+    id: u64,
+    child: std::process::Child,
+    file: PathBuf,
+    deadline: Instant,
+    /// For the log line: the user and the peer, never the password.
+    who: String,
+}
+
+/// The script runs of the parent.
+pub struct Scripts {
+    dir: PathBuf,
+    running: Vec<Running>,
+}
+
+impl Scripts {
+    pub fn new(dir: impl Into<PathBuf>) -> Scripts {
+        Scripts { dir: dir.into(), running: Vec::new() }
+    }
+
+    /// Starts a check of `script`; an immediate refusal (the script cannot
+    /// be started, too many runs) is returned as the verdict.
+    pub fn start(&mut self, c: &AuthCheck, script: &Path, timeout: Duration, now: Instant) -> Option<AuthVerdict> {
+        let user = String::from_utf8_lossy(&c.username).into_owned();
+        let who = format!("user \"{}\" from {}", user.escape_debug(), c.peer);
+        let refuse = |why: String| {
+            log::warn!("password check: {who} refused ({why})");
+            Some(AuthVerdict { id: c.id, accepted: false, reason: why })
+        };
+        if self.running.len() >= MAX_RUNNING {
+            return refuse(format!("{MAX_RUNNING} checks already running"));
+        }
+        // The file has one line each: a newline inside would shift them.
+        if c.username.contains(&b'\n') || c.password.contains(&b'\n') {
+            return refuse("newline in the username or password".into());
+        }
+        let file = self.dir.join(format!("up-{}-{}", std::process::id(), c.id));
+        if let Err(e) = self.write_file(&file, c) {
+            let _ = fs::remove_file(&file);
+            return refuse(format!("credential file {}: {e}", file.display()));
+        }
+        let spawned = Command::new(script)
+            .arg(&file)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("script_type", "user-pass-verify")
+            .env("username", &user)
+            .env("common_name", &c.common_name)
+            .env("untrusted_ip", c.peer.ip().to_string())
+            .env("untrusted_port", c.peer.port().to_string())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                self.running.push(Running { id: c.id, child, file, deadline: now + timeout, who });
+                None
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&file);
+                refuse(format!("script {}: {e}", script.display()))
+            }
+        }
+    }
+
+    fn write_file(&self, file: &Path, c: &AuthCheck) -> io::Result<()> {
+        DirBuilder::new().mode(0o700).recursive(true).create(&self.dir)?;
+        // An existing directory keeps its mode: make sure it is root's alone.
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(file)?;
+        let mut text = Zeroizing::new(Vec::with_capacity(c.username.len() + c.password.len() + 2));
+        text.extend_from_slice(&c.username);
+        text.push(b'\n');
+        text.extend_from_slice(&c.password);
+        text.push(b'\n');
+        f.write_all(&text)
+    }
+
+    /// The verdicts of the runs that ended or timed out (killed) by `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<AuthVerdict> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.running.len() {
+            let r = &mut self.running[i];
+            let outcome = match r.child.try_wait() {
+                Ok(Some(status)) => Some(status_verdict(status)),
+                Ok(None) if now >= r.deadline => {
+                    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
+                    let _ = r.child.wait();
+                    Some((false, "timed out, killed".to_string()))
+                }
+                Ok(None) => None,
+                Err(e) => Some((false, format!("wait: {e}"))),
+            };
+            match outcome {
+                Some((accepted, reason)) => {
+                    let r = self.running.swap_remove(i);
+                    let _ = fs::remove_file(&r.file);
+                    let verdict = if accepted { "accepted" } else { "refused" };
+                    log::info!("password check: {} {verdict} ({reason})", r.who);
+                    done.push(AuthVerdict { id: r.id, accepted, reason });
+                }
+                None => i += 1,
+            }
+        }
+        done
+    }
+
+    /// How long the parent may sleep before the next run must be looked
+    /// at: runs are polled, not waited for.
+    pub fn wait(&self) -> Option<Duration> {
+        (!self.running.is_empty()).then_some(Duration::from_millis(50))
+    }
+}
+
+/// Kills what still runs (at shutdown) and removes its files.
+impl Drop for Scripts {
+    fn drop(&mut self) {
+        for r in &mut self.running {
+            let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
+            let _ = r.child.wait();
+            let _ = fs::remove_file(&r.file);
+        }
+    }
+}
+
+/// The key of `password token`, for the engine: derived from the sync
+/// key, which every member shares, so each checks the others' tokens
+/// after a takeover; a standalone server derives it from its private key,
+/// so tokens survive a restart. Never the key itself: the engine must not
+/// hold what seals the sync traffic.
+pub fn token_key(sync: Option<&[u8]>, server_key: &[u8]) -> Secret {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(sync.unwrap_or(server_key)).expect("any key length");
+    m.update(b"vpnsyncd auth-token key v1");
+    Secret::new(m.finalize().into_bytes().to_vec())
+}
+
+fn status_verdict(s: ExitStatus) -> (bool, String) {
+    match (s.code(), s.signal()) {
+        (Some(0), _) => (true, "script exit 0".into()),
+        (Some(n), _) => (false, format!("script exit {n}")),
+        (None, Some(sig)) => (false, format!("script killed by signal {sig}")),
+        (None, None) => (false, "script ended without a status".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_key_is_the_clusters_and_not_the_sync_key() {
+        let a = token_key(Some(b"sync"), b"server A");
+        assert_eq!(a, token_key(Some(b"sync"), b"server B"), "every member derives the same");
+        assert_ne!(a, token_key(Some(b"other"), b"server A"));
+        assert_ne!(&a[..], b"sync");
+        assert_eq!(token_key(None, b"server A").len(), 32);
+        assert_ne!(token_key(None, b"server A"), token_key(None, b"server B"));
+    }
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("vpnsyncd-auth-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("checkpw");
+        fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn check(id: u64, user: &str, pw: &str) -> AuthCheck {
+        AuthCheck {
+            id,
+            username: Secret::new(user.as_bytes().to_vec()),
+            password: Secret::new(pw.as_bytes().to_vec()),
+            common_name: "client1".into(),
+            peer: "192.0.2.5:40000".parse().unwrap(),
+        }
+    }
+
+    /// Polls until every run ended (bounded: 10 s).
+    fn finish(s: &mut Scripts, n: usize) -> Vec<AuthVerdict> {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < end {
+            got.extend(s.poll(Instant::now()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        got.sort_by_key(|v| v.id);
+        got
+    }
+
+    #[test]
+    fn the_script_sees_the_openvpn_convention_and_its_exit_decides() {
+        let t = tmp("conv");
+        let log = t.0.join("seen");
+        // Accepts only bob/pw1, and records what it saw.
+        let sh = script(
+            &t.0,
+            &format!(
+                "f=\"$1\"; u=$(sed -n 1p \"$f\"); p=$(sed -n 2p \"$f\"); m=$(stat -c %a \"$f\")\n\
+                 echo \"$script_type $username $common_name $untrusted_ip $untrusted_port $u $m\" >> {}\n\
+                 [ \"$u\" = bob ] && [ \"$p\" = pw1 ] && exit 0; exit 3",
+                log.display()
+            ),
+        );
+        let dir = t.0.join("creds");
+        let mut s = Scripts::new(&dir);
+        let now = Instant::now();
+        assert!(s.start(&check(1, "bob", "pw1"), &sh, Duration::from_secs(5), now).is_none());
+        assert!(s.start(&check(2, "bob", "wrong"), &sh, Duration::from_secs(5), now).is_none());
+        let got = finish(&mut s, 2);
+        assert_eq!(
+            got,
+            vec![
+                AuthVerdict { id: 1, accepted: true, reason: "script exit 0".into() },
+                AuthVerdict { id: 2, accepted: false, reason: "script exit 3".into() },
+            ]
+        );
+        let seen = fs::read_to_string(&log).unwrap();
+        assert_eq!(seen.lines().next().unwrap(), "user-pass-verify bob client1 192.0.2.5 40000 bob 600");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "credential files removed");
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_script_past_its_timeout_is_killed_with_its_children() {
+        let t = tmp("timeout");
+        let marker = t.0.join("survived");
+        let sh = script(&t.0, &format!("(sleep 2; touch {}) & sleep 30", marker.display()));
+        let mut s = Scripts::new(t.0.join("creds"));
+        let started = Instant::now();
+        assert!(s.start(&check(5, "eve", "x"), &sh, Duration::from_millis(300), started).is_none());
+        let got = finish(&mut s, 1);
+        assert_eq!(got, vec![AuthVerdict { id: 5, accepted: false, reason: "timed out, killed".into() }]);
+        assert!(started.elapsed() < Duration::from_secs(2), "killed, not waited for: {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!marker.exists(), "the script's own children were killed too");
+        assert_eq!(fs::read_dir(t.0.join("creds")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn checks_that_cannot_run_are_refused_at_once() {
+        let t = tmp("fail");
+        let mut s = Scripts::new(t.0.join("creds"));
+        let now = Instant::now();
+        let v = s.start(&check(7, "bob", "pw"), &t.0.join("missing"), Duration::from_secs(1), now).unwrap();
+        assert!(!v.accepted && v.reason.contains("missing"), "{v:?}");
+        let v = s.start(&check(8, "bob\nroot", "pw"), Path::new("/bin/true"), Duration::from_secs(1), now).unwrap();
+        assert!(!v.accepted && v.reason.contains("newline"), "{v:?}");
+        assert_eq!(fs::read_dir(t.0.join("creds")).unwrap().count(), 0);
+    }
+}
