@@ -23,6 +23,7 @@ pub mod settings;
 pub mod syncglue;
 #[cfg(test)]
 mod testclient;
+pub mod timers;
 pub mod tls;
 pub mod wire;
 pub mod wrap;

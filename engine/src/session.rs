@@ -24,6 +24,8 @@ use crate::wrap::Wrapper;
 #[path = "replication.rs"]
 mod replication;
 pub use replication::{Gen, Offer};
+#[path = "wake.rs"]
+mod wake;
 
 /// Each TLS negotiation must finish within this time (`--hand-window`).
 pub const HAND_WINDOW: Duration = Duration::from_secs(60);
