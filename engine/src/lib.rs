@@ -25,6 +25,7 @@ pub mod settings;
 pub mod syncglue;
 #[cfg(test)]
 mod testclient;
+pub mod timers;
 pub mod tls;
 pub mod tlscryptv2;
 pub mod token;

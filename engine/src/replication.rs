@@ -87,7 +87,7 @@ fn bit(member: u8) -> u8 {
 /// How long a ghost lives without a record or progress from its master:
 /// twice the keepalive timeout (a live session's counters change at least
 /// every ping interval, so its master reports it far more often).
-fn ghost_lifetime(conf: &SessionConfig) -> Duration {
+pub(super) fn ghost_lifetime(conf: &SessionConfig) -> Duration {
     Duration::from_secs(2 * u64::from(conf.keepalive.1))
 }
 

@@ -120,6 +120,8 @@ pub struct Server {
     sent: crate::sentkeys::SentKeys,
     /// Password checks waiting for the parent (crate::auth).
     pub checks: crate::auth::Checks,
+    /// Which sessions' timers the next tick runs (crate::timers).
+    timers: crate::timers::TimerQueue,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -158,6 +160,7 @@ impl Server {
                 4 * conf.max_clients as usize * usize::from(MEMBERS),
                 crate::sentkeys::life(conf.reneg_sec),
             ),
+            timers: Default::default(),
         }
     }
 
@@ -183,6 +186,12 @@ impl Server {
     /// and half-open sessions do not count): what `max clients` limits.
     pub fn client_count(&self) -> usize {
         self.sessions.iter().flatten().filter(|s| !s.is_ghost()).count().saturating_sub(self.admission.half_open())
+    }
+
+    /// Tests only: the earliest deadline in the timer queue.
+    #[cfg(test)]
+    pub fn next_timer(&self) -> Option<std::time::Instant> {
+        self.timers.next_deadline()
     }
 
     /// Tests only: sessions whose first key exchange is not done yet.
@@ -211,8 +220,13 @@ impl Server {
         self.sessions.iter().flatten().filter(|s| s.is_ghost()).count()
     }
 
+    /// A session about to change: its timers run at the next tick.
     fn session_mut(&mut self, id: u32) -> Option<&mut Session> {
-        self.sessions.get_mut(id as usize).and_then(Option::as_mut).map(|b| &mut **b)
+        let s = self.sessions.get_mut(id as usize).and_then(Option::as_mut).map(|b| &mut **b);
+        if s.is_some() {
+            self.timers.touch(id);
+        }
+        s
     }
 
     /// The lowest free peer-id of this member's residue class.
@@ -226,6 +240,7 @@ impl Server {
             self.sessions.push(None);
         }
         self.sessions[id as usize] = Some(Box::new(s));
+        self.timers.touch(id);
     }
 
     /// A datagram from a client. Returns the IP packet to write to the tun
@@ -572,19 +587,26 @@ impl Server {
         }
     }
 
-    /// Runs every session's timers.
+    /// Runs the timers of the sessions that are due or changed since the
+    /// last tick (crate::timers), then queues each one's next deadline.
     pub fn on_timer(&mut self, now: Now) {
         for session in self.checks.expired(now.mono) {
             self.auth_verdict(now, session, false, "the check timed out");
         }
         let mut progress = Vec::new();
-        for id in 0..self.sessions.len() as u32 {
-            if let Some(s) = self.session_mut(id) {
-                s.on_timer(now);
-                if let Some((gen, p)) = s.take_progress(now) {
-                    progress.push((s.local_sid, gen, p.encode()));
-                }
-                self.settle(now, id);
+        for id in self.timers.take_due(now.mono) {
+            let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {
+                self.timers.forget(id);
+                continue;
+            };
+            s.on_timer(now);
+            if let Some((gen, p)) = s.take_progress(now) {
+                progress.push((s.local_sid, gen, p.encode()));
+            }
+            self.settle(now, id);
+            match self.sessions.get(id as usize).and_then(Option::as_ref) {
+                Some(s) => self.timers.schedule(id, s.next_wake(now)),
+                None => self.timers.forget(id),
             }
         }
         if !progress.is_empty() {
@@ -595,7 +617,8 @@ impl Server {
     /// After a session ran: give it an address if it needs one, move its
     /// datagrams to the outbox, remove it if it ended.
     fn settle(&mut self, now: Now, id: u32) {
-        if self.session_mut(id).is_some_and(|s| s.wants_address()) && self.admission.close(id) {
+        let wants = self.sessions.get(id as usize).and_then(Option::as_ref).is_some_and(|s| s.wants_address());
+        if wants && self.admission.close(id) {
             self.established(id);
         }
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {

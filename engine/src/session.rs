@@ -24,6 +24,8 @@ use crate::wrap::Wrapper;
 #[path = "replication.rs"]
 mod replication;
 pub use replication::{Gen, Offer};
+#[path = "wake.rs"]
+mod wake;
 
 /// TLS output a key state may hold for want of acknowledgements: a
 /// handshake flight is a few KB, so past this the client is not reading

@@ -1266,6 +1266,21 @@ fn silent_client_is_dropped_after_the_keepalive_timeout() {
     reconnect(&mut lab);
 }
 
+#[test]
+fn an_idle_session_sleeps_in_the_timer_queue_until_its_ping() {
+    let mut lab = Lab::tls_auth("keepalive 2 10\n", CLEAN, CLEAN, 52);
+    lab.connect(Duration::from_secs(5));
+    lab.run(Duration::from_secs(3));
+    lab.client_silent = true;
+    lab.run(Duration::from_secs(1));
+    let next = lab.server.next_timer().expect("the session is queued");
+    assert!(next > lab.now.mono, "an idle session is not due at every tick");
+    assert!(next <= lab.now.mono + Duration::from_secs(2), "its ping is at most 2 s away");
+    let pings = lab.client.pings_received;
+    lab.run(Duration::from_secs(5));
+    assert!(lab.client.pings_received >= pings + 2, "the queue still sends its pings");
+}
+
 /// A new client (same address, new session) in place of the old one.
 fn reconnect(lab: &mut Lab) {
     let opts = lab.client.opts.clone();
