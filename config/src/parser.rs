@@ -112,6 +112,7 @@ struct Draft {
     push_routes: Vec<Ipv4Net>,
     push_dns: Vec<IpAddr>,
     push_domain: Option<String>,
+    push_options: Vec<String>,
     sync: Option<SyncConfig>,
 }
 
@@ -413,6 +414,41 @@ impl Parser {
         w.parse().map_err(|e| self.error(p, e))
     }
 
+    fn last_was_string(&self) -> bool {
+        matches!(self.last, Tok::Str(_))
+    }
+
+    /// The arguments of `push redirect-gateway`, `block-outside-dns` or
+    /// `route-ipv6`, as the option text (see pushopt.rs).
+    fn push_option(&mut self, what: &str, pos: Pos) -> PResult<String> {
+        match what {
+            "route-ipv6" => {
+                let (w, p) = self.word("an IPv6 network addr/len")?;
+                crate::pushopt::route_ipv6(&w).map_err(|why| self.error(p, why))
+            }
+            "redirect-gateway" => {
+                let mut flags = Vec::new();
+                let mut text = crate::pushopt::redirect_gateway(&flags).map_err(|why| self.error(pos, why))?;
+                while let Tok::Word(_) = self.peek()? {
+                    let (w, p) = self.word("a redirect-gateway flag")?;
+                    flags.push(w);
+                    text = crate::pushopt::redirect_gateway(&flags).map_err(|why| self.error(p, why))?;
+                }
+                Ok(text)
+            }
+            _ => Ok(what.to_string()),
+        }
+    }
+
+    fn add_push_option(&mut self, o: String, pos: Pos) -> PResult<()> {
+        if self.d.push_options.len() == crate::pushopt::MAX_PUSH_OPTIONS {
+            let max = crate::pushopt::MAX_PUSH_OPTIONS;
+            return Err(self.error(pos, format!("more than {max} push options besides route and dns: summarise them")));
+        }
+        self.d.push_options.push(o);
+        Ok(())
+    }
+
     fn cipher(&mut self) -> PResult<(Cipher, Pos)> {
         let (w, p) = self.word("a cipher")?;
         let valid = Cipher::ALL.map(Cipher::name).join(", ");
@@ -599,7 +635,8 @@ impl Parser {
                 self.d.reneg_sec = Some(self.number("reneg-sec", 0, 7 * 86400)?);
             }
             "push" => {
-                let (what, p) = self.word("route, dns or domain")?;
+                let (what, p) = self
+                    .text("route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6 or a quoted option")?;
                 match what.as_str() {
                     "route" => {
                         let n = self.network()?;
@@ -627,8 +664,19 @@ impl Parser {
                         check_domain(&d).map_err(|why| self.error(p, why))?;
                         self.d.push_domain = Some(d);
                     }
+                    "redirect-gateway" | "block-outside-dns" | "route-ipv6" => {
+                        let o = self.push_option(&what, p)?;
+                        self.add_push_option(o, pos)?;
+                    }
+                    _ if self.last_was_string() => {
+                        let o = crate::pushopt::generic(&what).map_err(|why| self.error(p, why))?;
+                        self.add_push_option(o, pos)?;
+                    }
                     _ => {
-                        return Err(self.error(p, format!("unknown push option \"{what}\"; valid: route, dns, domain")))
+                        return Err(self.error(
+                            p,
+                            format!("unknown push option \"{what}\"; valid: route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6, or a quoted \"option ...\""),
+                        ))
                     }
                 }
             }
@@ -954,6 +1002,7 @@ impl Parser {
             push_routes: d.push_routes,
             push_dns: d.push_dns,
             push_domain: d.push_domain,
+            push_options: d.push_options,
             sync: d.sync,
         }
     }

@@ -76,6 +76,9 @@ impl Display for Config {
         if let Some(d) = &self.push_domain {
             writeln!(f, "push domain {}", Quoted(d))?;
         }
+        for o in &self.push_options {
+            writeln!(f, "push {}", Quoted(o))?;
+        }
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {
