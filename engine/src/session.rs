@@ -667,7 +667,14 @@ impl Session {
 
     fn control_message(&mut self, text: &str, now: Now) {
         if text == "PUSH_REQUEST" {
-            // Always answered: 2.4 clients restart after unanswered requests.
+            // Always answered (2.4 clients restart after unanswered
+            // requests), but not while the last answer is still on its way:
+            // a client repeats its request every second, and a long reply
+            // sent again each time would pile up behind itself.
+            if self.push_in_flight() {
+                log::debug!("{}: PUSH_REQUEST while the reply is in flight", self.label());
+                return;
+            }
             self.send_push_reply(now);
         } else if text == "EXIT" || text.starts_with("EXIT,") {
             log::info!("{}: client announced its exit", self.label());
@@ -885,6 +892,15 @@ impl Session {
 
     /// The newest key whose exchange is done and whose TLS session we hold:
     /// the one control messages go over.
+    /// A PUSH_REPLY was sent and its bytes are not all acknowledged yet.
+    fn push_in_flight(&self) -> bool {
+        self.push_sent
+            && self.talking_key().is_some_and(|i| {
+                let k = &self.keys[i];
+                !k.tls_out.is_empty() || !k.rel.all_acked() || k.tls.as_ref().is_some_and(|t| t.wants_write())
+            })
+    }
+
     fn talking_key(&self) -> Option<usize> {
         self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
     }
