@@ -660,8 +660,20 @@ impl Session {
         let mut m = Vec::with_capacity(text.len() + 1);
         m.extend_from_slice(text.as_bytes());
         m.push(0);
-        if let Some(tls) = self.keys[idx].tls.as_mut() {
-            let _ = tls.writer().write_all(&m);
+        let ks = &mut self.keys[idx];
+        let Some(tls) = ks.tls.as_mut() else { return };
+        // rustls buffers at most 64 KiB of records not yet taken, and a
+        // message it takes in part is split over two records, which a stock
+        // client reads as two messages. The records written so far move on
+        // to tls_out (which the reliable window drains) first, so that each
+        // message goes whole into a record of its own.
+        while tls.wants_write() {
+            if !matches!(tls.write_tls(&mut ks.tls_out), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        if tls.writer().write_all(&m).is_err() {
+            log::error!("{}: the TLS layer refused a control message", self.label());
         }
     }
 
