@@ -47,9 +47,11 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 /// `listen` and `peer` statements at most, each: every one is a socket or a
 /// sync destination.
 const MAX_ADDRESSES: usize = 64;
-/// Pushed routes at most: each is an option of the PUSH_REPLY, which a
-/// client applies in one go; more belong in a summary route.
-pub const MAX_PUSH_ROUTES: usize = 256;
+/// Pushed routes at most. OpenVPN 2.4 and later have no limit of their own
+/// (max-routes is gone); this bound keeps the continued PUSH_REPLY (about
+/// 30 bytes a route, 1 KiB a part) near 130 parts, which a stock 2.6 client
+/// applies in well under a second (regress/pushes.sh measures 3,000).
+pub const MAX_PUSH_ROUTES: usize = 4096;
 /// An OpenVPN client takes at most this many DNS servers per address
 /// family (`N_DHCP_ADDR`; more are an options error).
 pub const MAX_PUSH_DNS: usize = 4;

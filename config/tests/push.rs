@@ -14,7 +14,7 @@ fn error(stmt: &str) -> String {
 fn each_statement_becomes_its_option_in_order() {
     let text = format!(
         "{KEYS}push redirect-gateway def1 bypass-dhcp ipv6\npush block-outside-dns\n\
-         push route-ipv6 2001:db8::/32\npush \"dhcp-option DNS6 2001:db8::53\"\npush \"setenv X 'a b'\"\n"
+         push route-ipv6 2001:db8::/32\npush \"dhcp-option DNS6 2001:db8::53\"\npush \"echo X 'a b'\"\n"
     );
     let c = parse_str("t.conf", &text, &[]).unwrap();
     let want = [
@@ -22,7 +22,7 @@ fn each_statement_becomes_its_option_in_order() {
         "block-outside-dns",
         "route-ipv6 2001:db8::/32",
         "dhcp-option DNS6 2001:db8::53",
-        "setenv X 'a b'",
+        "echo X 'a b'",
     ];
     assert_eq!(c.push_options, want);
     let again = parse_str("canonical", &c.to_string(), &[]).unwrap();
@@ -38,9 +38,9 @@ fn malformed_pushes_name_the_place_and_the_fix() {
         ("push route-ipv6 2001:db8::1/32", "t.conf:4:17: route-ipv6 2001:db8::1/32 has host bits set: use 2001:db8::/32"),
         ("push route-ipv6 10.0.0.0/8", "t.conf:4:17: \"10.0.0.0/8\" is not an IPv6 network addr/len (e.g. fd00:1::/64)"),
         ("push route-ipv6", "t.conf:4:16: expected an IPv6 network addr/len, found end of line"),
-        ("push \"up /bin/sh\"", "t.conf:4:6: \"up\" is not an option a client accepts pushed; valid: block-ipv6, block-outside-dns, dhcp-option, dns, echo, explicit-exit-notify, inactive, ip-win32, redirect-gateway, redirect-private, register-dns, route, route-delay, route-ipv6, route-metric, setenv, sndbuf, rcvbuf"),
+        ("push \"up /bin/sh\"", "t.conf:4:6: \"up\" is not an option a client accepts pushed; valid: block-ipv6, block-outside-dns, dhcp-option, dns, echo, explicit-exit-notify, inactive, ip-win32, redirect-gateway, redirect-private, register-dns, route, route-delay, route-ipv6, route-metric, sndbuf, rcvbuf"),
         ("push \"ifconfig 10.8.0.9 255.255.255.0\"", "t.conf:4:6: \"ifconfig\" is set by the server itself for each client and cannot be pushed"),
-        ("push \"setenv A 'b\"", "t.conf:4:6: the push option has an unclosed ' quote"),
+        ("push \"echo A 'b\"", "t.conf:4:6: the push option has an unclosed ' quote"),
         ("push \"echo a,ifconfig 1.2.3.4\"", "t.conf:4:6: the push option contains a comma, which separates options in a PUSH_REPLY"),
         ("push \"echo a\tb\"", "t.conf:4:6: the push option contains the control character '\\t'"),
         ("push \"\"", "t.conf:4:6: route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6 or a quoted option is empty"),
