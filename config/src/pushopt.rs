@@ -12,7 +12,8 @@ pub const MAX_PUSH_OPTION: usize = 255;
 pub const MAX_PUSH_OPTIONS: usize = 256;
 
 /// Options a client accepts pushed (OpenVPN's pushable option classes:
-/// routes, DNS, timers, redirect, setenv, echo, ...).
+/// routes, DNS, timers, redirect, echo, ...; not setenv, which a 2.6
+/// client refuses pushed).
 const PUSHABLE: &[&str] = &[
     "block-ipv6",
     "block-outside-dns",
