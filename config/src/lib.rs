@@ -8,6 +8,7 @@ mod lexer;
 mod net;
 mod parser;
 mod print;
+mod pushopt;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
 pub use parser::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
+pub use pushopt::{MAX_PUSH_OPTION, MAX_PUSH_OPTIONS};
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -189,6 +191,9 @@ pub struct Config {
     pub push_routes: Vec<Ipv4Net>,
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,
+    /// redirect-gateway, block-outside-dns, route-ipv6 and generic pushes,
+    /// as the option text a client receives, in configuration order.
+    pub push_options: Vec<String>,
     pub sync: Option<SyncConfig>,
     /// How key-method-2 usernames and passwords are checked; `None`: they
     /// are ignored and the certificate alone admits a client.

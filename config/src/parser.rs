@@ -50,9 +50,11 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 /// `listen` and `peer` statements at most, each: every one is a socket or a
 /// sync destination.
 const MAX_ADDRESSES: usize = 64;
-/// Pushed routes at most: each is an option of the PUSH_REPLY, which a
-/// client applies in one go; more belong in a summary route.
-pub const MAX_PUSH_ROUTES: usize = 256;
+/// Pushed routes at most. OpenVPN 2.4 and later have no limit of their own
+/// (max-routes is gone); this bound keeps the continued PUSH_REPLY (about
+/// 30 bytes a route, 1 KiB a part) near 130 parts, which a stock 2.6 client
+/// applies in well under a second (regress/pushes.sh measures 3,000).
+pub const MAX_PUSH_ROUTES: usize = 4096;
 /// An OpenVPN client takes at most this many DNS servers per address
 /// family (`N_DHCP_ADDR`; more are an options error).
 pub const MAX_PUSH_DNS: usize = 4;
@@ -115,6 +117,7 @@ struct Draft {
     push_routes: Vec<Ipv4Net>,
     push_dns: Vec<IpAddr>,
     push_domain: Option<String>,
+    push_options: Vec<String>,
     sync: Option<SyncConfig>,
     password: Option<crate::PasswordCheck>,
     password_token: Option<u32>,
@@ -423,6 +426,41 @@ impl Parser {
         w.parse().map_err(|e| self.error(p, e))
     }
 
+    fn last_was_string(&self) -> bool {
+        matches!(self.last, Tok::Str(_))
+    }
+
+    /// The arguments of `push redirect-gateway`, `block-outside-dns` or
+    /// `route-ipv6`, as the option text (see pushopt.rs).
+    fn push_option(&mut self, what: &str, pos: Pos) -> PResult<String> {
+        match what {
+            "route-ipv6" => {
+                let (w, p) = self.word("an IPv6 network addr/len")?;
+                crate::pushopt::route_ipv6(&w).map_err(|why| self.error(p, why))
+            }
+            "redirect-gateway" => {
+                let mut flags = Vec::new();
+                let mut text = crate::pushopt::redirect_gateway(&flags).map_err(|why| self.error(pos, why))?;
+                while let Tok::Word(_) = self.peek()? {
+                    let (w, p) = self.word("a redirect-gateway flag")?;
+                    flags.push(w);
+                    text = crate::pushopt::redirect_gateway(&flags).map_err(|why| self.error(p, why))?;
+                }
+                Ok(text)
+            }
+            _ => Ok(what.to_string()),
+        }
+    }
+
+    fn add_push_option(&mut self, o: String, pos: Pos) -> PResult<()> {
+        if self.d.push_options.len() == crate::pushopt::MAX_PUSH_OPTIONS {
+            let max = crate::pushopt::MAX_PUSH_OPTIONS;
+            return Err(self.error(pos, format!("more than {max} push options besides route and dns: summarise them")));
+        }
+        self.d.push_options.push(o);
+        Ok(())
+    }
+
     fn cipher(&mut self) -> PResult<(Cipher, Pos)> {
         let (w, p) = self.word("a cipher")?;
         let valid = Cipher::ALL.map(Cipher::name).join(", ");
@@ -613,7 +651,8 @@ impl Parser {
                 self.d.reneg_sec = Some(self.number("reneg-sec", 0, 7 * 86400)?);
             }
             "push" => {
-                let (what, p) = self.word("route, dns or domain")?;
+                let (what, p) = self
+                    .text("route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6 or a quoted option")?;
                 match what.as_str() {
                     "route" => {
                         let n = self.network()?;
@@ -641,8 +680,19 @@ impl Parser {
                         check_domain(&d).map_err(|why| self.error(p, why))?;
                         self.d.push_domain = Some(d);
                     }
+                    "redirect-gateway" | "block-outside-dns" | "route-ipv6" => {
+                        let o = self.push_option(&what, p)?;
+                        self.add_push_option(o, pos)?;
+                    }
+                    _ if self.last_was_string() => {
+                        let o = crate::pushopt::generic(&what).map_err(|why| self.error(p, why))?;
+                        self.add_push_option(o, pos)?;
+                    }
                     _ => {
-                        return Err(self.error(p, format!("unknown push option \"{what}\"; valid: route, dns, domain")))
+                        return Err(self.error(
+                            p,
+                            format!("unknown push option \"{what}\"; valid: route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6, or a quoted \"option ...\""),
+                        ))
                     }
                 }
             }
@@ -983,6 +1033,7 @@ impl Parser {
             push_routes: d.push_routes,
             push_dns: d.push_dns,
             push_domain: d.push_domain,
+            push_options: d.push_options,
             sync: d.sync,
             password: d.password,
             password_token: d.password_token,

@@ -87,6 +87,9 @@ impl Display for Config {
             writeln!(f, "password token lifetime {l}")?;
         }
         writeln!(f, "verify-client-cert {}", self.verify_client_cert.name())?;
+        for o in &self.push_options {
+            writeln!(f, "push {}", Quoted(o))?;
+        }
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

@@ -187,7 +187,7 @@ fn push_options_fit_a_client() {
     let e = parse_str("test.conf", &format!("{KEYS}{routes}"), &[]).unwrap_err().to_string();
     assert_eq!(
         e,
-        format!("test.conf:{}:1: more than 256 push route statements: summarise the routes\n", 4 + MAX_PUSH_ROUTES)
+        format!("test.conf:{}:1: more than 4096 push route statements: summarise the routes\n", 4 + MAX_PUSH_ROUTES)
     );
     let dns: String = (1..=5).map(|i| format!("push dns 198.19.0.{i}\npush dns 2001:db8::{i}\n")).collect();
     let e = parse_str("test.conf", &format!("{KEYS}{dns}"), &[]).unwrap_err().to_string();

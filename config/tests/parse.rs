@@ -260,7 +260,7 @@ fn malformed_files() {
         ("watchdog 3\nwatchdog 4", "test.conf:5:1: watchdog is already set on line 4"),
         ("reneg-sec soon", "test.conf:4:11: reneg-sec \"soon\" is not a number from 0 to 604800"),
         ("push route 10.0.0.0", "test.conf:4:12: \"10.0.0.0\" is not a network: write it as a.b.c.d/len"),
-        ("push gateway 1.2.3.4", "test.conf:4:6: unknown push option \"gateway\"; valid: route, dns, domain"),
+        ("push gateway 1.2.3.4", "test.conf:4:6: unknown push option \"gateway\"; valid: route, dns, domain, redirect-gateway, block-outside-dns, route-ipv6, or a quoted \"option ...\""),
         ("push dns example.org", "test.conf:4:10: \"example.org\" is not an IP address"),
         ("data-ciphers { AES-256-GCM, AES-256-GCM }", "test.conf:4:29: cipher AES-256-GCM is listed twice"),
         ("data-ciphers { }", "test.conf:4:14: the cipher list is empty"),

@@ -15,6 +15,9 @@ pub struct PushSettings {
     pub routes: Vec<Ipv4Net>,
     pub dns: Vec<IpAddr>,
     pub domain: Option<String>,
+    /// The other configured pushes (redirect-gateway, block-outside-dns,
+    /// route-ipv6, generic), checked by the configuration.
+    pub extra: Vec<String>,
     /// `keepalive` interval and timeout, pushed as ping / ping-restart.
     pub keepalive: (u32, u32),
 }
@@ -52,6 +55,7 @@ pub fn options(s: &PushSettings, c: &ClientPush) -> Vec<String> {
     if let Some(dom) = &s.domain {
         o.push(format!("dhcp-option DOMAIN {dom}"));
     }
+    o.extend(s.extra.iter().cloned());
     o.push(format!("ping {}", s.keepalive.0));
     o.push(format!("ping-restart {}", s.keepalive.1));
     if let Some(comp) = c.compression {
@@ -110,6 +114,7 @@ mod tests {
             routes: vec![],
             dns: vec![],
             domain: None,
+            extra: vec![],
             keepalive: (10, 60),
         }
     }
@@ -159,6 +164,21 @@ mod tests {
             &o[2..5],
             ["route 198.19.0.0 255.255.255.0", "dhcp-option DNS 198.19.0.53", "dhcp-option DOMAIN lab.example"]
         );
+    }
+
+    /// The configured extra pushes follow the routes and DNS options, in
+    /// configuration order, ahead of what is computed per client.
+    #[test]
+    fn extra_pushes_follow_the_routes_in_order() {
+        let mut s = settings();
+        s.domain = Some("lab.example".into());
+        s.extra = vec!["redirect-gateway def1 ipv6".into(), "block-outside-dns".into(), "route-ipv6 ::/0".into()];
+        let o = options(&s, &client26());
+        assert_eq!(
+            &o[2..6],
+            ["dhcp-option DOMAIN lab.example", "redirect-gateway def1 ipv6", "block-outside-dns", "route-ipv6 ::/0"]
+        );
+        assert_eq!(o[6], "ping 10");
     }
 
     #[test]

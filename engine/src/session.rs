@@ -693,14 +693,33 @@ impl Session {
         let mut m = Vec::with_capacity(text.len() + 1);
         m.extend_from_slice(text.as_bytes());
         m.push(0);
-        if let Some(tls) = self.keys[idx].tls.as_mut() {
-            let _ = tls.writer().write_all(&m);
+        let ks = &mut self.keys[idx];
+        let Some(tls) = ks.tls.as_mut() else { return };
+        // rustls buffers at most 64 KiB of records not yet taken, and a
+        // message it takes in part is split over two records, which a stock
+        // client reads as two messages. The records written so far move on
+        // to tls_out (which the reliable window drains) first, so that each
+        // message goes whole into a record of its own.
+        while tls.wants_write() {
+            if !matches!(tls.write_tls(&mut ks.tls_out), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        if tls.writer().write_all(&m).is_err() {
+            log::error!("{}: the TLS layer refused a control message", self.label());
         }
     }
 
     fn control_message(&mut self, text: &str, now: Now) {
         if text == "PUSH_REQUEST" {
-            // Always answered: 2.4 clients restart after unanswered requests.
+            // Always answered (2.4 clients restart after unanswered
+            // requests), but not while the last answer is still on its way:
+            // a client repeats its request every second, and a long reply
+            // sent again each time would pile up behind itself.
+            if self.push_in_flight() {
+                log::debug!("{}: PUSH_REQUEST while the reply is in flight", self.label());
+                return;
+            }
             self.send_push_reply(now);
         } else if text == "EXIT" || text.starts_with("EXIT,") {
             log::info!("{}: client announced its exit", self.label());
@@ -941,6 +960,15 @@ impl Session {
 
     /// The newest key whose exchange is done and whose TLS session we hold:
     /// the one control messages go over.
+    /// A PUSH_REPLY was sent and its bytes are not all acknowledged yet.
+    fn push_in_flight(&self) -> bool {
+        self.push_sent
+            && self.talking_key().is_some_and(|i| {
+                let k = &self.keys[i];
+                !k.tls_out.is_empty() || !k.rel.all_acked() || k.tls.as_ref().is_some_and(|t| t.wants_write())
+            })
+    }
+
     fn talking_key(&self) -> Option<usize> {
         self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
     }

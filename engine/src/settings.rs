@@ -61,6 +61,7 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         routes: conf.push_routes.clone(),
         dns: conf.push_dns.clone(),
         domain: conf.push_domain.clone(),
+        extra: conf.push_options.clone(),
         keepalive: conf.keepalive,
     };
     let token = match conf.password_token {

@@ -1147,6 +1147,40 @@ fn client_2_5_uses_prf_keys() {
     assert_eq!(lab.exchange(10, 11), (10, 10));
 }
 
+/// A long reply (several continuation parts) is not sent again for the
+/// PUSH_REQUESTs that arrive while it is in flight; once delivered, a new
+/// request is answered.
+#[test]
+fn repeated_push_requests_do_not_pile_up_a_long_reply() {
+    let routes: String = (0..200).map(|i| format!("push route 10.{i}.0.0/16\n")).collect();
+    let mut lab = Lab::new(server(&routes, None), client(PEER_INFO_26, ClientWrap::None), CLEAN, CLEAN, 1);
+    lab.connect(HAND_WINDOW);
+    assert_eq!(lab.client.push_replies, 1);
+    let parts = lab.client.messages.iter().filter(|m| m.starts_with("PUSH_REPLY")).count();
+    assert!(parts > 3, "the reply is continued: {parts} parts");
+    lab.client.send_message(lab.now, "PUSH_REQUEST");
+    lab.client.send_message(lab.now, "PUSH_REQUEST");
+    lab.run(Duration::from_millis(500));
+    assert_eq!(lab.client.push_replies, 2, "the second request came while the first answer was in flight");
+    lab.client.send_message(lab.now, "PUSH_REQUEST");
+    lab.run(Duration::from_millis(500));
+    assert_eq!(lab.client.push_replies, 3, "answered again once delivered");
+}
+
+/// A reply past the 64 KiB rustls buffers (3,000 routes, about 100 parts)
+/// arrives whole: every route, each part a message of its own.
+#[test]
+fn a_reply_longer_than_the_tls_buffer_arrives_whole() {
+    let routes: String = (0..3000).map(|i| format!("push route 10.{}.{}.0/24\n", 100 + i / 256, i % 256)).collect();
+    let mut lab = Lab::new(server(&routes, None), client(PEER_INFO_26, ClientWrap::None), CLEAN, CLEAN, 1);
+    lab.connect(HAND_WINDOW);
+    let parts: Vec<&String> = lab.client.messages.iter().filter(|m| m.starts_with("PUSH_REPLY,")).collect();
+    assert!(parts.len() > 64, "{} parts", parts.len());
+    let n = parts.iter().flat_map(|m| m.split(',')).filter(|o| o.starts_with("route 10.")).count();
+    assert_eq!(n, 3000);
+    assert!(parts.last().unwrap().ends_with(",push-continuation 1"));
+}
+
 #[test]
 fn client_2_4_gets_its_push_reply_on_request_only() {
     for (imp, seed) in [(CLEAN, 1), (BAD, 2), (BAD, 3), (BAD, 4)] {
