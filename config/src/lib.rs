@@ -16,7 +16,7 @@ pub use error::{ConfError, ConfErrors, Pos};
 pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
-pub use parser::{DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
+pub use parser::{DEFAULT_STATUS_INTERVAL, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
 
 /// The OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -156,6 +156,16 @@ pub struct SyncConfig {
     pub member: u8,
 }
 
+/// The `status` statement: a file in OpenVPN's status format, rewritten
+/// by the parent every `interval` seconds from what the engine renders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusFile {
+    pub path: PathBuf,
+    pub interval: u32,
+    /// OpenVPN's `status-version`: 2 (comma-separated) or 3 (tabs).
+    pub version: u8,
+}
+
 /// A parsed and checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -187,6 +197,9 @@ pub struct Config {
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,
     pub sync: Option<SyncConfig>,
+    pub status: Option<StatusFile>,
+    /// The OpenVPN-compatible management socket (a subset of its commands).
+    pub management: Option<PathBuf>,
 }
 
 impl Config {
