@@ -15,6 +15,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use vpnsyncd_common::msg::Role;
 
+use crate::server::Server;
+use crate::session::Now;
+
+/// Bytes of status text per `StatusPart` imsg, below the imsg maximum.
+pub const PART: usize = 16000;
+
 /// One connected client: a `CLIENT_LIST` and a `ROUTING_TABLE` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -38,6 +44,28 @@ pub struct Cluster {
     pub role: Role,
     /// "standalone", "ready" (the table is complete) or "incomplete".
     pub sync: &'static str,
+}
+
+/// One row per established session (a virtual address assigned), by
+/// peer-id.
+pub fn rows(server: &Server, now: Now) -> Vec<Row> {
+    server
+        .sessions()
+        .filter_map(|s| {
+            let idle = now.mono.saturating_duration_since(s.last_seen()).as_secs();
+            Some(Row {
+                common_name: s.common_name.clone().unwrap_or_default(),
+                real_address: s.peer,
+                virtual_address: s.virtual_ip?,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                connected_since: s.connected_since,
+                peer_id: s.peer_id,
+                cipher: s.cipher_name(),
+                last_ref: now.unix.saturating_sub(idle),
+            })
+        })
+        .collect()
 }
 
 /// The `TITLE` row: OpenVPN puts its version string there.

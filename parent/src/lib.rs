@@ -6,6 +6,7 @@
 mod children;
 pub mod demote;
 mod sockets;
+mod status;
 mod tun;
 mod watchdog;
 
@@ -198,6 +199,7 @@ struct Parent {
     control_path: PathBuf,
     /// The last role carpwatch reported.
     role: Option<Role>,
+    status: status::StatusWriter,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -255,8 +257,15 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
-    let mut parent =
-        Parent { control_path: conf.socket.clone(), opts, conf, children: Vec::new(), demoter, role: None };
+    let mut parent = Parent {
+        control_path: conf.socket.clone(),
+        opts,
+        conf,
+        children: Vec::new(),
+        demoter,
+        role: None,
+        status: Default::default(),
+    };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
             Exit::Shutdown => 0,
@@ -474,6 +483,14 @@ impl Parent {
                     d.set(true).map_err(|e| io::Error::new(e.kind(), format!("demote: {e}")))?;
                 }
             }
+            (ChildKind::Engine, ImsgType::StatusPart) => self.status.part(&m.data),
+            (ChildKind::Engine, ImsgType::StatusCommit) => {
+                if let Some(st) = &self.conf.status {
+                    if let Err(e) = self.status.commit(&st.path) {
+                        log::warn!("{e}");
+                    }
+                }
+            }
             (ChildKind::Engine, ImsgType::Verbose) => {
                 let level = Reader::new(&m.data).u8().map_err(bad)?;
                 vpnsyncd_common::log::set_verbose(level);
@@ -597,6 +614,7 @@ mod tests {
             children,
             demoter: None,
             role: None,
+            status: Default::default(),
         };
         (p, ends)
     }
