@@ -198,8 +198,6 @@ pub struct Config {
     pub push_domain: Option<String>,
     pub sync: Option<SyncConfig>,
     pub status: Option<StatusFile>,
-    /// The OpenVPN-compatible management socket (a subset of its commands).
-    pub management: Option<PathBuf>,
 }
 
 impl Config {

@@ -31,7 +31,6 @@ const TOP_KEYWORDS: &[&str] = &[
     "keepalive",
     "key",
     "listen",
-    "management",
     "max",
     "push",
     "reneg-sec",
@@ -120,7 +119,6 @@ struct Draft {
     push_domain: Option<String>,
     sync: Option<SyncConfig>,
     status: Option<StatusFile>,
-    management: Option<PathBuf>,
 }
 
 struct Parser {
@@ -644,11 +642,6 @@ impl Parser {
                 self.once("status", pos)?;
                 self.d.status = Some(self.status_file()?);
             }
-            "management" => {
-                self.keyword("socket", "management")?;
-                self.once("management socket", pos)?;
-                self.d.management = Some(self.path("a socket path")?);
-            }
             "sync" => return self.sync_block(pos),
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
@@ -988,7 +981,6 @@ impl Parser {
             push_domain: d.push_domain,
             sync: d.sync,
             status: d.status,
-            management: d.management,
         }
     }
 }

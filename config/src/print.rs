@@ -79,9 +79,6 @@ impl Display for Config {
         if let Some(s) = &self.status {
             writeln!(f, "status {} interval {} version {}", path(&s.path), s.interval, s.version)?;
         }
-        if let Some(m) = &self.management {
-            writeln!(f, "management socket {}", path(m))?;
-        }
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

@@ -1,7 +1,5 @@
-//! The monitoring statements (`status`, `management socket`): defaults,
+//! The monitoring statement (`status`): defaults,
 //! the canonical form, and the exact error for each malformed variant.
-
-use std::path::PathBuf;
 
 use vpnsyncd_config::{parse_str, Config, StatusFile, DEFAULT_STATUS_INTERVAL};
 
@@ -14,7 +12,7 @@ fn parse(extra: &str) -> Result<Config, String> {
 #[test]
 fn absent_by_default() {
     let c = parse("").unwrap();
-    assert_eq!((c.status, c.management), (None, None));
+    assert_eq!(c.status, None);
 }
 
 #[test]
@@ -24,15 +22,13 @@ fn status_defaults_and_options_in_any_order() {
     assert_eq!(c.status, Some(want));
     let c = parse("status /s version 3 interval 1").unwrap();
     assert_eq!(c.status, Some(StatusFile { path: "/s".into(), interval: 1, version: 3 }));
-    let c = parse("management socket \"/run/m.sock\"").unwrap();
-    assert_eq!(c.management, Some(PathBuf::from("/run/m.sock")));
 }
 
 #[test]
 fn canonical_form_round_trips() {
-    let c = parse("status \"/a b\" interval 30\nmanagement socket /m").unwrap();
+    let c = parse("status \"/a b\" interval 30").unwrap();
     let printed = c.to_string();
-    assert!(printed.contains("status \"/a b\" interval 30 version 2\nmanagement socket \"/m\"\n"), "{printed}");
+    assert!(printed.contains("status \"/a b\" interval 30 version 2\n"), "{printed}");
     assert_eq!(parse_str("again", &printed, &[]).unwrap(), c);
 }
 
@@ -46,10 +42,6 @@ fn malformed() {
         ("status /s version 1", "test.conf:4:19: status version \"1\" is not a number from 2 to 3"),
         ("status /s every 5", "test.conf:4:11: syntax error: unexpected \"every\", expected the end of the line"),
         ("status /a\nstatus /b", "test.conf:5:1: status is already set on line 4"),
-        ("management /m", "test.conf:4:12: expected \"socket\" after \"management\", found \"/m\""),
-        ("management socket", "test.conf:4:18: expected a socket path, found end of line"),
-        ("management socket /a\nmanagement socket /b", "test.conf:5:1: management socket is already set on line 4"),
-        ("managment socket /m", "test.conf:4:1: unknown keyword \"managment\"; did you mean \"management\"?"),
     ];
     for (text, want) in cases {
         let e = parse(text).expect_err(text);
