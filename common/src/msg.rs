@@ -19,6 +19,9 @@
 //! | `CtlShow*`, `CtlLog`, `CtlKillClient` | vpnsyncctl -> engine (-> syncer) | see `ctl` | |
 //! | `CtlSummary`, `CtlClient`, `CtlSync`, `CtlEnd` | replies | see `ctl` | |
 //!
+//! | `StatusPart` | engine -> parent | a piece of the rendered status file (engine/src/status.rs) | |
+//! | `StatusCommit` | engine -> parent | empty: the pieces so far are the whole file, write it | |
+//!
 //! | `SyncUpsert` | engine <-> syncer | session id (8), generation (8), then the session record | |
 //! | `SyncProgress` | engine <-> syncer | entries: session id (8), generation (8), u16 length, progress bytes | |
 //! | `SyncDelete` | engine <-> syncer | session id (8), generation of its last record (8) | |
@@ -84,6 +87,8 @@ imsg_types! {
     SyncUnready = 44,
     AuthCheck = 60,
     AuthVerdict = 61,
+    StatusPart = 80,
+    StatusCommit = 81,
 }
 
 /// Which key file a `KeyMaterial` message carries.

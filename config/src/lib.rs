@@ -17,7 +17,10 @@ pub use error::{ConfError, ConfErrors, Pos};
 pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
-pub use parser::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES};
+pub use parser::{
+    DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS,
+    MAX_PUSH_ROUTES,
+};
 pub use pushopt::{MAX_PUSH_OPTION, MAX_PUSH_OPTIONS};
 
 /// The OpenVPN port.
@@ -161,6 +164,16 @@ pub struct SyncConfig {
     pub member: u8,
 }
 
+/// The `status` statement: a file in OpenVPN's status format, rewritten
+/// by the parent every `interval` seconds from what the engine renders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusFile {
+    pub path: PathBuf,
+    pub interval: u32,
+    /// OpenVPN's `status-version`: 2 (comma-separated) or 3 (tabs).
+    pub version: u8,
+}
+
 /// A parsed and checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -201,6 +214,7 @@ pub struct Config {
     /// `password token lifetime N`: seconds an auth-gen-token stays valid.
     pub password_token: Option<u32>,
     pub verify_client_cert: ClientCert,
+    pub status: Option<StatusFile>,
 }
 
 /// `verify-client-cert`: whether clients must present a certificate.

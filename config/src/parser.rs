@@ -10,8 +10,8 @@ use crate::error::{ConfError, ConfErrors, Pos};
 use crate::file::{human, read_file, utf8, FileKind};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
-    Cipher, Config, Demote, Digest, Ipv4Net, KeyFile, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT,
-    DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
+    Cipher, Config, Demote, Digest, Ipv4Net, KeyFile, RoleSource, StatusFile, SyncConfig, SyncTransport, Wrap,
+    DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
 };
 
 pub enum Source<'a> {
@@ -36,6 +36,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "push",
     "reneg-sec",
     "socket",
+    "status",
     "sync",
     "tls-auth",
     "tls-crypt",
@@ -70,6 +71,10 @@ const MAX_WATCHDOG: u32 = 300;
 /// Three missed heartbeats: quick enough that clients (ping-restart 60 s
 /// by default) never notice, slow enough for a loaded machine.
 pub const DEFAULT_WATCHDOG: u32 = 3;
+/// OpenVPN's default status interval is 60 s; monitors poll more often
+/// than that, and rendering a few thousand lines costs little.
+pub const DEFAULT_STATUS_INTERVAL: u32 = 10;
+const MAX_STATUS_INTERVAL: u32 = 3600;
 
 /// One file being read.
 struct Frame {
@@ -122,6 +127,7 @@ struct Draft {
     password: Option<crate::PasswordCheck>,
     password_token: Option<u32>,
     verify_client_cert: Option<crate::ClientCert>,
+    status: Option<StatusFile>,
 }
 
 #[path = "password.rs"]
@@ -696,12 +702,31 @@ impl Parser {
                     }
                 }
             }
+            "status" => {
+                self.once("status", pos)?;
+                self.d.status = Some(self.status_file()?);
+            }
             "sync" => return self.sync_block(pos),
             "password" => self.password(pos)?,
             "verify-client-cert" => self.verify_client_cert(pos)?,
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
+    }
+
+    /// `status PATH [interval N] [version 2|3]`, options in any order.
+    fn status_file(&mut self) -> PResult<StatusFile> {
+        let path = self.path("a status file name")?;
+        let (mut interval, mut version) = (DEFAULT_STATUS_INTERVAL, 2);
+        loop {
+            if self.optional("interval")? {
+                interval = self.number("status interval", 1, MAX_STATUS_INTERVAL)?;
+            } else if self.optional("version")? {
+                version = self.number("status version", 2, 3)? as u8;
+            } else {
+                return Ok(StatusFile { path, interval, version });
+            }
+        }
     }
 
     fn macro_definition(&mut self, name: &str, pos: Pos) -> PResult<()> {
@@ -1038,6 +1063,7 @@ impl Parser {
             password: d.password,
             password_token: d.password_token,
             verify_client_cert,
+            status: d.status,
         }
     }
 }

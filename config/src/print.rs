@@ -90,6 +90,9 @@ impl Display for Config {
         for o in &self.push_options {
             writeln!(f, "push {}", Quoted(o))?;
         }
+        if let Some(s) = &self.status {
+            writeln!(f, "status {} interval {} version {}", path(&s.path), s.interval, s.version)?;
+        }
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

@@ -46,6 +46,10 @@ struct Engine {
     watch: ParentWatch,
     /// What the last heartbeat said of every child, for `show summary`.
     beats: Beats,
+    /// When the status file is rendered next (`status` statement).
+    status_due: Instant,
+    /// The syncer said the session table is complete.
+    synced: bool,
 }
 
 fn bad(e: DecodeError) -> io::Error {
@@ -106,6 +110,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
         beats: Beats::default(),
+        status_due: Instant::now(),
+        synced: false,
     };
     log::info!("engine ready: {} listener(s), tun {}", e.listeners.len(), e.conf.tun_device);
     match e.run() {
@@ -254,6 +260,7 @@ impl Engine {
                 self.last_tick = Instant::now();
                 self.server.on_timer(now());
                 self.send_control();
+                self.status_tick()?;
             }
         }
     }
@@ -409,8 +416,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Renders the status file when it is due and hands it to the parent,
+    /// which writes it (the engine has no filesystem).
+    fn status_tick(&mut self) -> io::Result<()> {
+        let Some(st) = &self.conf.status else { return Ok(()) };
+        if Instant::now() < self.status_due {
+            return Ok(());
+        }
+        self.status_due = Instant::now() + Duration::from_secs(st.interval.into());
+        let t = now();
+        let text =
+            crate::status::render(st.version, t.unix, &crate::status::rows(&self.server, t), self.cluster(), "\n");
+        for part in text.as_bytes().chunks(crate::status::PART) {
+            self.parent.compose(ImsgType::StatusPart as u32, 0, None, part)?;
+        }
+        self.parent.compose(ImsgType::StatusCommit as u32, 0, None, &[])
+    }
+
+    /// The role and sync state for the status report's GLOBAL_STATS.
+    fn cluster(&self) -> crate::status::Cluster {
+        let sync = match (&self.conf.sync, self.synced) {
+            (None, _) => "standalone",
+            (Some(_), true) => "ready",
+            (Some(_), false) => "incomplete",
+        };
+        crate::status::Cluster { role: self.role, sync }
+    }
+
     fn on_syncer(&mut self, m: Imsg) -> io::Result<()> {
-        match ImsgType::from_u32(m.hdr.ty).map_err(bad)? {
+        let ty = ImsgType::from_u32(m.hdr.ty).map_err(bad)?;
+        self.synced |= ty == ImsgType::SyncReady;
+        match ty {
             ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete | ImsgType::SyncReady) => {
                 crate::syncglue::apply(&mut self.server, now(), ty, &m.data).map_err(bad)?
             }

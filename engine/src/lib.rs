@@ -22,6 +22,7 @@ pub mod sentkeys;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod status;
 pub mod syncglue;
 #[cfg(test)]
 mod testclient;

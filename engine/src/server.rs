@@ -175,9 +175,8 @@ impl Server {
         self.wrap = wrap;
     }
 
-    /// Tests only: every session, ghosts included, for the cluster
+    /// Every session, ghosts included: the status report, and the cluster
     /// simulation's convergence check.
-    #[cfg(test)]
     pub fn sessions(&self) -> impl Iterator<Item = &Session> + '_ {
         self.sessions.iter().flatten().map(|b| &**b)
     }

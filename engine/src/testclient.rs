@@ -1603,3 +1603,20 @@ fn records_that_do_not_fit_the_configuration_are_refused() {
         Err(crate::server::Refusal::Stale)
     );
 }
+
+#[test]
+fn status_report_lists_the_connected_client() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 1);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(5, 3), (5, 5));
+    let rows = crate::status::rows(&lab.server, lab.now);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!((r.common_name.as_str(), r.virtual_address), ("alice", Ipv4Addr::new(10, 8, 0, 2)));
+    assert_eq!((r.real_address.to_string(), r.peer_id, r.cipher), (CLIENT_ADDR.to_string(), 0, "AES-256-GCM"));
+    assert!(r.bytes_in > 0 && r.bytes_out > 0);
+    assert!(r.connected_since <= r.last_ref && r.last_ref <= lab.now.unix, "{r:?} at {}", lab.now.unix);
+    let cluster = crate::status::Cluster { role: vpnsyncd_common::msg::Role::Master, sync: "standalone" };
+    let text = crate::status::render(2, lab.now.unix, &rows, cluster, "\n");
+    assert!(text.contains("\nCLIENT_LIST,alice,"), "{text}");
+}

@@ -7,6 +7,7 @@ mod auth;
 mod children;
 pub mod demote;
 mod sockets;
+mod status;
 mod tun;
 mod watchdog;
 
@@ -212,6 +213,7 @@ struct Parent {
     role: Option<Role>,
     /// Password checks for the engine under way.
     scripts: auth::Scripts,
+    status: status::StatusWriter,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -280,6 +282,7 @@ pub fn run(opts: Options) -> i32 {
         demoter,
         role: None,
         scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+        status: Default::default(),
     };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
         Ok(signals) => match parent.main_loop(&signals) {
@@ -535,6 +538,14 @@ impl Parent {
                     )?;
                 }
             }
+            (ChildKind::Engine, ImsgType::StatusPart) => self.status.part(&m.data),
+            (ChildKind::Engine, ImsgType::StatusCommit) => {
+                if let Some(st) = &self.conf.status {
+                    if let Err(e) = self.status.commit(&st.path) {
+                        log::warn!("{e}");
+                    }
+                }
+            }
             (ChildKind::Engine, ImsgType::Verbose) => {
                 let level = Reader::new(&m.data).u8().map_err(bad)?;
                 vpnsyncd_common::log::set_verbose(level);
@@ -660,6 +671,7 @@ mod tests {
             demoter: None,
             role: None,
             scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+            status: Default::default(),
         };
         (p, ends)
     }
