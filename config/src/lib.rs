@@ -2,6 +2,7 @@
 //! canonical form (what `vpnsyncd -n` prints and what the parent hands to
 //! each child, so that the children parse the very text the parent checked).
 
+pub mod ccd;
 mod error;
 mod file;
 mod lexer;
@@ -187,6 +188,34 @@ pub struct Config {
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,
     pub sync: Option<SyncConfig>,
+    /// Per-client files named by common name (read by the parent).
+    pub client_config_dir: Option<PathBuf>,
+    pub duplicate_cn: DuplicateCn,
+}
+
+/// What a second connection with a common name already connected does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicateCn {
+    /// The new connection is refused while the old one lives.
+    Refuse,
+    /// The new connection ends the old one (OpenVPN's default).
+    Replace,
+    /// Both live, each with its own address.
+    Allow,
+}
+
+impl DuplicateCn {
+    pub fn name(self) -> &'static str {
+        match self {
+            DuplicateCn::Refuse => "refuse",
+            DuplicateCn::Replace => "replace",
+            DuplicateCn::Allow => "allow",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [DuplicateCn::Refuse, DuplicateCn::Replace, DuplicateCn::Allow].into_iter().find(|d| d.name() == s)
+    }
 }
 
 impl Config {

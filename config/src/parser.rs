@@ -10,8 +10,8 @@ use crate::error::{ConfError, ConfErrors, Pos};
 use crate::file::{human, read_file, utf8, FileKind};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
-    Cipher, Config, Demote, Digest, Ipv4Net, KeyFile, RoleSource, SyncConfig, SyncTransport, Wrap, DEFAULT_PORT,
-    DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
+    Cipher, Config, Demote, Digest, DuplicateCn, Ipv4Net, KeyFile, RoleSource, SyncConfig, SyncTransport, Wrap,
+    DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
 };
 
 pub enum Source<'a> {
@@ -24,8 +24,10 @@ const TOP_KEYWORDS: &[&str] = &[
     "ca",
     "certificate",
     "client",
+    "client-config-dir",
     "crl",
     "data-ciphers",
+    "duplicate-cn",
     "fallback-cipher",
     "include",
     "keepalive",
@@ -113,6 +115,8 @@ struct Draft {
     push_dns: Vec<IpAddr>,
     push_domain: Option<String>,
     sync: Option<SyncConfig>,
+    client_config_dir: Option<PathBuf>,
+    duplicate_cn: Option<DuplicateCn>,
 }
 
 struct Parser {
@@ -633,6 +637,17 @@ impl Parser {
                 }
             }
             "sync" => return self.sync_block(pos),
+            "client-config-dir" => {
+                self.once("client-config-dir", pos)?;
+                self.d.client_config_dir = Some(self.path("a directory")?);
+            }
+            "duplicate-cn" => {
+                self.once("duplicate-cn", pos)?;
+                let (w, p) = self.word("refuse, replace or allow")?;
+                self.d.duplicate_cn = Some(DuplicateCn::from_name(&w).ok_or_else(|| {
+                    self.error(p, format!("unknown duplicate-cn policy \"{w}\"; valid: refuse, replace, allow"))
+                })?);
+            }
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
@@ -955,6 +970,8 @@ impl Parser {
             push_dns: d.push_dns,
             push_domain: d.push_domain,
             sync: d.sync,
+            client_config_dir: d.client_config_dir,
+            duplicate_cn: d.duplicate_cn.unwrap_or(DuplicateCn::Replace),
         }
     }
 }

@@ -76,6 +76,10 @@ impl Display for Config {
         if let Some(d) = &self.push_domain {
             writeln!(f, "push domain {}", Quoted(d))?;
         }
+        if let Some(d) = &self.client_config_dir {
+            writeln!(f, "client-config-dir {}", path(d))?;
+        }
+        writeln!(f, "duplicate-cn {}", self.duplicate_cn.name())?;
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {
