@@ -19,6 +19,9 @@
 //! | `CtlShow*`, `CtlLog`, `CtlKillClient` | vpnsyncctl -> engine (-> syncer) | see `ctl` | |
 //! | `CtlSummary`, `CtlClient`, `CtlSync`, `CtlEnd` | replies | see `ctl` | |
 //!
+//! | `CcdFile` | parent -> engine | a client-config-dir file: common name, NUL, its text | |
+//! | `CcdDone` | parent -> engine | empty: the files sent since the last one are the whole directory | |
+//!
 //! | `SyncUpsert` | engine <-> syncer | session id (8), generation (8), then the session record | |
 //! | `SyncProgress` | engine <-> syncer | entries: session id (8), generation (8), u16 length, progress bytes | |
 //! | `SyncDelete` | engine <-> syncer | session id (8), generation of its last record (8) | |
@@ -80,6 +83,8 @@ imsg_types! {
     SyncDelete = 42,
     SyncReady = 43,
     SyncUnready = 44,
+    CcdFile = 70,
+    CcdDone = 71,
 }
 
 /// Which key file a `KeyMaterial` message carries.

@@ -247,10 +247,19 @@ pub struct CcdFile {
     pub text: String,
 }
 
+impl CcdFile {
+    /// The payload of a `CcdFile` message: the name, a NUL, the text.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.name.as_bytes(), &[0], self.text.as_bytes()].concat()
+    }
+}
+
 /// Reads and checks every client file of `dir` (each through
 /// [`read_file`], at most [`MAX_CCD_FILES`]); files whose name is no valid
 /// common name are skipped with a warning in the error list, files that do
-/// not parse are errors. Returns the good files and every problem.
+/// cannot be read or do not parse are errors and come back as `disable`,
+/// so that a typo refuses the client instead of serving it without its
+/// settings. Returns the files to apply and every problem.
 pub fn load_dir(dir: &Path, network: Ipv4Net) -> (Vec<CcdFile>, Vec<ConfError>) {
     let (mut files, mut errors) = (Vec::new(), Vec::new());
     let shown = dir.display().to_string();
@@ -277,19 +286,17 @@ pub fn load_dir(dir: &Path, network: Ipv4Net) -> (Vec<CcdFile>, Vec<ConfError>) 
         let path = dir.join(&n);
         let shown = path.display().to_string();
         let text = match read_file(&path, FileKind::ClientConfig).map(String::from_utf8) {
-            Ok(Ok(t)) => t,
-            Ok(Err(_)) => {
-                errors.push(ConfError { file: shown, pos: None, msg: "not UTF-8 text".into() });
-                continue;
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(_)) => Err(vec![ConfError { file: shown.clone(), pos: None, msg: "not UTF-8 text".into() }]),
+            Err(e) => Err(vec![ConfError { file: shown.clone(), pos: None, msg: e.to_string() }]),
+        }
+        .and_then(|text| parse(&shown, &text, network).map(|_| text).map_err(|e| e.0));
+        match text {
+            Ok(text) => files.push(CcdFile { name: n, text }),
+            Err(mut e) => {
+                errors.append(&mut e);
+                files.push(CcdFile { name: n, text: "disable\n".into() });
             }
-            Err(e) => {
-                errors.push(ConfError { file: shown, pos: None, msg: e.to_string() });
-                continue;
-            }
-        };
-        match parse(&shown, &text, network) {
-            Ok(_) => files.push(CcdFile { name: n, text }),
-            Err(mut e) => errors.append(&mut e.0),
         }
     }
     (files, errors)
@@ -399,7 +406,16 @@ mod tests {
         std::fs::write(dir.join("big"), vec![b'#'; FileKind::ClientConfig.max_size() as usize + 1]).unwrap();
         std::fs::write(dir.join("a b"), "disable\n").unwrap();
         let (files, errors) = load_dir(&dir, net());
-        assert_eq!(files, [CcdFile { name: "alice".into(), text: "ifconfig-push 10.8.0.50 255.255.255.0\n".into() }]);
+        let disabled = |n: &str| CcdFile { name: n.into(), text: "disable\n".into() };
+        assert_eq!(
+            files,
+            [
+                CcdFile { name: "alice".into(), text: "ifconfig-push 10.8.0.50 255.255.255.0\n".into() },
+                disabled("big"),
+                disabled("bob"),
+            ]
+        );
+        assert_eq!(files[1].encode(), b"big\0disable\n");
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors.iter().any(|e| e.ends_with("\"a b\" skipped: not a valid common name")), "{errors:?}");

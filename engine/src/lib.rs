@@ -4,11 +4,14 @@
 //! socket (`control`).
 
 pub mod admission;
+mod assign;
 pub mod batch;
+pub mod ccd;
 pub mod control;
 pub mod data;
 pub mod io;
 pub mod keys;
+pub mod lease;
 pub mod packet_id;
 pub mod pool;
 pub mod push;

@@ -173,6 +173,8 @@ pub struct Session {
     keys: Vec<KeyState>,
     pub common_name: Option<String>,
     pub virtual_ip: Option<Ipv4Addr>,
+    /// Its client-config-dir settings (pushes), given with its address.
+    pub client_config: Option<Arc<vpnsyncd_config::ccd::ClientConfig>>,
     pub negotiated: Option<Negotiated>,
     /// Set once the first key exchange is done: the server must call
     /// `set_address`.
@@ -261,6 +263,7 @@ impl Session {
             wrap,
             keys,
             common_name: None,
+            client_config: None,
             virtual_ip: None,
             negotiated: None,
             wants_address: false,
@@ -645,7 +648,7 @@ impl Session {
         let Some(idx) = self.talking_key() else {
             return;
         };
-        for m in push::messages(&push::options(&self.conf.push, &c)) {
+        for m in push::messages(&crate::ccd::push_options(&self.conf.push, &c, self.client_config.as_deref())) {
             self.send_message(idx, &m);
         }
         if !self.push_sent {

@@ -3,6 +3,7 @@
 //! relays role changes and control requests, and tears everything down when
 //! told to or when any child dies.
 
+mod ccd;
 mod children;
 pub mod demote;
 mod sockets;
@@ -302,6 +303,8 @@ impl Parent {
             let child = self.child_mut(to);
             child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
         }
+        let conf = self.conf.clone();
+        ccd::send(self.child_mut(ChildKind::Engine), &conf)?;
         for child in &mut self.children {
             child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
             child.ibuf.flush().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
@@ -512,6 +515,7 @@ impl Parent {
         for c in &mut self.children {
             send(c).map_err(|e| format!("reload: {}: {e}", c.kind.name()))?;
         }
+        ccd::send(self.child_mut(ChildKind::Engine), &conf).map_err(|e| format!("reload: engine: {e}"))?;
         self.conf = conf;
         Ok(format!("reloaded {}", self.opts.file.display()))
     }
