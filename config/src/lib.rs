@@ -198,9 +198,11 @@ pub struct Config {
 pub enum DuplicateCn {
     /// The new connection is refused while the old one lives.
     Refuse,
-    /// The new connection ends the old one (OpenVPN's default).
+    /// The new connection ends the old one (what OpenVPN does without
+    /// its duplicate-cn option).
     Replace,
-    /// Both live, each with its own address.
+    /// Both live, each with its own address (the default: what vpnsyncd
+    /// did before the statement, and what a load generator needs).
     Allow,
 }
 

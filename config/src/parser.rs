@@ -971,7 +971,7 @@ impl Parser {
             push_domain: d.push_domain,
             sync: d.sync,
             client_config_dir: d.client_config_dir,
-            duplicate_cn: d.duplicate_cn.unwrap_or(DuplicateCn::Replace),
+            duplicate_cn: d.duplicate_cn.unwrap_or(DuplicateCn::Allow),
         }
     }
 }

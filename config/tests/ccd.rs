@@ -15,14 +15,14 @@ fn error(text: &str) -> String {
 fn defaults_and_values() {
     let c = parse_str("t", KEYS, &[]).unwrap();
     assert_eq!(c.client_config_dir, None);
-    assert_eq!(c.duplicate_cn, DuplicateCn::Replace, "OpenVPN's default");
+    assert_eq!(c.duplicate_cn, DuplicateCn::Allow, "what vpnsyncd did before the statement existed");
     let c =
-        parse_str("t", &format!("{KEYS}client-config-dir \"/etc/vpnsyncd/ccd\"\nduplicate-cn allow\n"), &[]).unwrap();
+        parse_str("t", &format!("{KEYS}client-config-dir \"/etc/vpnsyncd/ccd\"\nduplicate-cn replace\n"), &[]).unwrap();
     assert_eq!(c.client_config_dir.as_deref(), Some(std::path::Path::new("/etc/vpnsyncd/ccd")));
-    assert_eq!(c.duplicate_cn, DuplicateCn::Allow);
+    assert_eq!(c.duplicate_cn, DuplicateCn::Replace);
     let again = parse_str("t", &c.to_string(), &[]).unwrap();
     assert_eq!(again, c, "canonical form round-trips");
-    assert!(c.to_string().contains("duplicate-cn allow\n"));
+    assert!(c.to_string().contains("duplicate-cn replace\n"));
 }
 
 #[test]
