@@ -526,6 +526,16 @@ impl Server {
                 self.leases.set(cn, ip, last_seen);
                 if self.by_cn.get(cn) == Some(&id) {
                     self.by_cn.remove(cn);
+                    // duplicate-cn allow: another session of the name
+                    // takes over its iroutes.
+                    let next = self
+                        .sessions
+                        .iter()
+                        .flatten()
+                        .find(|o| o.virtual_ip.is_some() && o.common_name == s.common_name);
+                    if let Some(next) = next.map(|o| o.peer_id) {
+                        self.by_cn.insert(cn.clone(), next);
+                    }
                 }
             }
         }

@@ -130,4 +130,10 @@ fn duplicate_cn_policies() {
     allow.run_until(Duration::from_secs(5), |l| l.client.connected());
     assert_eq!(allow.server.ghost_count(), 1, "both live");
     assert_eq!(allow.client.address(), Some(Ipv4Addr::new(10, 8, 0, 3)), "a distinct address");
+    let (newest, live) = (allow.server.by_cn["alice"], allow.server.client_infos());
+    let new = live.iter().find(|c| c.virtual_ip == "10.8.0.3").unwrap().peer_id;
+    assert_eq!(newest, new, "iroutes go to the newest session");
+    allow.server.remove(new, "test: the newer session ends");
+    let old = allow.server.client_infos()[0].peer_id;
+    assert_eq!(allow.server.by_cn.get("alice"), Some(&old), "the older one takes its iroutes back");
 }
