@@ -21,6 +21,8 @@
 //!
 //! | `StatusPart` | engine -> parent | a piece of the rendered status file (engine/src/status.rs) | |
 //! | `StatusCommit` | engine -> parent | empty: the pieces so far are the whole file, write it | |
+//! | `CcdFile` | parent -> engine | a client-config-dir file: common name, NUL, its text | |
+//! | `CcdDone` | parent -> engine | empty: the files sent since the last one are the whole directory | |
 //!
 //! | `SyncUpsert` | engine <-> syncer | session id (8), generation (8), then the session record | |
 //! | `SyncProgress` | engine <-> syncer | entries: session id (8), generation (8), u16 length, progress bytes | |
@@ -89,6 +91,8 @@ imsg_types! {
     AuthVerdict = 61,
     StatusPart = 80,
     StatusCommit = 81,
+    CcdFile = 70,
+    CcdDone = 71,
 }
 
 /// Which key file a `KeyMaterial` message carries.

@@ -27,6 +27,8 @@ pub enum FileKind {
     PrivateKey,
     /// A tls-auth, tls-crypt or sync key: a few hundred bytes of text.
     StaticKey,
+    /// A file of the client-config-dir: a few lines.
+    ClientConfig,
 }
 
 impl FileKind {
@@ -37,6 +39,7 @@ impl FileKind {
             FileKind::Certificate => 3 << 20,
             FileKind::PrivateKey => 64 << 10,
             FileKind::StaticKey => 8 << 10,
+            FileKind::ClientConfig => 64 << 10,
         }
     }
 
@@ -46,6 +49,7 @@ impl FileKind {
             FileKind::Certificate => "a certificate, CA or CRL file",
             FileKind::PrivateKey => "a private key file",
             FileKind::StaticKey => "a static key file",
+            FileKind::ClientConfig => "a client configuration file",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! canonical form (what `vpnsyncd -n` prints and what the parent hands to
 //! each child, so that the children parse the very text the parent checked).
 
+pub mod ccd;
 mod error;
 mod file;
 mod lexer;
@@ -215,6 +216,9 @@ pub struct Config {
     pub password_token: Option<u32>,
     pub verify_client_cert: ClientCert,
     pub status: Option<StatusFile>,
+    /// Per-client files named by common name (read by the parent).
+    pub client_config_dir: Option<PathBuf>,
+    pub duplicate_cn: DuplicateCn,
 }
 
 /// `verify-client-cert`: whether clients must present a certificate.
@@ -246,6 +250,33 @@ pub enum PasswordCheck {
     /// OpenVPN's `auth-user-pass-verify SCRIPT via-file`; `timeout` in
     /// seconds, after which the script is killed and the client refused.
     Script { path: PathBuf, timeout: u32 },
+}
+
+/// What a second connection with a common name already connected does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicateCn {
+    /// The new connection is refused while the old one lives.
+    Refuse,
+    /// The new connection ends the old one (what OpenVPN does without
+    /// its duplicate-cn option).
+    Replace,
+    /// Both live, each with its own address (the default: what vpnsyncd
+    /// did before the statement, and what a load generator needs).
+    Allow,
+}
+
+impl DuplicateCn {
+    pub fn name(self) -> &'static str {
+        match self {
+            DuplicateCn::Refuse => "refuse",
+            DuplicateCn::Replace => "replace",
+            DuplicateCn::Allow => "allow",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [DuplicateCn::Refuse, DuplicateCn::Replace, DuplicateCn::Allow].into_iter().find(|d| d.name() == s)
+    }
 }
 
 impl Config {

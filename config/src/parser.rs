@@ -10,8 +10,8 @@ use crate::error::{ConfError, ConfErrors, Pos};
 use crate::file::{human, read_file, utf8, FileKind};
 use crate::lexer::{is_macro_name, Lexer, Tok};
 use crate::{
-    Cipher, Config, Demote, Digest, Ipv4Net, KeyFile, RoleSource, StatusFile, SyncConfig, SyncTransport, Wrap,
-    DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
+    Cipher, Config, Demote, Digest, DuplicateCn, Ipv4Net, KeyFile, RoleSource, StatusFile, SyncConfig, SyncTransport,
+    Wrap, DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SYNC_GROUP, DEFAULT_SYNC_PORT, DEFAULT_USER, MAX_MEMBERS,
 };
 
 pub enum Source<'a> {
@@ -24,8 +24,10 @@ const TOP_KEYWORDS: &[&str] = &[
     "ca",
     "certificate",
     "client",
+    "client-config-dir",
     "crl",
     "data-ciphers",
+    "duplicate-cn",
     "fallback-cipher",
     "include",
     "keepalive",
@@ -128,6 +130,8 @@ struct Draft {
     password_token: Option<u32>,
     verify_client_cert: Option<crate::ClientCert>,
     status: Option<StatusFile>,
+    client_config_dir: Option<PathBuf>,
+    duplicate_cn: Option<DuplicateCn>,
 }
 
 #[path = "password.rs"]
@@ -709,6 +713,17 @@ impl Parser {
             "sync" => return self.sync_block(pos),
             "password" => self.password(pos)?,
             "verify-client-cert" => self.verify_client_cert(pos)?,
+            "client-config-dir" => {
+                self.once("client-config-dir", pos)?;
+                self.d.client_config_dir = Some(self.path("a directory")?);
+            }
+            "duplicate-cn" => {
+                self.once("duplicate-cn", pos)?;
+                let (w, p) = self.word("refuse, replace or allow")?;
+                self.d.duplicate_cn = Some(DuplicateCn::from_name(&w).ok_or_else(|| {
+                    self.error(p, format!("unknown duplicate-cn policy \"{w}\"; valid: refuse, replace, allow"))
+                })?);
+            }
             _ => return Err(self.error(pos, unknown_keyword(w, TOP_KEYWORDS, ""))),
         }
         self.end()
@@ -1064,6 +1079,8 @@ impl Parser {
             password_token: d.password_token,
             verify_client_cert,
             status: d.status,
+            client_config_dir: d.client_config_dir,
+            duplicate_cn: d.duplicate_cn.unwrap_or(DuplicateCn::Allow),
         }
     }
 }

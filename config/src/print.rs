@@ -93,6 +93,10 @@ impl Display for Config {
         if let Some(s) = &self.status {
             writeln!(f, "status {} interval {} version {}", path(&s.path), s.interval, s.version)?;
         }
+        if let Some(d) = &self.client_config_dir {
+            writeln!(f, "client-config-dir {}", path(d))?;
+        }
+        writeln!(f, "duplicate-cn {}", self.duplicate_cn.name())?;
         let Some(s) = &self.sync else { return Ok(()) };
         writeln!(f, "\nsync {{")?;
         match &s.role {

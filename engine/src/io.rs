@@ -42,6 +42,8 @@ struct Engine {
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
     pending_keys: Vec<(KeyKind, Secret)>,
+    /// client-config-dir files received since the last `CcdDone`.
+    ccd: crate::ccd::Loading,
     /// The parent's heartbeats: we exit when they stop.
     watch: ParentWatch,
     /// What the last heartbeat said of every child, for `show summary`.
@@ -109,6 +111,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
+        ccd: crate::ccd::Loading::default(),
         beats: Beats::default(),
         status_due: Instant::now(),
         synced: false,
@@ -386,6 +389,16 @@ impl Engine {
             }
             ImsgType::Verbose => vpnsyncd_common::child::on_verbose(Reader::new(&m.data).u8().map_err(bad)?),
             ImsgType::KeyMaterial => self.pending_keys.push(vpnsyncd_common::child::key_material(m.data).map_err(bad)?),
+            ImsgType::CcdFile => {
+                if let Err(e) = self.ccd.add(&m.data, self.conf.network) {
+                    log::error!("client-config-dir: {e}");
+                }
+            }
+            ImsgType::CcdDone => {
+                let table = std::mem::take(&mut self.ccd).finish();
+                log::info!("client-config-dir: {} client file(s)", table.len());
+                self.server.set_client_configs(table);
+            }
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
                 let conf = vpnsyncd_config::from_parent(text)

@@ -4,13 +4,16 @@
 //! socket (`control`).
 
 pub mod admission;
+mod assign;
 pub mod auth;
 pub mod batch;
+pub mod ccd;
 pub mod control;
 pub mod cookie;
 pub mod data;
 pub mod io;
 pub mod keys;
+pub mod lease;
 pub mod packet_id;
 pub mod pool;
 pub mod push;

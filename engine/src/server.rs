@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use vpnsyncd_common::ctl::ClientInfo;
 use vpnsyncd_common::msg::Role;
-use vpnsyncd_config::Config;
+use vpnsyncd_config::{Config, DuplicateCn, Ipv4Net};
 
 use crate::admission::{half_open_cap, Admission};
 use crate::cookie::CookieKey;
@@ -90,16 +90,16 @@ pub struct Server {
     conf: Arc<SessionConfig>,
     /// Cloned into every new session: the keys, with fresh counters.
     wrap: Wrapper,
-    pool: Pool,
+    pub(crate) pool: Pool,
     max_clients: u32,
     listeners: usize,
     /// What carpwatch said last: only a MASTER serves ghosts.
     role: Role,
     /// Indexed by peer-id: this member hands out the lowest free one of
     /// its residue class, others' come from their records.
-    sessions: Vec<Option<Box<Session>>>,
+    pub(crate) sessions: Vec<Option<Box<Session>>>,
     by_addr: HashMap<SocketAddr, u32>,
-    by_vip: HashMap<Ipv4Addr, u32>,
+    pub(crate) by_vip: HashMap<Ipv4Addr, u32>,
     by_sid: HashMap<[u8; 8], u32>,
     /// A client's new handshake beside its established session at the
     /// same address: the old one lives until the new one authenticates
@@ -122,6 +122,17 @@ pub struct Server {
     pub checks: crate::auth::Checks,
     /// Which sessions' timers the next tick runs (crate::timers).
     timers: crate::timers::TimerQueue,
+    /// client-config-dir settings and iroutes (crate::ccd).
+    pub(crate) ccd: crate::ccd::Table,
+    /// A client-config-dir is configured and its files have not arrived
+    /// yet: clients wait (are refused) rather than miss their settings.
+    pub(crate) ccd_pending: bool,
+    pub(crate) leases: crate::lease::Leases,
+    pub(crate) duplicate_cn: DuplicateCn,
+    network: Ipv4Net,
+    /// The newest session of each common name that has an address: where
+    /// traffic to its iroutes goes.
+    pub(crate) by_cn: HashMap<String, u32>,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -161,7 +172,19 @@ impl Server {
                 crate::sentkeys::life(conf.reneg_sec),
             ),
             timers: Default::default(),
+            ccd: crate::ccd::Table::default(),
+            ccd_pending: conf.client_config_dir.is_some(),
+            leases: crate::lease::Leases::default(),
+            duplicate_cn: conf.duplicate_cn,
+            network: conf.network,
+            by_cn: HashMap::new(),
         }
+    }
+
+    /// The client-config-dir as the parent read it (start and reload).
+    pub fn set_client_configs(&mut self, t: crate::ccd::Table) {
+        self.ccd = t;
+        self.ccd_pending = false;
     }
 
     /// Applies a reloaded configuration: limits now, protocol settings and
@@ -173,6 +196,11 @@ impl Server {
         self.conf = session;
         self.cookie = CookieKey::derive(&wrap);
         self.wrap = wrap;
+        self.duplicate_cn = conf.duplicate_cn;
+        self.network = conf.network;
+        if conf.client_config_dir.is_none() {
+            self.set_client_configs(crate::ccd::Table::default());
+        }
     }
 
     /// Every session, ghosts included: the status report, and the cluster
@@ -220,7 +248,7 @@ impl Server {
     }
 
     /// A session about to change: its timers run at the next tick.
-    fn session_mut(&mut self, id: u32) -> Option<&mut Session> {
+    pub(crate) fn session_mut(&mut self, id: u32) -> Option<&mut Session> {
         let s = self.sessions.get_mut(id as usize).and_then(Option::as_mut).map(|b| &mut **b);
         if s.is_some() {
             self.timers.touch(id);
@@ -564,7 +592,11 @@ impl Server {
     /// A packet from the tun device: encrypted into `out` for the client
     /// that owns its destination. Returns (listener, client, length).
     pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
-        let id = *self.by_vip.get(&ipv4_dst(packet)?)?;
+        let dst = ipv4_dst(packet)?;
+        let id = match self.by_vip.get(&dst) {
+            Some(&id) => id,
+            None => *self.by_cn.get(self.ccd.route(dst)?)?,
+        };
         // A ghost never sends, and tunnel traffic proves nothing: every
         // member routes the pool to its own tun device.
         let s = self.session_mut(id)?;
@@ -620,21 +652,13 @@ impl Server {
         if wants && self.admission.close(id) {
             self.established(id);
         }
+        let unassigned = self.sessions.get(id as usize).and_then(Option::as_ref);
+        if unassigned.is_some_and(|s| s.wants_address() && s.closed().is_none()) {
+            self.assign(now, id);
+        }
         let Some(s) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        if s.wants_address() && s.closed().is_none() {
-            match self.pool.allocate() {
-                Some(ip) => {
-                    self.by_vip.insert(ip, id);
-                    s.set_address(ip, now);
-                }
-                None => {
-                    log::warn!("{}: refused: the address pool is exhausted", s.label());
-                    s.close("address pool exhausted");
-                }
-            }
-        }
         if let Some(c) = s.auth.to_check.take() {
             let timeout = self.conf.password.as_ref().map_or(std::time::Duration::ZERO, |p| p.timeout);
             let who = (s.common_name.as_deref().unwrap_or(""), s.peer);
@@ -655,11 +679,12 @@ impl Server {
         }
     }
 
-    fn remove(&mut self, id: u32, why: &str) {
+    pub(crate) fn remove(&mut self, id: u32, why: &str) {
         let Some(mut s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        self.sent.note_all(s.take_sent(true), s.last_seen());
+        let last_seen = s.last_seen();
+        self.sent.note_all(s.take_sent(true), last_seen);
         if s.is_ghost() {
             log::debug!("ghost {}: removed: {why}", s.label());
         } else {
@@ -685,6 +710,23 @@ impl Server {
         if let Some(ip) = s.virtual_ip {
             self.by_vip.remove(&ip);
             self.pool.release(ip);
+            if let Some(cn) = &s.common_name {
+                // The lease outlives the session, from its last packet on.
+                self.leases.set(cn, ip, last_seen);
+                if self.by_cn.get(cn) == Some(&id) {
+                    self.by_cn.remove(cn);
+                    // duplicate-cn allow: another session of the name
+                    // takes over its iroutes.
+                    let next = self
+                        .sessions
+                        .iter()
+                        .flatten()
+                        .find(|o| o.virtual_ip.is_some() && o.common_name == s.common_name);
+                    if let Some(next) = next.map(|o| o.peer_id) {
+                        self.by_cn.insert(cn.clone(), next);
+                    }
+                }
+            }
         }
         while self.sessions.last().is_some_and(Option::is_none) {
             self.sessions.pop();
@@ -743,8 +785,9 @@ impl Server {
         if !self.conf.data_ciphers.contains(&c) && self.conf.fallback_cipher != Some(c) {
             return Err(Refusal::Invalid("its cipher is not configured here (data-ciphers differ)"));
         }
-        if !self.pool.contains(rec.virtual_ip) {
-            return Err(Refusal::Invalid("its tunnel address is outside the pool here"));
+        let ip = rec.virtual_ip;
+        if !self.network.contains(ip) || ip == self.network.addr || ip == self.network.broadcast() {
+            return Err(Refusal::Invalid("its tunnel address is outside the client network here"));
         }
         Ok(())
     }
@@ -801,6 +844,8 @@ impl Server {
         self.by_addr.insert(rec.peer, id);
         self.by_vip.insert(rec.virtual_ip, id);
         self.by_sid.insert(rec.local_sid, id);
+        self.leases.set(&rec.common_name, rec.virtual_ip, now.mono);
+        self.by_cn.insert(rec.common_name.clone(), id);
         self.put(id, ghost);
         Ok(())
     }

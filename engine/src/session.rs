@@ -184,6 +184,8 @@ pub struct Session {
     keys: Vec<KeyState>,
     pub common_name: Option<String>,
     pub virtual_ip: Option<Ipv4Addr>,
+    /// Its client-config-dir settings (pushes), given with its address.
+    pub client_config: Option<Arc<vpnsyncd_config::ccd::ClientConfig>>,
     pub negotiated: Option<Negotiated>,
     /// Set once the first key exchange is done: the server must call
     /// `set_address`.
@@ -274,6 +276,7 @@ impl Session {
             wrap,
             keys,
             common_name: None,
+            client_config: None,
             virtual_ip: None,
             negotiated: None,
             wants_address: false,
@@ -675,7 +678,7 @@ impl Session {
         let Some(idx) = self.talking_key() else {
             return;
         };
-        let mut options = push::options(&self.conf.push, &c);
+        let mut options = crate::ccd::push_options(&self.conf.push, &c, self.client_config.as_deref());
         let cn = self.common_name.as_deref().unwrap_or_default();
         options.extend(self.auth.push_option(self.conf.password.as_ref(), cn));
         for m in push::messages(&options) {

@@ -946,6 +946,9 @@ const HAND_WINDOW: Duration = Duration::from_secs(60);
 /// The randomized cluster simulation (issue 7), on this client.
 mod cluster;
 
+/// client-config-dir, leases, duplicate-cn (issue 9).
+mod ccd;
+
 /// Replays and floods of first packets (issue 8).
 mod firstpacket;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! told to or when any child dies.
 
 mod auth;
+mod ccd;
 mod children;
 pub mod demote;
 mod sockets;
@@ -329,6 +330,8 @@ impl Parent {
             let child = self.child_mut(to);
             child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
         }
+        let conf = self.conf.clone();
+        ccd::send(self.child_mut(ChildKind::Engine), &conf)?;
         for child in &mut self.children {
             child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
             child.ibuf.flush().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
@@ -585,6 +588,7 @@ impl Parent {
         for c in &mut self.children {
             send(c).map_err(|e| format!("reload: {}: {e}", c.kind.name()))?;
         }
+        ccd::send(self.child_mut(ChildKind::Engine), &conf).map_err(|e| format!("reload: engine: {e}"))?;
         self.conf = conf;
         Ok(format!("reloaded {}", self.opts.file.display()))
     }
