@@ -35,7 +35,12 @@ use crate::key::SyncKey;
 /// socket cannot starve the engine channel.
 const RECV_BURST: usize = 256;
 /// Datagrams kept while the socket buffer is full (a bulk answer is a
-/// burst); beyond this they are dropped like any lost datagram.
+/// burst). The policy when full: the new datagram is dropped like any lost
+/// datagram, and the protocol repairs it: a delete goes out again with the
+/// next `DELETE_REPEATS` heartbeats, and a backup whose table digest
+/// differs from the master's for `DIVERGED_AFTER` resyncs (core.rs; the
+/// sim tests a_lost_delete_heals_through_the_digest and
+/// a_lost_upsert_is_asked_for_by_the_backup).
 const MAX_BACKLOG: usize = 8192;
 
 fn bad(e: DecodeError) -> io::Error {
@@ -140,6 +145,16 @@ fn send_failed(logged: &mut Option<Instant>, to: SocketAddr, e: &io::Error) {
         log::debug!("sync send to {to}: {e}");
         *logged = Some(now);
     }
+}
+
+/// Queues a datagram for the sync socket; false (and dropped) when the
+/// backlog holds [`MAX_BACKLOG`] already.
+fn enqueue(backlog: &mut VecDeque<(SocketAddr, Vec<u8>)>, to: SocketAddr, bytes: Vec<u8>) -> bool {
+    if backlog.len() >= MAX_BACKLOG {
+        return false;
+    }
+    backlog.push_back((to, bytes));
+    true
 }
 
 /// What the sync socket is polled for: writable while datagrams wait in
@@ -258,9 +273,7 @@ impl Syncer {
         for out in self.core.take_output() {
             match out {
                 Output::Send { to, bytes } => {
-                    if self.backlog.len() < MAX_BACKLOG {
-                        self.backlog.push_back((to, bytes));
-                    } else {
+                    if !enqueue(&mut self.backlog, to, bytes) {
                         send_failed(&mut self.send_error_logged, to, &io::ErrorKind::WouldBlock.into());
                     }
                 }
@@ -347,6 +360,19 @@ mod sim;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backlog_is_bounded_and_keeps_what_it_has() {
+        let to: SocketAddr = "198.19.0.12:1195".parse().unwrap();
+        let mut b = VecDeque::new();
+        for i in 0..MAX_BACKLOG {
+            assert!(enqueue(&mut b, to, (i as u32).to_be_bytes().to_vec()));
+        }
+        assert!(!enqueue(&mut b, to, vec![0xff]));
+        assert_eq!(b.len(), MAX_BACKLOG);
+        assert_eq!(b.front().unwrap().1, 0u32.to_be_bytes());
+        assert_eq!(b.back().unwrap().1, (MAX_BACKLOG as u32 - 1).to_be_bytes());
+    }
 
     #[test]
     fn the_sync_socket_is_not_read_while_the_engine_channel_is_over() {
