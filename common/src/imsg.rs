@@ -35,6 +35,13 @@ pub const MAX_IMSGSIZE: usize = 16384;
 /// key file (a CRL may take megabytes) or the canonical configuration.
 pub const CHILD_MAXSIZE: usize = 4 << 20;
 
+/// The high-water mark of a write queue, the bgpd way: a channel whose
+/// unwritten bytes pass it is [`ImsgBuf::over_high_water`], and its owner
+/// stops reading the source that feeds it (see [`crate::backpressure`])
+/// until the peer has taken them. One message may pass it alone (a key
+/// file of [`CHILD_MAXSIZE`]); the mark only stops the queue growing on.
+pub const WRITE_HIGH_WATER: usize = 1 << 20;
+
 /// The header of one message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImsgHdr {
@@ -87,6 +94,8 @@ pub struct ImsgBuf {
     rbuf: Zeroizing<Vec<u8>>,
     rfds: VecDeque<OwnedFd>,
     wq: VecDeque<Outgoing>,
+    /// Bytes in `wq` not written yet, kept so the high-water check is O(1).
+    pending: usize,
     allow_fdpass: bool,
     maxsize: usize,
     pid: u32,
@@ -104,6 +113,7 @@ impl ImsgBuf {
             rbuf: Zeroizing::new(Vec::new()),
             rfds: VecDeque::new(),
             wq: VecDeque::new(),
+            pending: 0,
             allow_fdpass: false,
             maxsize: MAX_IMSGSIZE,
             pid: std::process::id(),
@@ -142,6 +152,7 @@ impl ImsgBuf {
         for p in parts {
             bytes.extend_from_slice(p);
         }
+        self.pending += len;
         self.wq.push_back(Outgoing { bytes, fd, sent: 0 });
         Ok(())
     }
@@ -153,7 +164,13 @@ impl ImsgBuf {
 
     /// Bytes not yet written, for a high-water mark.
     pub fn queued_bytes(&self) -> usize {
-        self.wq.iter().map(|o| o.bytes.len() - o.sent).sum()
+        self.pending
+    }
+
+    /// The write queue holds more than [`WRITE_HIGH_WATER`] bytes: stop
+    /// feeding it.
+    pub fn over_high_water(&self) -> bool {
+        self.pending > WRITE_HIGH_WATER
     }
 
     /// Writes as much as the socket takes. `WouldBlock` is not an error.
@@ -171,6 +188,7 @@ impl ImsgBuf {
             match sendmsg::<()>(self.sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(n) => {
                     out.sent += n;
+                    self.pending -= n;
                     if out.sent == out.bytes.len() {
                         self.wq.pop_front();
                     }
@@ -344,6 +362,32 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!((rest[0].hdr.ty, rest[0].data.as_slice()), (6, &[1u8][..]));
         assert!(child.buffered().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_high_water_mark_follows_what_the_peer_takes() {
+        let (mut a, mut b) = pair();
+        a.set_maxsize(CHILD_MAXSIZE);
+        b.set_maxsize(CHILD_MAXSIZE);
+        let chunk = vec![0x5au8; 64 << 10];
+        let mut composed = 0;
+        while !a.over_high_water() {
+            a.compose(9, 0, None, &chunk).unwrap();
+            composed += 1;
+            a.write().unwrap();
+        }
+        // The peer reads nothing: the socket buffer filled, the rest waits.
+        assert!(a.queued_bytes() > WRITE_HIGH_WATER);
+        assert!(a.queued_bytes() <= WRITE_HIGH_WATER + HEADER_SIZE + chunk.len());
+        let mut got = 0;
+        while got < composed {
+            a.write().unwrap();
+            // WouldBlock when the peer has nothing yet: read again later.
+            let _ = b.read();
+            got += b.buffered().unwrap().len();
+        }
+        assert_eq!((a.queued(), a.queued_bytes()), (0, 0));
+        assert!(!a.over_high_water());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! payload encoding, control records, logging, process titles and confinement.
 
 pub mod auth;
+pub mod backpressure;
 pub mod child;
 pub mod codec;
 pub mod ctl;

@@ -20,6 +20,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use vpnsyncd_common::backpressure::Pause;
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
 use vpnsyncd_common::heartbeat::ParentWatch;
@@ -34,7 +35,12 @@ use crate::key::SyncKey;
 /// socket cannot starve the engine channel.
 const RECV_BURST: usize = 256;
 /// Datagrams kept while the socket buffer is full (a bulk answer is a
-/// burst); beyond this they are dropped like any lost datagram.
+/// burst). The policy when full: the new datagram is dropped like any lost
+/// datagram, and the protocol repairs it: a delete goes out again with the
+/// next `DELETE_REPEATS` heartbeats, and a backup whose table digest
+/// differs from the master's for `DIVERGED_AFTER` resyncs (core.rs; the
+/// sim tests a_lost_delete_heals_through_the_digest and
+/// a_lost_upsert_is_asked_for_by_the_backup).
 const MAX_BACKLOG: usize = 8192;
 
 fn bad(e: DecodeError) -> io::Error {
@@ -53,6 +59,9 @@ struct Syncer {
     send_error_logged: Option<Instant>,
     /// The parent's heartbeats: we exit when they stop.
     watch: ParentWatch,
+    /// What the sync socket brings goes to the engine: while the engine
+    /// channel is over its high-water mark, the socket is not read.
+    engine_pause: Pause,
 }
 
 /// The syncer process: runs until the parent goes away.
@@ -106,6 +115,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     let mut s = Syncer {
         core: Core::new(sync, params, boot, Instant::now(), unix_now()),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
+        engine_pause: Pause::new("engine channel", "the sync socket"),
         conf,
         parent,
         engine: ImsgBuf::new(peer),
@@ -135,6 +145,32 @@ fn send_failed(logged: &mut Option<Instant>, to: SocketAddr, e: &io::Error) {
         log::debug!("sync send to {to}: {e}");
         *logged = Some(now);
     }
+}
+
+/// Queues a datagram for the sync socket; false (and dropped) when the
+/// backlog holds [`MAX_BACKLOG`] already.
+fn enqueue(backlog: &mut VecDeque<(SocketAddr, Vec<u8>)>, to: SocketAddr, bytes: Vec<u8>) -> bool {
+    if backlog.len() >= MAX_BACKLOG {
+        return false;
+    }
+    backlog.push_back((to, bytes));
+    true
+}
+
+/// What the sync socket is polled for: writable while datagrams wait in
+/// the backlog; readable unless `paused` (the engine channel is over its
+/// high-water mark), so that a flood of records waits in the kernel, which
+/// drops beyond its buffer like any lost datagram. Empty: the socket is
+/// left out of the poll set (else its errors would wake us in a loop).
+fn sock_events(backlog_empty: bool, paused: bool) -> PollFlags {
+    let mut ev = PollFlags::empty();
+    if !paused {
+        ev |= PollFlags::POLLIN;
+    }
+    if !backlog_empty {
+        ev |= PollFlags::POLLOUT;
+    }
+    ev
 }
 
 fn read_channel(ibuf: &mut ImsgBuf, name: &str) -> io::Result<Vec<Imsg>> {
@@ -172,9 +208,10 @@ impl Syncer {
                 PollFd::new(self.parent.as_fd(), flags(&self.parent)),
                 PollFd::new(self.engine.as_fd(), flags(&self.engine)),
             ];
-            if let Some(s) = &self.sock {
-                let out = if self.backlog.is_empty() { PollFlags::empty() } else { PollFlags::POLLOUT };
-                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN | out));
+            let paused = self.engine_pause.update(self.engine.over_high_water());
+            let sock_ev = sock_events(self.backlog.is_empty(), paused);
+            if let Some(s) = self.sock.as_ref().filter(|_| !sock_ev.is_empty()) {
+                fds.push(PollFd::new(s.as_fd(), sock_ev));
             }
             let tick = PollTimeout::try_from(self.core.next_tick(Instant::now())).expect("100 ms at most fits");
             match poll(&mut fds, tick) {
@@ -202,7 +239,7 @@ impl Syncer {
                 self.send_backlog();
             }
             let readable = PollFlags::POLLIN | PollFlags::POLLERR;
-            if ev.get(2).is_some_and(|e| e.intersects(readable)) {
+            if !paused && ev.get(2).is_some_and(|e| e.intersects(readable)) {
                 self.receive();
             }
             // After the parent's messages, so a heartbeat that arrived
@@ -236,9 +273,7 @@ impl Syncer {
         for out in self.core.take_output() {
             match out {
                 Output::Send { to, bytes } => {
-                    if self.backlog.len() < MAX_BACKLOG {
-                        self.backlog.push_back((to, bytes));
-                    } else {
+                    if !enqueue(&mut self.backlog, to, bytes) {
                         send_failed(&mut self.send_error_logged, to, &io::ErrorKind::WouldBlock.into());
                     }
                 }
@@ -321,3 +356,52 @@ impl Syncer {
 
 #[cfg(test)]
 mod sim;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_is_bounded_and_keeps_what_it_has() {
+        let to: SocketAddr = "198.19.0.12:1195".parse().unwrap();
+        let mut b = VecDeque::new();
+        for i in 0..MAX_BACKLOG {
+            assert!(enqueue(&mut b, to, (i as u32).to_be_bytes().to_vec()));
+        }
+        assert!(!enqueue(&mut b, to, vec![0xff]));
+        assert_eq!(b.len(), MAX_BACKLOG);
+        assert_eq!(b.front().unwrap().1, 0u32.to_be_bytes());
+        assert_eq!(b.back().unwrap().1, (MAX_BACKLOG as u32 - 1).to_be_bytes());
+    }
+
+    #[test]
+    fn the_sync_socket_is_not_read_while_the_engine_channel_is_over() {
+        assert_eq!(sock_events(true, false), PollFlags::POLLIN);
+        assert_eq!(sock_events(false, false), PollFlags::POLLIN | PollFlags::POLLOUT);
+        // Paused: the backlog still leaves, nothing is read.
+        assert_eq!(sock_events(false, true), PollFlags::POLLOUT);
+        assert!(sock_events(true, true).is_empty());
+    }
+
+    /// The engine channel passes its mark when the engine does not read,
+    /// and the pause ends once it has read.
+    #[test]
+    fn an_unread_engine_channel_pauses_the_socket() {
+        let (a, b) = vpnsyncd_common::imsg::socketpair().unwrap();
+        let (mut syncer, mut engine) = (ImsgBuf::new(a), ImsgBuf::new(b));
+        let mut pause = Pause::new("engine channel", "the sync socket");
+        let record = vec![1u8; 8000];
+        while !pause.update(syncer.over_high_water()) {
+            syncer.compose(ImsgType::SyncUpsert as u32, 0, None, &record).unwrap();
+            syncer.write().unwrap();
+        }
+        assert!(sock_events(true, pause.paused()).is_empty());
+        while syncer.queued() > 0 {
+            let _ = engine.read();
+            engine.buffered().unwrap();
+            syncer.write().unwrap();
+        }
+        assert!(!pause.update(syncer.over_high_water()));
+        assert_eq!(sock_events(true, pause.paused()), PollFlags::POLLIN);
+    }
+}
