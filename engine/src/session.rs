@@ -184,6 +184,8 @@ pub struct Session {
     keys: Vec<KeyState>,
     pub common_name: Option<String>,
     pub virtual_ip: Option<Ipv4Addr>,
+    /// With `client network6`: follows `virtual_ip` (crate::push).
+    pub virtual_ip6: Option<std::net::Ipv6Addr>,
     pub negotiated: Option<Negotiated>,
     /// Set once the first key exchange is done: the server must call
     /// `set_address`.
@@ -275,6 +277,7 @@ impl Session {
             keys,
             common_name: None,
             virtual_ip: None,
+            virtual_ip6: None,
             negotiated: None,
             wants_address: false,
             closed: None,
@@ -645,6 +648,7 @@ impl Session {
     /// The server assigned the client's tunnel address.
     pub fn set_address(&mut self, ip: Ipv4Addr, now: Now) {
         self.virtual_ip = Some(ip);
+        self.virtual_ip6 = self.conf.push.address6(ip);
         self.wants_address = false;
         self.record_dirty = true;
         if self.negotiated.as_ref().is_some_and(|n| n.request_push) {
@@ -658,6 +662,7 @@ impl Session {
         };
         let c = ClientPush {
             address: ip,
+            address6: self.virtual_ip6,
             peer_id: n.data_v2.then_some(self.peer_id),
             cipher: n.push_cipher.then(|| n.cipher.name()),
             cc_exit: n.cc_exit,
