@@ -7,6 +7,7 @@ mod error;
 mod file;
 mod lexer;
 mod net;
+mod net6;
 mod parser;
 mod print;
 mod pushopt;
@@ -18,6 +19,7 @@ pub use error::{ConfError, ConfErrors, Pos};
 pub use file::{read_file, FileKind};
 pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
+pub use net6::Ipv6Net;
 pub use parser::{
     DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS,
     MAX_PUSH_ROUTES,
@@ -181,6 +183,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub tun_device: String,
     pub network: Ipv4Net,
+    /// `client network6`: the IPv6 client network, if clients get IPv6.
+    pub network6: Option<Ipv6Net>,
     /// First and last address handed to clients.
     pub pool: (Ipv4Addr, Ipv4Addr),
     pub max_clients: u32,

@@ -105,6 +105,7 @@ struct Draft {
     listen: Vec<SocketAddr>,
     tun_device: Option<String>,
     network: Option<Ipv4Net>,
+    network6: Option<crate::Ipv6Net>,
     pool: Option<(Ipv4Addr, Ipv4Addr)>,
     max_clients: Option<u32>,
     user: Option<String>,
@@ -548,6 +549,13 @@ impl Parser {
                         .error(p, format!("\"{name}\" is not a device name (letters, digits, - and _, at most 15)")));
                 }
                 self.d.tun_device = Some(name);
+            }
+            "client" if matches!(self.peek()?, Tok::Word(w) if w == "network6") => {
+                self.next()?;
+                self.once("client network6", pos)?;
+                self.mark("client network6", pos);
+                let (w, p) = self.word("an IPv6 network addr/len")?;
+                self.d.network6 = Some(w.parse().map_err(|e| self.error(p, e))?);
             }
             "client" => {
                 self.keyword("network", "client")?;
@@ -1017,6 +1025,14 @@ impl Parser {
                 );
             }
         }
+        if let Some(n6) = d.network6 {
+            if u32::from(128 - n6.prefix) < u32::from(32 - network.prefix) {
+                fail(
+                    at("client network6"),
+                    format!("client network6 {n6} is too small for the host parts of client network {network}: use a prefix of /{} or shorter", 96 + network.prefix),
+                );
+            }
+        }
         let pool_size = u32::from(pool.1).saturating_sub(u32::from(pool.0)) + 1;
         let max_clients = match d.max_clients {
             Some(m) if m > pool_size => {
@@ -1053,6 +1069,7 @@ impl Parser {
             },
             tun_device: d.tun_device.unwrap_or_else(|| "tun0".into()),
             network,
+            network6: d.network6,
             pool,
             max_clients,
             user: d.user.unwrap_or_else(|| DEFAULT_USER.into()),

@@ -36,6 +36,9 @@ impl Display for Config {
         }
         writeln!(f, "tun device {}", self.tun_device)?;
         writeln!(f, "client network {} pool {} - {}", self.network, self.pool.0, self.pool.1)?;
+        if let Some(n6) = &self.network6 {
+            writeln!(f, "client network6 {n6}")?;
+        }
         writeln!(f, "max clients {}", self.max_clients)?;
         writeln!(f, "user {}", Quoted(&self.user))?;
         writeln!(f, "socket {}", path(&self.socket))?;

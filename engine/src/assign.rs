@@ -26,9 +26,13 @@ impl Server {
                 self.by_cn.insert(cn.clone(), id);
                 self.leases.set(&cn, ip, now.mono);
                 let cc = self.ccd.get(&cn).cloned();
-                if let Some(s) = self.session_mut(id) {
+                let ip6 = self.session_mut(id).and_then(|s| {
                     s.client_config = cc;
                     s.set_address(ip, now);
+                    s.virtual_ip6
+                });
+                if let Some(ip6) = ip6 {
+                    self.by_vip6.insert(ip6, id);
                 }
             }
             Err(why) => {

@@ -181,9 +181,12 @@ mod tests {
             domain: None,
             keepalive: (10, 60),
             extra: vec!["block-outside-dns".into()],
+            network: net(),
+            network6: None,
         };
         let c = ClientPush {
             address: Ipv4Addr::new(10, 8, 0, 9),
+            address6: None,
             peer_id: None,
             cipher: None,
             cc_exit: false,

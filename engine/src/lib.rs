@@ -12,6 +12,7 @@ pub mod control;
 pub mod cookie;
 pub mod data;
 pub mod io;
+pub mod ip6;
 pub mod keys;
 pub mod lease;
 pub mod packet_id;

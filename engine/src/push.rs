@@ -3,15 +3,19 @@
 //! understands (§18 item 18), split into NUL-free messages of at most 1024
 //! bytes with push-continuation.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vpnsyncd_config::Ipv4Net;
+use vpnsyncd_config::{Ipv4Net, Ipv6Net};
 
 /// Server-wide push settings (from the configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushSettings {
     pub server_address: Ipv4Addr,
     pub netmask: Ipv4Addr,
+    /// The IPv4 client network, whose host parts the IPv6 addresses reuse.
+    pub network: Ipv4Net,
+    /// `client network6`: clients get an IPv6 address too.
+    pub network6: Option<Ipv6Net>,
     pub routes: Vec<Ipv4Net>,
     pub dns: Vec<IpAddr>,
     pub domain: Option<String>,
@@ -26,6 +30,8 @@ pub struct PushSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientPush {
     pub address: Ipv4Addr,
+    /// Its IPv6 address, with `client network6`.
+    pub address6: Option<Ipv6Addr>,
     /// `Some` when the client does DATA_V2 (IV_PROTO bit 1).
     pub peer_id: Option<u32>,
     /// The negotiated cipher, pushed when the client does NCP.
@@ -38,6 +44,14 @@ pub struct ClientPush {
     pub tun_mtu: Option<u16>,
     /// The client frames its data with a compression byte (§13.6).
     pub compression: Option<&'static str>,
+}
+
+impl PushSettings {
+    /// The IPv6 address of the client given `v4` (vpnsyncd.conf(5),
+    /// `client network6`), if clients get one.
+    pub fn address6(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.network6.map(|n6| n6.client(&self.network, v4))
+    }
 }
 
 /// A 2.6 client reads at most this much per message; 2.6 servers cap at 1024.
@@ -62,6 +76,10 @@ pub fn options(s: &PushSettings, c: &ClientPush) -> Vec<String> {
         o.push(comp.to_string());
     }
     o.push(format!("ifconfig {} {}", c.address, s.netmask));
+    // A 2.6 client needs no `tun-ipv6` (it ignores it, with a warning).
+    if let (Some(n6), Some(a6)) = (s.network6, c.address6) {
+        o.push(format!("ifconfig-ipv6 {a6}/{} {}", n6.prefix, n6.server()));
+    }
     if let Some(id) = c.peer_id {
         o.push(format!("peer-id {id}"));
     }
@@ -111,6 +129,8 @@ mod tests {
         PushSettings {
             server_address: Ipv4Addr::new(10, 8, 0, 1),
             netmask: Ipv4Addr::new(255, 255, 255, 0),
+            network: "10.8.0.0/24".parse().unwrap(),
+            network6: None,
             routes: vec![],
             dns: vec![],
             domain: None,
@@ -122,6 +142,7 @@ mod tests {
     fn client26() -> ClientPush {
         ClientPush {
             address: Ipv4Addr::new(10, 8, 0, 2),
+            address6: None,
             peer_id: Some(0),
             cipher: Some("AES-256-GCM"),
             cc_exit: true,
@@ -151,6 +172,20 @@ mod tests {
         );
         let c = ClientPush { cc_exit: false, tls_ekm: true, ..c };
         assert!(options(&settings(), &c).contains(&"key-derivation tls-ekm".to_string()));
+    }
+
+    /// As a 2.6 server with `server-ipv6`: right after `ifconfig`.
+    #[test]
+    fn ifconfig_ipv6_follows_the_ipv4_host_part() {
+        let mut s = settings();
+        s.network6 = Some("fd00:8::/64".parse().unwrap());
+        let a6 = s.address6(Ipv4Addr::new(10, 8, 0, 2));
+        assert_eq!(a6, Some("fd00:8::2".parse().unwrap()));
+        let o = options(&s, &ClientPush { address6: a6, ..client26() });
+        let i = o.iter().position(|x| x.starts_with("ifconfig ")).unwrap();
+        assert_eq!(o[i + 1], "ifconfig-ipv6 fd00:8::2/64 fd00:8::1");
+        assert_eq!(settings().address6(Ipv4Addr::new(10, 8, 0, 2)), None);
+        assert!(!options(&settings(), &client26()).iter().any(|x| x.contains("ipv6")));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! [`Progress`], batched.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use vpnsyncd_common::codec::{DecodeError, Reader, Writer};
 use vpnsyncd_config::Cipher;
@@ -72,6 +72,8 @@ pub struct SessionRecord {
     pub remote_sid: [u8; 8],
     pub common_name: String,
     pub virtual_ip: Ipv4Addr,
+    /// With `client network6`; absent in older records.
+    pub virtual_ip6: Option<Ipv6Addr>,
     pub negotiated: Negotiated,
     pub connected_since: u64,
     pub last_rekey: u64,
@@ -96,6 +98,7 @@ impl fmt::Debug for SessionRecord {
             .field("peer_id", &self.peer_id)
             .field("common_name", &self.common_name)
             .field("virtual_ip", &self.virtual_ip)
+            .field("virtual_ip6", &self.virtual_ip6)
             .field("key_ids", &self.keys.iter().map(|k| k.key_id).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -118,6 +121,8 @@ mod tag {
     pub const USERNAME: u8 = 20;
     /// When the session's auth-token was issued (optional).
     pub const TOKEN_ISSUED: u8 = 21;
+    /// The IPv6 tunnel address (optional).
+    pub const VIRTUAL_IP6: u8 = 40;
 }
 
 fn field(w: &mut Writer, tag: u8, value: impl FnOnce(&mut Writer)) {
@@ -286,6 +291,9 @@ impl SessionRecord {
                 v.str(u);
             });
         }
+        if let Some(a) = self.virtual_ip6 {
+            field(&mut w, tag::VIRTUAL_IP6, |v| v.0.extend_from_slice(&a.octets()));
+        }
         if let Some(t) = self.token_issued {
             field(&mut w, tag::TOKEN_ISSUED, |v| {
                 v.u64(t);
@@ -302,7 +310,7 @@ impl SessionRecord {
         let (mut peer, mut listener, mut peer_id, mut sids, mut cn, mut vip, mut neg, mut times, mut progress) =
             (None, None, None, None, None, None, None, None, None);
         let (mut keys, mut wkc) = (Vec::new(), None);
-        let (mut username, mut token_issued) = (None, None);
+        let (mut username, mut token_issued, mut vip6) = (None, None, None);
         while let Ok(t) = r.u8() {
             let mut v = Reader::new(r.bytes()?);
             match t {
@@ -327,6 +335,7 @@ impl SessionRecord {
                 tag::PROGRESS => progress = Some(Progress::get(&mut v)?),
                 tag::USERNAME => username = Some(v.str()?.to_string()),
                 tag::TOKEN_ISSUED => token_issued = Some(v.u64()?),
+                tag::VIRTUAL_IP6 => vip6 = Some(Ipv6Addr::from(get_array::<16>(&mut v)?)),
                 _ => {}
             }
         }
@@ -349,6 +358,7 @@ impl SessionRecord {
             remote_sid,
             common_name: cn.ok_or(missing.clone())?,
             virtual_ip: vip.ok_or(missing.clone())?,
+            virtual_ip6: vip6,
             negotiated: neg.ok_or(missing.clone())?,
             connected_since,
             last_rekey,
@@ -374,6 +384,7 @@ pub(crate) mod tests {
             remote_sid: [2; 8],
             common_name: "alice".into(),
             virtual_ip: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ip6: None,
             negotiated: Negotiated {
                 cipher: Cipher::Aes256Gcm,
                 push_cipher: true,
@@ -432,6 +443,18 @@ pub(crate) mod tests {
         assert_eq!(SessionRecord::decode(&r.encode()).unwrap(), r);
         // A record without them (an older member's) decodes with none.
         assert_eq!(SessionRecord::decode(&sample().encode()).unwrap().username, None);
+    }
+
+    #[test]
+    fn the_ipv6_address_travels_and_is_optional() {
+        let r = SessionRecord { virtual_ip6: Some("fd00:8::2".parse().unwrap()), ..sample() };
+        let b = r.encode();
+        assert_eq!(SessionRecord::decode(&b).unwrap(), r);
+        assert_eq!(b.len(), sample().encode().len() + 5 + 16);
+        assert_eq!(SessionRecord::decode(&sample().encode()).unwrap().virtual_ip6, None);
+        let mut short = sample().encode();
+        short.extend_from_slice(&[40, 0, 0, 0, 4, 1, 2, 3, 4]);
+        assert!(SessionRecord::decode(&short).is_err(), "a truncated IPv6 address is refused");
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl Session {
             remote_sid: self.remote_sid,
             common_name: self.common_name.clone()?,
             virtual_ip: self.virtual_ip?,
+            virtual_ip6: self.virtual_ip6,
             negotiated: self.negotiated.clone()?,
             connected_since: self.connected_since,
             last_rekey: self.last_rekey,
@@ -251,6 +252,7 @@ impl Session {
         let mut s = Session {
             common_name: Some(rec.common_name.clone()),
             virtual_ip: Some(rec.virtual_ip),
+            virtual_ip6: rec.virtual_ip6,
             negotiated: Some(rec.negotiated.clone()),
             connected_since: rec.connected_since,
             last_rekey: rec.last_rekey,

@@ -100,6 +100,8 @@ pub struct Server {
     pub(crate) sessions: Vec<Option<Box<Session>>>,
     by_addr: HashMap<SocketAddr, u32>,
     pub(crate) by_vip: HashMap<Ipv4Addr, u32>,
+    /// With `client network6`: at most one entry per session, like by_vip.
+    pub(crate) by_vip6: HashMap<std::net::Ipv6Addr, u32>,
     by_sid: HashMap<[u8; 8], u32>,
     /// A client's new handshake beside its established session at the
     /// same address: the old one lives until the new one authenticates
@@ -157,6 +159,7 @@ impl Server {
             sessions: Vec::new(),
             by_addr: HashMap::new(),
             by_vip: HashMap::new(),
+            by_vip6: HashMap::new(),
             by_sid: HashMap::new(),
             pending: HashMap::new(),
             admission: Admission::default(),
@@ -550,7 +553,7 @@ impl Server {
             return None;
         }
         let s = self.session_mut(id)?;
-        let vip = s.virtual_ip;
+        let (vip, vip6) = (s.virtual_ip, s.virtual_ip6);
         let payload = s.decrypt(now, packet)?;
         if !self.serves(now, id) {
             return None;
@@ -561,6 +564,7 @@ impl Server {
         let s = self.session_mut(id)?;
         match classify(payload) {
             Payload::Ip if vip.is_some() && ipv4_src(payload) == vip => Some(payload),
+            Payload::Ip if vip6.is_some() && crate::ip6::src(payload) == vip6 => Some(payload),
             Payload::Ip => None,
             Payload::OccExit => {
                 let label = s.label();
@@ -592,10 +596,15 @@ impl Server {
     /// A packet from the tun device: encrypted into `out` for the client
     /// that owns its destination. Returns (listener, client, length).
     pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
-        let dst = ipv4_dst(packet)?;
-        let id = match self.by_vip.get(&dst) {
-            Some(&id) => id,
-            None => *self.by_cn.get(self.ccd.route(dst)?)?,
+        let id = match crate::ip6::dst(packet) {
+            Some(d) => *self.by_vip6.get(&d)?,
+            None => {
+                let dst = ipv4_dst(packet)?;
+                match self.by_vip.get(&dst) {
+                    Some(&id) => id,
+                    None => *self.by_cn.get(self.ccd.route(dst)?)?,
+                }
+            }
         };
         // A ghost never sends, and tunnel traffic proves nothing: every
         // member routes the pool to its own tun device.
@@ -728,6 +737,9 @@ impl Server {
                 }
             }
         }
+        if let Some(ip6) = s.virtual_ip6.filter(|a| self.by_vip6.get(a) == Some(&id)) {
+            self.by_vip6.remove(&ip6);
+        }
         while self.sessions.last().is_some_and(Option::is_none) {
             self.sessions.pop();
         }
@@ -789,6 +801,9 @@ impl Server {
         if !self.network.contains(ip) || ip == self.network.addr || ip == self.network.broadcast() {
             return Err(Refusal::Invalid("its tunnel address is outside the client network here"));
         }
+        if rec.virtual_ip6.is_some_and(|a| !self.conf.push.network6.is_some_and(|n| n.contains(a))) {
+            return Err(Refusal::Invalid("its IPv6 tunnel address is outside client network6 here"));
+        }
         Ok(())
     }
 
@@ -827,7 +842,9 @@ impl Server {
         let wrap = self.ghost_wrapper(rec)?;
         // What the record takes must be free, or held by an older ghost.
         let by_slot = self.sessions.get(rec.peer_id as usize).and_then(|s| s.as_ref()).map(|s| s.peer_id);
-        let conflicts = [by_slot, self.by_vip.get(&rec.virtual_ip).copied(), self.by_addr.get(&rec.peer).copied()];
+        let by_vip6 = rec.virtual_ip6.and_then(|a| self.by_vip6.get(&a).copied());
+        let conflicts =
+            [by_slot, self.by_vip.get(&rec.virtual_ip).copied(), self.by_addr.get(&rec.peer).copied(), by_vip6];
         if conflicts.iter().flatten().any(|&id| self.session_mut(id).is_some_and(|s| !s.is_ghost())) {
             return Err(Refusal::Conflict);
         }
@@ -843,6 +860,9 @@ impl Server {
         self.pool.claim(rec.virtual_ip);
         self.by_addr.insert(rec.peer, id);
         self.by_vip.insert(rec.virtual_ip, id);
+        if let Some(a) = rec.virtual_ip6 {
+            self.by_vip6.insert(a, id);
+        }
         self.by_sid.insert(rec.local_sid, id);
         self.leases.set(&rec.common_name, rec.virtual_ip, now.mono);
         self.by_cn.insert(rec.common_name.clone(), id);

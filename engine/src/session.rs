@@ -186,6 +186,8 @@ pub struct Session {
     pub virtual_ip: Option<Ipv4Addr>,
     /// Its client-config-dir settings (pushes), given with its address.
     pub client_config: Option<Arc<vpnsyncd_config::ccd::ClientConfig>>,
+    /// With `client network6`: follows `virtual_ip` (crate::push).
+    pub virtual_ip6: Option<std::net::Ipv6Addr>,
     pub negotiated: Option<Negotiated>,
     /// Set once the first key exchange is done: the server must call
     /// `set_address`.
@@ -278,6 +280,7 @@ impl Session {
             common_name: None,
             client_config: None,
             virtual_ip: None,
+            virtual_ip6: None,
             negotiated: None,
             wants_address: false,
             closed: None,
@@ -648,6 +651,7 @@ impl Session {
     /// The server assigned the client's tunnel address.
     pub fn set_address(&mut self, ip: Ipv4Addr, now: Now) {
         self.virtual_ip = Some(ip);
+        self.virtual_ip6 = self.conf.push.address6(ip);
         self.wants_address = false;
         self.record_dirty = true;
         if self.negotiated.as_ref().is_some_and(|n| n.request_push) {
@@ -661,6 +665,7 @@ impl Session {
         };
         let c = ClientPush {
             address: ip,
+            address6: self.virtual_ip6,
             peer_id: n.data_v2.then_some(self.peer_id),
             cipher: n.push_cipher.then(|| n.cipher.name()),
             cc_exit: n.cc_exit,

@@ -58,6 +58,8 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
     let push = PushSettings {
         server_address: conf.server_address(),
         netmask: conf.network.netmask(),
+        network: conf.network,
+        network6: conf.network6,
         routes: conf.push_routes.clone(),
         dns: conf.push_dns.clone(),
         domain: conf.push_domain.clone(),

@@ -957,6 +957,9 @@ mod tlscv2;
 /// Username/password checks through a fake parent (issue 9).
 mod password;
 
+/// IPv6 inside the tunnel (issue 9).
+mod ipv6;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

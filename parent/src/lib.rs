@@ -10,6 +10,7 @@ pub mod demote;
 mod sockets;
 mod status;
 mod tun;
+mod tun6;
 mod watchdog;
 
 use std::io;
@@ -151,6 +152,10 @@ struct Resources {
 fn open_resources(conf: &Config) -> io::Result<Resources> {
     let tun = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
     log::info!("{}: {}/{} up", conf.tun_device, conf.server_address(), conf.network.prefix);
+    if let Some(n6) = conf.network6 {
+        tun6::configure(&conf.tun_device, n6)?;
+        log::info!("{}: {}/{} up", conf.tun_device, n6.server(), n6.prefix);
+    }
     let listeners = conf.listen.iter().map(|a| sockets::listener(*a)).collect::<io::Result<Vec<_>>>()?;
     let control = sockets::control(&conf.socket)?;
     let (sync, route) = match &conf.sync {

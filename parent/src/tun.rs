@@ -23,7 +23,7 @@ pub fn netmask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0))
 }
 
-fn ifname(name: &str) -> io::Result<[libc::c_char; libc::IFNAMSIZ]> {
+pub(crate) fn ifname(name: &str) -> io::Result<[libc::c_char; libc::IFNAMSIZ]> {
     let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name \"{name}\"")));
@@ -49,9 +49,15 @@ fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
 
 /// Runs one interface ioctl on a throwaway AF_INET socket.
 fn ifioctl<T>(req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    family_ioctl(libc::AF_INET, req, arg)
+}
+
+/// Runs one interface ioctl on a throwaway socket of `family` (IPv6
+/// addresses are set through an AF_INET6 one: crate::tun6).
+pub(crate) fn family_ioctl<T>(family: libc::c_int, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd};
     // SAFETY: plain socket(2) call; the fd is owned right away.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let s = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if s == -1 {
         return Err(io::Error::last_os_error());
     }
