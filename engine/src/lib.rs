@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod auth;
 pub mod batch;
+pub mod client;
 pub mod control;
 pub mod cookie;
 pub mod data;
