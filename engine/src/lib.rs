@@ -8,6 +8,7 @@ mod assign;
 pub mod auth;
 pub mod batch;
 pub mod ccd;
+pub mod client;
 pub mod control;
 pub mod cookie;
 pub mod data;

@@ -21,7 +21,7 @@ fn lab_as(conf: &str, no_cert: bool) -> Lab {
     let server = server(&format!("tls-auth \"/k/ta.key\" direction 0\n{conf}"), Some(&k));
     let opts = ClientOptions {
         user_pass: ("bob".into(), "s3cret".into()),
-        no_cert,
+        tls: super::test_tls(false, no_cert),
         ..ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1))
     };
     Lab::new(server, opts, CLEAN, CLEAN, 3)

@@ -1,0 +1,170 @@
+//! vpnsyncd-loadgen: N OpenVPN clients in one process, each on its own
+//! UDP socket, for benchmarks of vpnsyncd and stock OpenVPN servers alike.
+//! Every client is the engine's client core (`vpnsyncd_engine::client`):
+//! a full TLS handshake with a client certificate, key method 2, the
+//! push, then keepalive pings. One thread polls every socket on the real
+//! clock. At the end a report goes to stdout, one `name value` a line.
+
+mod args;
+mod report;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vpnsyncd_engine::client::{self, Client, ClientOptions, ClientWrap};
+use vpnsyncd_engine::session::Now;
+use vpnsyncd_engine::wrap::StaticKey;
+
+use crate::report::{Report, Slot};
+
+/// A handshake not done by then starts over, as a stock client's
+/// `hand-window` (60 s) would.
+const HAND_WINDOW: Duration = Duration::from_secs(60);
+/// Without `ping-restart` pushed: a stock client's default
+/// (`ping-restart 120` of `keepalive` is what servers push).
+const DEFAULT_PING_RESTART: Duration = Duration::from_secs(120);
+/// How often every client's timers run (retransmissions, pings).
+const TICK: Duration = Duration::from_millis(100);
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&argv) {
+        eprintln!("vpnsyncd-loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn now() -> Now {
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Now { mono: Instant::now(), unix }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn options(a: &args::Args) -> Result<ClientOptions, String> {
+    let (ca, cert, key) = (read(&a.ca)?, read(&a.cert)?, read(&a.key)?);
+    let tls = client::tls_config(&ca, Some((&cert, &key)), false)?;
+    let static_key = |p: &std::path::Path| StaticKey::parse(&read(p)?).map_err(|e| format!("{}: {e}", p.display()));
+    let wrap = match &a.wrap {
+        args::WrapFile::None => ClientWrap::None,
+        args::WrapFile::TlsAuth(p) => ClientWrap::TlsAuth(static_key(p)?, a.auth),
+        args::WrapFile::TlsCrypt(p) => ClientWrap::TlsCrypt(static_key(p)?),
+    };
+    Ok(ClientOptions {
+        peer_info: client::peer_info_26(&a.ciphers),
+        wrap,
+        auth: a.auth,
+        push_request_delay: Duration::from_secs(1),
+        user_pass: (String::new(), String::new()),
+        tls,
+    })
+}
+
+/// Raises the soft limit of open files to what `n` sockets need.
+fn raise_nofile(n: usize) -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+        }
+        let want = (n as libc::rlim_t + 64).min(lim.rlim_max);
+        if want > lim.rlim_cur {
+            lim.rlim_cur = want;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+            }
+        }
+        if (lim.rlim_cur as usize) < n + 16 {
+            return Err(format!("{n} clients need {} open files; the hard limit is {}", n + 16, lim.rlim_max));
+        }
+    }
+    Ok(())
+}
+
+fn socket(a: &args::Args, i: usize) -> Result<UdpSocket, String> {
+    let local = match a.bind.get(i % a.bind.len().max(1)) {
+        Some(ip) => SocketAddr::new(*ip, 0),
+        None if a.remote.is_ipv4() => "0.0.0.0:0".parse().expect("an address"),
+        None => "[::]:0".parse().expect("an address"),
+    };
+    let s = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+    s.connect(a.remote).map_err(|e| format!("connect {}: {e}", a.remote))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Sends what the client has queued; a send error (ICMP unreachable,
+/// full buffer) is a lost datagram, which the protocol retransmits.
+fn send_out(sock: &UdpSocket, c: &mut Client) {
+    for p in c.outbox.drain(..) {
+        let _ = sock.send(&p);
+    }
+}
+
+fn run(argv: &[String]) -> Result<(), String> {
+    let a = args::parse(argv)?;
+    let opts = options(&a)?;
+    raise_nofile(a.clients)?;
+    let socks: Vec<UdpSocket> = (0..a.clients).map(|i| socket(&a, i)).collect::<Result<_, _>>()?;
+    let mut pfds: Vec<libc::pollfd> =
+        socks.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut slots: Vec<Slot> = Vec::with_capacity(a.clients);
+    let mut report = Report::new(a.clients);
+    let start = Instant::now();
+    let end = start + a.duration;
+    let spacing = Duration::from_secs_f64(1.0 / a.rate);
+    let mut next_tick = start;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        let t = now();
+        // Start clients at the rate asked.
+        while slots.len() < a.clients && start + spacing * slots.len() as u32 <= t.mono {
+            let i = slots.len();
+            let mut c = Client::new(opts.clone(), t);
+            send_out(&socks[i], &mut c);
+            slots.push(Slot::new(c, t.mono));
+        }
+        let n = slots.len();
+        // SAFETY: `pfds` holds `n` valid pollfd entries of open sockets.
+        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, 10) };
+        let t = now();
+        if ready > 0 {
+            for i in 0..n {
+                if pfds[i].revents == 0 {
+                    continue;
+                }
+                pfds[i].revents = 0;
+                while let Ok(len) = socks[i].recv(&mut buf) {
+                    let slot = &mut slots[i];
+                    slot.answered(t.mono);
+                    slot.client.on_datagram(t, &mut buf[..len]);
+                    send_out(&socks[i], &mut slot.client);
+                }
+                let slot = &mut slots[i];
+                if slot.note_progress(t.mono, &mut report) {
+                    report.up(t.mono.duration_since(start));
+                }
+            }
+        }
+        if t.mono >= next_tick {
+            next_tick = t.mono + TICK;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                slot.client.on_timer(t);
+                send_out(&socks[i], &mut slot.client);
+                if slot.note_progress(t.mono, &mut report) {
+                    report.up(t.mono.duration_since(start));
+                }
+                if slot.must_restart(t.mono, HAND_WINDOW, DEFAULT_PING_RESTART) {
+                    slot.restart(Client::new(opts.clone(), t), t.mono, &mut report);
+                    send_out(&socks[i], &mut slot.client);
+                }
+            }
+        }
+    }
+    report.finish(&slots, start.elapsed());
+    Ok(())
+}
