@@ -15,12 +15,7 @@
 #
 # PAM and BSD Authentication are not implemented yet (see the man page).
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-for c in openvpn keepalived; do
-	command -v $c >/dev/null || { say "FATAL: $c is not installed (regress/install-deps)"; exit 2; }
-done
-[ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
+lab_start openvpn keepalived
 
 make_pki "$PKI"
 CALLS=$LAB_TMP/calls

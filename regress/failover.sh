@@ -25,12 +25,7 @@
 #
 # FAILOVER_CASES="1 4k 8" runs a subset.
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-for c in openvpn keepalived tcpdump iperf3 python3; do
-	command -v $c >/dev/null || { say "FATAL: $c is not installed (regress/install-deps)"; exit 2; }
-done
-[ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
+lab_start openvpn keepalived tcpdump iperf3 python3
 
 CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10 11}
 PCAP=$REGRESS_DIR/pcap.py

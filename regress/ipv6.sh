@@ -10,12 +10,7 @@
 # the inside instance (virtual_ipaddress_excluded), as a user with IPv6
 # inside would add it. Under two minutes.
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-for c in openvpn keepalived; do
-	command -v $c >/dev/null || { say "FATAL: $c is not installed (regress/install-deps)"; exit 2; }
-done
-[ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
+lab_start openvpn keepalived
 
 IN_VIP6=2001:db8:19::1
 INSIDE6=2001:db8:19::100

@@ -18,6 +18,18 @@ chmod 755 "$LAB_TMP"
 
 say() { printf '%s\n' "$*" >&2; }
 
+# lab_start TOOL...: what a lab needs before it starts: root (and the lab
+# lock), the _vpnsyncd user, the given tools and the built binaries.
+lab_start() {
+	need_root
+	ensure_user
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null || { say "FATAL: $c is not installed (regress/install-deps)"; exit 2; }
+	done
+	[ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
+}
+
 # need_root: lab tests create namespaces and devices; without root they
 # cannot run, and say so instead of passing.
 need_root() {

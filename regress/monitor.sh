@@ -4,10 +4,7 @@
 # parsed the way openvpn-monitor and openvpn_exporter parse a stock
 # server's, in version 2 and then 3 (after a reload).
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-command -v openvpn >/dev/null || { say "FATAL: openvpn is not installed (regress/install-deps)"; exit 2; }
-command -v python3 >/dev/null || { say "FATAL: python3 is not installed (regress/install-deps)"; exit 2; }
+lab_start openvpn python3
 
 PKI=$LAB_TMP/pki
 make_pki "$PKI"

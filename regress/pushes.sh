@@ -5,9 +5,7 @@
 # client completes within the bound, installs every route and reaches the
 # inside host. Prints how long the reply took. One server, under a minute.
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-command -v openvpn >/dev/null || { say "FATAL: openvpn is not installed (regress/install-deps)"; exit 2; }
+lab_start openvpn
 
 ROUTES=3000
 BOUND=10

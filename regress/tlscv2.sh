@@ -12,12 +12,7 @@
 #   - bob, whose key is wrapped by another server key, gets no answer and
 #     the server logs the refusal.
 . "$(dirname "$0")/lib.sh"
-need_root
-ensure_user
-for c in openvpn keepalived; do
-	command -v $c >/dev/null || { say "FATAL: $c is not installed (regress/install-deps)"; exit 2; }
-done
-[ -x "$VPNSYNCD" ] && [ -x "$VPNSYNCCTL" ] || { say "FATAL: build first: cargo build --workspace"; exit 2; }
+lab_start openvpn keepalived
 
 make_pki "$PKI"
 T=$PKI/tc2
