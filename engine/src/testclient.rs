@@ -321,6 +321,18 @@ impl Lab {
         ok
     }
 
+    /// The first session record the server handed to the syncer.
+    fn first_record(&self) -> crate::record::SessionRecord {
+        self.server
+            .sync_out
+            .iter()
+            .find_map(|o| match o {
+                crate::server::SyncOut::Upsert(_, _, r) => Some(crate::record::SessionRecord::decode(r).unwrap()),
+                _ => None,
+            })
+            .expect("the session's record")
+    }
+
     /// Sends `n` packets each way, one pair per step, then lets them
     /// arrive; returns how many arrived (client->server, server->client).
     fn exchange(&mut self, n: u16, tag: u8) -> (usize, usize) {
@@ -1022,15 +1034,7 @@ fn records_that_do_not_fit_the_configuration_are_refused() {
     let opts = ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1));
     let mut lab = Lab::new(member(1), opts, CLEAN, CLEAN, 11);
     lab.connect(Duration::from_secs(5));
-    let rec = lab
-        .server
-        .sync_out
-        .iter()
-        .find_map(|o| match o {
-            crate::server::SyncOut::Upsert(_, _, r) => Some(crate::record::SessionRecord::decode(r).unwrap()),
-            _ => None,
-        })
-        .expect("the session's record");
+    let rec = lab.first_record();
     let mut other = member(3);
     let gen = crate::session::Gen::new(1, 1, 9);
     let bad = |f: &dyn Fn(&mut crate::record::SessionRecord)| {

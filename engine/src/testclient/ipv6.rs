@@ -80,15 +80,7 @@ fn a_record_whose_ipv6_address_does_not_fit_is_refused() {
     let opts = ClientOptions::v26(ClientWrap::TlsAuth(static_key(7), Digest::Sha1));
     let mut lab = Lab::new(member_with(1, NET6), opts, CLEAN, CLEAN, 11);
     lab.connect(Duration::from_secs(5));
-    let rec = lab
-        .server
-        .sync_out
-        .iter()
-        .find_map(|o| match o {
-            crate::server::SyncOut::Upsert(_, _, r) => Some(crate::record::SessionRecord::decode(r).unwrap()),
-            _ => None,
-        })
-        .expect("the session's record");
+    let rec = lab.first_record();
     assert_eq!(rec.virtual_ip6, Some(a6("fd00:8::2")), "the record carries the IPv6 address");
     let gen = crate::session::Gen::new(1, 1, 9);
     for extra in ["", "client network6 fd00:9::/64\n"] {
