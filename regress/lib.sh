@@ -371,7 +371,8 @@ ha_server_conf() {
 # track_script (this build's, with the server's socket); added to global_defs: VRRPv3
 # for a sub-second advert_int, and gratuitous ARPs at once (no second burst
 # 5 s later). Fails, saying which, if the example no longer has one of the
-# lines substituted.
+# lines substituted. HA_KEEPALIVED_SED, if set, is one more sed -E
+# expression of the caller's (regress/fullnat.sh: the notify lines).
 HA_KEEPALIVED_EXAMPLE=$TOP/etc/examples/keepalived.conf
 ha_keepalived_conf() {
 	local i=$1 d prio ver="" out want
@@ -386,6 +387,7 @@ ha_keepalived_conf() {
 		-e "s|^(\tpriority) 150\t.*|\1 $prio|" \
 		-e "s|^(\tadvert_int) 1\$|\1 $HA_ADVERT|" \
 		-e "s|\"/usr/local/sbin/vpnsyncctl -t 1 |\"$VPNSYNCCTL -s $d/vpnsyncd.sock -t 1 |" \
+		${HA_KEEPALIVED_SED:+-e "$HA_KEEPALIVED_SED"} \
 		"$HA_KEEPALIVED_EXAMPLE") || return 1
 	for want in "router_id $LAB-s$i" "file \"$d/demote\"" "init_file $HA_DEMOTE" \
 		"script \"$VPNSYNCCTL -s $d/vpnsyncd.sock -t 1 show summary\"" \
