@@ -170,7 +170,9 @@ fullnat_case() {
 	sleep 0.5
 	b0=$(received "$rlog")
 	if [ "$with" = 1 ]; then
-		check "$label: the new master committed the synced entry into its kernel (conntrackd -i after -R)" \
+		check "$label: keepalived's notify_master ran conntrackd -c on s2 (\"Committed N new entries\")" \
+			wait_for 5 grep -Eq "Committed [1-9][0-9]* new entries" "$(ha_dir 2)/conntrackd.log"
+		check "$label: the new master's kernel holds the synced entry (conntrackd -i after -R)" \
 			wait_for 5 in_cache 2 -i "$PORT"
 		check "$label: the same TCP connection goes on through the new master: 1 MiB more within 20 s" \
 			wait_for 20 received_over "$rlog" $((b0 + 1048576))
