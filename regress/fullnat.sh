@@ -21,7 +21,7 @@
 # the first packet at the new master is the outside host's retransmission:
 # with the synced state it is translated back into the tunnel, without it
 # it is dropped, deterministically. FULLNAT_CASES="1" runs a subset.
-# About a minute and a half.
+# About a minute.
 . "$(dirname "$0")/lib.sh"
 lab_start openvpn keepalived conntrackd nft python3
 
@@ -57,7 +57,8 @@ fullnat_conntrackd_conf() {
 	printf '%s\n' "$out"
 }
 
-ctd() { local i=$1; shift; conntrackd -C "$(ha_dir "$i")/conntrackd.conf" "$@"; }
+# ctd I ARGS...: a request to server I's conntrackd.
+ctd() { local i=$1; shift; ip netns exec "$LAB-s$i" conntrackd -C "$(ha_dir "$i")/conntrackd.conf" "$@"; }
 
 # fullnat_up CONNTRACKD: the lab: lab_topology (2 servers, 1 client), the
 # outside router on the public network, a sync link (bridge br-sync, eth2,
@@ -118,6 +119,13 @@ longest_stall() {
 		prev = $2; have = 1
 	} END { printf "%.2f\n", gap }' "$1"
 }
+# openvpn_not_synced I: server I's conntrackd answers and its external
+# cache has no entry of the OpenVPN clients' UDP to port 1194.
+openvpn_not_synced() {
+	local out
+	out=$(ctd "$1" -e 2>/dev/null) || return 1
+	! grep -q "udp .*dport=1194 " <<<"$out"
+}
 no_failure() { ! grep -Eq '^(error|corrupt|eof)' "$1"; }
 # in_cache I WHICH PORT: conntrackd of server I has a TCP entry of the
 # client's network to the outside host's PORT in its cache WHICH (-i
@@ -156,6 +164,10 @@ fullnat_case() {
 	if [ "$with" = 1 ]; then
 		check "$label: conntrackd of the backup s2 holds the connection in its external cache" \
 			wait_for 5 in_cache 2 -e "$PORT"
+		# The example's Address Ignore list: the members' own traffic
+		# (here the OpenVPN client's UDP to the VIP) is not synced.
+		check "$label: ... and not the OpenVPN client's UDP to the VIP (the example's Address Ignore list)" \
+			openvpn_not_synced 2
 	fi
 	check "$label: s1 is master" master_is 1 || return 1
 	# The master loses power: its sync link too, then the others (power_cut).
