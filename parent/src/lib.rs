@@ -340,11 +340,15 @@ impl Parent {
             let child = self.child_mut(to);
             child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
         }
+        for child in &mut self.children {
+            child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
+        }
+        // After ConfDone: the engine takes the directory in its event loop
+        // (its start-up read knows only the configuration, keys and fds).
         let conf = self.conf.clone();
         let iroutes = ccd::send(self.child_mut(ChildKind::Engine), &conf)?;
         self.routes.apply(&iroutes);
         for child in &mut self.children {
-            child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
             child.ibuf.flush().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
         }
         log::info!("started engine, syncer and carpwatch");
