@@ -143,7 +143,7 @@ printf '%s\n' "iroute 192.168.80.0 255.255.255.0" >"$CCD/frank"
 check "s$B reloads" ha_ctl "$B" reload >/dev/null
 check "s$B routes dave's new iroute 192.168.60.0/24 to tun0" wait_for 5 kernel_route "$B" 192.168.60.0/24
 check "s$B logs the conflicting route of erin's iroute and the fix" \
-	wait_for 5 has_line "$(ha_log "$B")" "iroute 192.168.70.0/24: the kernel already routes .* dev eth1.*remove that route"
+	wait_for 5 has_line "$(ha_log "$B")" "iroute 192.168.70.0/24: the kernel already routes it dev eth1: .*remove that route or the iroute, then reload"
 check "s$B leaves the other route to 192.168.70.0/24 alone" \
 	bash -c "ip -n $LAB-s$B route show 192.168.70.0/24 | grep -q 'dev eth1'"
 check "s$B takes the identical route to 192.168.80.0/24 that was there" \

@@ -77,8 +77,8 @@ impl Routes {
                 }
                 Ok(Added::Existing) => log::info!("route {net} dev {} was there already", self.dev.name),
                 Ok(Added::Conflict(other)) => log::error!(
-                    "iroute {net}: the kernel already routes {net} {other}: packets to it will not reach the \
-                     client; remove that route or the iroute"
+                    "iroute {net}: the kernel already routes it {other}: packets to it will not reach the \
+                     client; remove that route or the iroute, then reload"
                 ),
                 Err(e) => log::error!("iroute {net}: cannot add the route to {}: {e}", self.dev.name),
             }
