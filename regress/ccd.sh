@@ -10,7 +10,7 @@
 #   - site to site: bob has 192.168.50.0/24 behind him (the namespace
 #     "site", forwarded by bob's namespace; `iroute` in his file): the
 #     inside host and the site host reach each other through the VIPs;
-#   - carol (`disable`) is refused;
+#   - carol (`disable`) is refused; a second alice too (duplicate-cn refuse);
 #   - bob (dynamic) leaves, dave takes another address, bob comes back to
 #     his own (the lease table);
 #   - the master loses power: alice keeps 10.8.0.50 with no restart, the
@@ -41,9 +41,9 @@ mkdir -p "$CCD"
 printf '%s\n' "ifconfig-push $ALICE_IP 255.255.255.0" "push \"route $ALICE_ROUTE\"" >"$CCD/alice"
 printf '%s\n' "iroute 192.168.50.0 255.255.255.0" >"$CCD/bob"
 printf '%s\n' "disable" >"$CCD/carol"
-HA_CONF_EXTRA="client-config-dir \"$CCD\""
+HA_CONF_EXTRA=$(printf '%s\n' "client-config-dir \"$CCD\"" "duplicate-cn refuse")
 
-ha_lab 2 4 || { not_ok "lab up"; summary; exit 1; }
+ha_lab 2 5 || { not_ok "lab up"; summary; exit 1; }
 M=$(master_of)
 B=$((3 - M))
 
@@ -96,6 +96,11 @@ check "the inside host reaches the site host $SITE_HOST behind bob" wait_for 10 
 check "the site host reaches the inside host through bob's tunnel" site_to_inside
 check "s$M refuses carol (disable)" wait_for 15 has_line "$(ha_log "$M")" "carol is disabled in the client-config-dir"
 check "carol has no tunnel" no_line "$LAB_TMP/c3.log" "Initialization Sequence Completed"
+ha_start_client 5 alice
+check "s$M refuses a second alice (duplicate-cn refuse)" \
+	wait_for 15 has_line "$(ha_log "$M")" "alice is already connected \\(duplicate-cn refuse\\)"
+kill -TERM "$HA_CLIENT5"
+check "the first alice keeps her tunnel" ping_inside 1
 
 BOB_IP=$(tunnel_ip 2)
 check "bob leaves (exit notification)" stop_client 2 bob "$M"

@@ -221,11 +221,13 @@ pub mod sys {
             Reply::Errno(libc::EEXIST) => {
                 Ok(match ask(RTM_GETROUTE, net, dev, oif).map_err(|e| failed("look up", net, e))? {
                     Reply::Route { dst_len, oif: Some(o), .. } if dst_len == net.prefix && o == oif => Added::Existing,
-                    Reply::Route { dst, dst_len, oif } => Added::Conflict(format!(
-                        "as {}/{dst_len} dev {}",
-                        dst.unwrap_or(net.addr),
-                        oif.map_or_else(|| "?".into(), name_of)
-                    )),
+                    Reply::Route { dst, dst_len, oif } => {
+                        let dev = oif.map_or_else(|| "?".into(), name_of);
+                        Added::Conflict(match dst {
+                            Some(d) if d == net.addr && dst_len == net.prefix => format!("dev {dev}"),
+                            d => format!("as {}/{dst_len} dev {dev}", d.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                        })
+                    }
                     r => Added::Conflict(format!("(its look-up answered {r:?})")),
                 })
             }
