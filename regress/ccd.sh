@@ -17,7 +17,7 @@
 #     inside host reaches the site again through the new master, and bob,
 #     restarted there, gets his address back from the synced leases;
 #   - at exit the daemon removes its routes.
-# About a minute and a half.
+# About half a minute (PKI, two servers, five clients, one power cut).
 . "$(dirname "$0")/lib.sh"
 lab_start openvpn keepalived
 
