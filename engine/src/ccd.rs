@@ -61,14 +61,6 @@ impl Table {
     pub fn fixed_owner(&self, a: Ipv4Addr) -> Option<&str> {
         self.fixed.get(&a).map(String::as_str)
     }
-
-    /// Every iroute network, for the kernel routes.
-    pub fn networks(&self) -> Vec<Ipv4Net> {
-        self.iroutes
-            .iter()
-            .flat_map(|(std::cmp::Reverse(p), n)| n.keys().map(|a| Ipv4Net { addr: (*a).into(), prefix: *p }))
-            .collect()
-    }
 }
 
 /// A table being received from the parent.
@@ -156,7 +148,6 @@ mod tests {
         assert_eq!(t.route(Ipv4Addr::new(192, 168, 6, 9)), Some("wide"));
         assert_eq!(t.route(Ipv4Addr::new(172, 31, 255, 1)), Some("narrow"));
         assert_eq!(t.route(Ipv4Addr::new(172, 32, 0, 1)), None);
-        assert_eq!(t.networks().len(), 3);
     }
 
     #[test]

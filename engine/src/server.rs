@@ -561,18 +561,29 @@ impl Server {
         if floated {
             self.float(id, from);
         }
-        let s = self.session_mut(id)?;
         match classify(payload) {
             Payload::Ip if vip.is_some() && ipv4_src(payload) == vip => Some(payload),
             Payload::Ip if vip6.is_some() && crate::ip6::src(payload) == vip6 => Some(payload),
+            Payload::Ip if self.iroute_source(id, payload) => Some(payload),
             Payload::Ip => None,
             Payload::OccExit => {
-                let label = s.label();
+                let label = self.session_mut(id)?.label();
                 log::info!("{label}: client announced its exit");
                 self.remove(id, "client exited (explicit-exit-notify)");
                 None
             }
             Payload::Ping | Payload::Occ => None,
+        }
+    }
+
+    /// Whether an IPv4 packet of session `id` comes from a host of one of
+    /// its client's iroutes (the site behind it): the source check lets
+    /// those through, as OpenVPN's does.
+    fn iroute_source(&self, id: u32, packet: &[u8]) -> bool {
+        let cn = self.sessions.get(id as usize).and_then(Option::as_ref).and_then(|s| s.common_name.as_deref());
+        match (cn, ipv4_src(packet)) {
+            (Some(cn), Some(src)) => self.ccd.route(src) == Some(cn),
+            _ => false,
         }
     }
 

@@ -7,6 +7,7 @@ mod auth;
 mod ccd;
 mod children;
 pub mod demote;
+mod route;
 mod sockets;
 mod status;
 mod tun;
@@ -220,6 +221,8 @@ struct Parent {
     /// Password checks for the engine under way.
     scripts: auth::Scripts,
     status: status::StatusWriter,
+    /// The kernel routes of the client-config-dir's iroutes.
+    routes: route::Routes,
 }
 
 /// Runs the daemon. Returns the exit status.
@@ -280,7 +283,9 @@ pub fn run(opts: Options) -> i32 {
             log::error!("demote: {e}");
         }
     }
+    let tun = route::Device { name: conf.tun_device.clone(), addr: conf.server_address() };
     let mut parent = Parent {
+        routes: route::Routes::new(tun),
         control_path: conf.socket.clone(),
         opts,
         conf,
@@ -335,10 +340,15 @@ impl Parent {
             let child = self.child_mut(to);
             child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
         }
-        let conf = self.conf.clone();
-        ccd::send(self.child_mut(ChildKind::Engine), &conf)?;
         for child in &mut self.children {
             child.ibuf.compose(ImsgType::ConfDone as u32, 0, None, &[])?;
+        }
+        // After ConfDone: the engine takes the directory in its event loop
+        // (its start-up read knows only the configuration, keys and fds).
+        let conf = self.conf.clone();
+        let iroutes = ccd::send(self.child_mut(ChildKind::Engine), &conf)?;
+        self.routes.apply(&iroutes);
+        for child in &mut self.children {
             child.ibuf.flush().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", child.kind.name())))?;
         }
         log::info!("started engine, syncer and carpwatch");
@@ -593,7 +603,9 @@ impl Parent {
         for c in &mut self.children {
             send(c).map_err(|e| format!("reload: {}: {e}", c.kind.name()))?;
         }
-        ccd::send(self.child_mut(ChildKind::Engine), &conf).map_err(|e| format!("reload: engine: {e}"))?;
+        let iroutes =
+            ccd::send(self.child_mut(ChildKind::Engine), &conf).map_err(|e| format!("reload: engine: {e}"))?;
+        self.routes.apply(&iroutes);
         self.conf = conf;
         Ok(format!("reloaded {}", self.opts.file.display()))
     }
@@ -606,6 +618,8 @@ impl Parent {
                 log::error!("demote: {e}");
             }
         }
+        // While the device is there (the engine holds it).
+        self.routes.clear();
         for c in &self.children {
             let _ = kill(Pid::from_raw(c.pid), Signal::SIGTERM);
         }
@@ -673,6 +687,7 @@ mod tests {
             ends.push(ImsgBuf::new(theirs));
         }
         let p = Parent {
+            routes: route::Routes::new(route::Device { name: conf.tun_device.clone(), addr: conf.server_address() }),
             opts: Options::default(),
             control_path: conf.socket.clone(),
             conf,

@@ -63,6 +63,16 @@ fn fixed_address_push_and_iroute() {
     assert!(!lab.server_sends(&ipv4(LAN_HOST, Ipv4Addr::new(192, 168, 51, 7), 2, 9)));
     lab.run(Duration::from_millis(300));
     assert!(lab.client.received.contains(&behind));
+    // And the site's hosts send through it; a source outside its iroutes
+    // and its address is still dropped.
+    let from_site = ipv4(Ipv4Addr::new(192, 168, 50, 7), LAN_HOST, 3, 9);
+    assert!(lab.client_sends(&from_site));
+    lab.step();
+    assert_eq!(lab.tun.last(), Some(&from_site));
+    let before = lab.tun.len();
+    assert!(lab.client_sends(&ipv4(Ipv4Addr::new(192, 168, 51, 7), LAN_HOST, 4, 9)));
+    lab.step();
+    assert_eq!(lab.tun.len(), before, "a source outside the iroutes is dropped");
 }
 
 #[test]
