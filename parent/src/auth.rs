@@ -150,7 +150,13 @@ impl Scripts {
         // Far below a pipe's buffer: the write does not block; dropping
         // stdin closes it, the helper's end of input.
         let written = child.stdin.take().map(|mut i| i.write_all(&text));
-        let answer = child.stdout.take();
+        // Read once the helper ended, without waiting: a process a PAM
+        // module left behind may hold the pipe open, and the helper's line
+        // is in the pipe's buffer already.
+        let answer = child.stdout.take().filter(|o| {
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            fcntl(o, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok()
+        });
         let running = Running { id: c.id, child, file: None, answer, deadline, who };
         if let Some(Err(e)) = written {
             let mut r = running;
@@ -253,6 +259,7 @@ fn status_verdict(s: ExitStatus) -> (bool, String) {
 
 /// The helper's verdict: exit 0 accepts; its one line says why (PAM's
 /// error string), bounded so that a runaway helper cannot flood the log.
+/// `out` is non-blocking: what is not there yet is not waited for.
 fn helper_verdict(s: ExitStatus, out: ChildStdout) -> (bool, String) {
     let mut said = Vec::new();
     let _ = out.take(MAX_ANSWER).read_to_end(&mut said);
@@ -409,6 +416,14 @@ mod tests {
             ]
         );
         assert!(!dir.exists(), "no credential file for a helper");
+        // A process the helper leaves behind, holding its stdout, does not
+        // hold the verdict (nor the parent's loop).
+        let lingering = script(&t.0, "(sleep 5) & echo 'PAM service vpn: accepted'; exit 0");
+        let mut l = Scripts::new(&dir, &lingering);
+        let started = Instant::now();
+        assert!(l.start(&check(6, "bob", "pw1"), &pam, started).is_none());
+        assert_eq!(finish(&mut l, 1), vec![v(6, true, "PAM service vpn: accepted")]);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let v = s.start(&check(4, "bob", "p\0w"), &pam, now).unwrap();
         assert!(!v.accepted && v.reason.contains("NUL"), "{v:?}");
         let mut s = Scripts::new(&dir, t.0.join("missing"));
