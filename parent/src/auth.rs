@@ -418,7 +418,9 @@ mod tests {
         assert!(!dir.exists(), "no credential file for a helper");
         // A process the helper leaves behind, holding its stdout, does not
         // hold the verdict (nor the parent's loop).
-        let lingering = script(&t.0, "(sleep 5) & echo 'PAM service vpn: accepted'; exit 0");
+        let lingering = t.0.join("lingering");
+        fs::write(&lingering, "#!/bin/sh\ncat >/dev/null; (sleep 5) & echo 'PAM service vpn: accepted'\n").unwrap();
+        fs::set_permissions(&lingering, fs::Permissions::from_mode(0o755)).unwrap();
         let mut l = Scripts::new(&dir, &lingering);
         let started = Instant::now();
         assert!(l.start(&check(6, "bob", "pw1"), &pam, started).is_none());
