@@ -133,6 +133,9 @@ impl Scripts {
         if c.username.contains(&0) || c.password.contains(&0) {
             return Err("NUL in the username or password".into());
         }
+        if c.username.len() + 1 + c.password.len() > crate::auth_helper::MAX_INPUT {
+            return Err("username and password too long".into());
+        }
         let mut child = Command::new(&self.helper)
             .arg("-A")
             .args(args)
@@ -147,8 +150,9 @@ impl Scripts {
         text.extend_from_slice(&c.username);
         text.push(0);
         text.extend_from_slice(&c.password);
-        // Far below a pipe's buffer: the write does not block; dropping
-        // stdin closes it, the helper's end of input.
+        // At most MAX_INPUT, below a pipe's buffer (16 KiB on OpenBSD,
+        // 64 KiB on Linux): the write does not block; dropping stdin
+        // closes it, the helper's end of input.
         let written = child.stdin.take().map(|mut i| i.write_all(&text));
         // Read once the helper ended, without waiting: a process a PAM
         // module left behind may hold the pipe open, and the helper's line
@@ -428,6 +432,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let v = s.start(&check(4, "bob", "p\0w"), &pam, now).unwrap();
         assert!(!v.accepted && v.reason.contains("NUL"), "{v:?}");
+        let long = "x".repeat(crate::auth_helper::MAX_INPUT);
+        let v = s.start(&check(7, "bob", &long), &pam, now).unwrap();
+        assert!(!v.accepted && v.reason.contains("too long"), "{v:?}");
         let mut s = Scripts::new(&dir, t.0.join("missing"));
         let v = s.start(&check(5, "bob", "pw1"), &pam, now).unwrap();
         assert!(!v.accepted && v.reason.contains("missing"), "{v:?}");

@@ -20,14 +20,15 @@ mod pam;
 #[path = "bsdauth.rs"]
 mod bsdauth;
 
-/// Longer than any key-method-2 username and password (two strings of
-/// at most 64 KiB each on the wire, far less from stock clients).
-const MAX_INPUT: u64 = 128 * 1024 + 1;
+/// The most the runner sends: the engine takes a username and a password
+/// of 4096 bytes each at most (engine/src/keys.rs), and the NUL between;
+/// a pipe buffers more, so the runner's write never blocks.
+pub const MAX_INPUT: usize = 2 * 4096 + 1;
 
 /// The helper's `main`: `args` are those after `-A`.
 pub fn helper_main(args: &[String]) -> i32 {
     let mut input = Zeroizing::new(Vec::new());
-    if let Err(e) = io::stdin().take(MAX_INPUT).read_to_end(&mut input) {
+    if let Err(e) = io::stdin().take(MAX_INPUT as u64).read_to_end(&mut input) {
         println!("helper input: {e}");
         return 1;
     }
