@@ -1,9 +1,7 @@
 //! The `password` statements: what they set, their canonical form, and the
 //! exact error for each malformed one.
 
-use vpnsyncd_config::{
-    parse_str, ClientCert, Config, PasswordCheck, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME,
-};
+use vpnsyncd_config::{parse_str, ClientCert, Config, PasswordCheck, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
 
 const KEYS: &str = "ca \"/k/ca.crt\"\ncertificate \"/k/server.crt\"\nkey \"/k/server.key\"\n";
 
@@ -79,7 +77,10 @@ fn pam_with_defaults_and_values() {
     let c = parse("password pam\n").unwrap();
     assert_eq!(
         c.password,
-        Some(PasswordCheck::Pam { service: DEFAULT_PAM_SERVICE.into(), timeout: DEFAULT_PASSWORD_TIMEOUT })
+        Some(PasswordCheck::Pam {
+            service: vpnsyncd_config::DEFAULT_PAM_SERVICE.into(),
+            timeout: DEFAULT_PASSWORD_TIMEOUT
+        })
     );
     let c = parse("password pam service \"openvpn\" timeout 20\npassword token lifetime 60\n").unwrap();
     assert_eq!(c.password, Some(PasswordCheck::Pam { service: "openvpn".into(), timeout: 20 }));
