@@ -21,8 +21,8 @@ pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
 pub use net6::Ipv6Net;
 pub use parser::{
-    DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL, DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS,
-    MAX_PUSH_ROUTES,
+    DEFAULT_BSDAUTH_TYPE, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL,
+    DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES,
 };
 pub use pushopt::{MAX_PUSH_OPTION, MAX_PUSH_OPTIONS};
 
@@ -254,6 +254,25 @@ pub enum PasswordCheck {
     /// OpenVPN's `auth-user-pass-verify SCRIPT via-file`; `timeout` in
     /// seconds, after which the script is killed and the client refused.
     Script { path: PathBuf, timeout: u32 },
+    /// Linux-PAM (`password pam`): the `service` names /etc/pam.d/SERVICE;
+    /// pam_authenticate then pam_acct_mgmt, in a helper process killed at
+    /// `timeout`.
+    Pam { service: String, timeout: u32 },
+    /// OpenBSD's BSD Authentication (`password bsdauth`): auth_userokay(3)
+    /// with `style` (`None`: the login class's default) and the
+    /// login.conf(5) authentication `type` of the user's login class.
+    BsdAuth { style: Option<String>, kind: String, timeout: u32 },
+}
+
+impl PasswordCheck {
+    /// Seconds a check may take before the client is refused.
+    pub fn timeout(&self) -> u32 {
+        match self {
+            PasswordCheck::Script { timeout, .. }
+            | PasswordCheck::Pam { timeout, .. }
+            | PasswordCheck::BsdAuth { timeout, .. } => *timeout,
+        }
+    }
 }
 
 /// What a second connection with a common name already connected does.

@@ -137,7 +137,7 @@ struct Draft {
 
 #[path = "password.rs"]
 mod password;
-pub use password::{DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
+pub use password::{DEFAULT_BSDAUTH_TYPE, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
 
 struct Parser {
     stack: Vec<Frame>,

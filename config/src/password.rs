@@ -17,6 +17,12 @@ const MAX_PASSWORD_TIMEOUT: u32 = 60;
 pub const DEFAULT_TOKEN_LIFETIME: u32 = 12 * 3600;
 const MAX_TOKEN_LIFETIME: u32 = 30 * 86400;
 const MIN_TOKEN_LIFETIME: u32 = 60;
+/// `password pam` without `service`: /etc/pam.d/vpnsyncd.
+pub const DEFAULT_PAM_SERVICE: &str = "vpnsyncd";
+/// `password bsdauth` without `type`: login.conf(5)'s `auth-vpnsyncd`
+/// list of the user's class, or its `auth` list when the class has none.
+pub const DEFAULT_BSDAUTH_TYPE: &str = "auth-vpnsyncd";
+const MAX_AUTH_NAME: usize = 64;
 
 impl Parser {
     /// `verify-client-cert require|optional|none`.
@@ -31,9 +37,11 @@ impl Parser {
         Ok(())
     }
 
-    /// `password script PATH [timeout N]` or `password token [lifetime N]`.
+    /// `password script PATH [timeout N]`, `password pam [service NAME]
+    /// [timeout N]`, `password bsdauth [style NAME] [type NAME] [timeout N]`
+    /// or `password token [lifetime N]`.
     pub(super) fn password(&mut self, pos: crate::Pos) -> PResult<()> {
-        let (what, p) = self.word("script or token")?;
+        let (what, p) = self.word("script, pam, bsdauth or token")?;
         match what.as_str() {
             "script" => {
                 self.once("password check", pos)?;
@@ -44,12 +52,47 @@ impl Parser {
                         self.error(at, format!("password script \"{}\" must be an absolute path", path.display()))
                     );
                 }
-                let timeout = if self.optional("timeout")? {
-                    self.number("password timeout", 1, MAX_PASSWORD_TIMEOUT)?
-                } else {
-                    DEFAULT_PASSWORD_TIMEOUT
-                };
+                let timeout = self.password_timeout()?;
                 self.d.password = Some(PasswordCheck::Script { path, timeout });
+            }
+            "pam" => {
+                self.once("password check", pos)?;
+                if !cfg!(target_os = "linux") {
+                    return Err(self.error(
+                        p,
+                        format!(
+                            "password pam needs Linux-PAM, which {} lacks: use password bsdauth [style NAME] [type NAME]",
+                            std::env::consts::OS
+                        ),
+                    ));
+                }
+                let service = if self.optional("service")? {
+                    self.auth_name("PAM service")?
+                } else {
+                    DEFAULT_PAM_SERVICE.to_string()
+                };
+                let timeout = self.password_timeout()?;
+                self.d.password = Some(PasswordCheck::Pam { service, timeout });
+            }
+            "bsdauth" => {
+                self.once("password check", pos)?;
+                if !cfg!(target_os = "openbsd") {
+                    return Err(self.error(
+                        p,
+                        format!(
+                            "password bsdauth is OpenBSD's BSD Authentication, which {} lacks: use password pam [service NAME]",
+                            std::env::consts::OS
+                        ),
+                    ));
+                }
+                let style = if self.optional("style")? { Some(self.auth_name("authentication style")?) } else { None };
+                let kind = if self.optional("type")? {
+                    self.auth_name("authentication type")?
+                } else {
+                    DEFAULT_BSDAUTH_TYPE.to_string()
+                };
+                let timeout = self.password_timeout()?;
+                self.d.password = Some(PasswordCheck::BsdAuth { style, kind, timeout });
             }
             "token" => {
                 self.once("password token", pos)?;
@@ -61,8 +104,37 @@ impl Parser {
                 };
                 self.d.password_token = Some(lifetime);
             }
-            _ => return Err(self.error(p, format!("unknown password check \"{what}\"; valid: script, token"))),
+            _ => {
+                return Err(
+                    self.error(p, format!("unknown password check \"{what}\"; valid: script, pam, bsdauth, token"))
+                )
+            }
         }
         Ok(())
+    }
+
+    /// The optional `timeout N` of a password check.
+    fn password_timeout(&mut self) -> PResult<u32> {
+        if self.optional("timeout")? {
+            self.number("password timeout", 1, MAX_PASSWORD_TIMEOUT)
+        } else {
+            Ok(DEFAULT_PASSWORD_TIMEOUT)
+        }
+    }
+
+    /// A PAM service, BSD auth style or type: it names a file
+    /// (/etc/pam.d/NAME, /usr/libexec/auth/login_NAME), so no path.
+    fn auth_name(&mut self, what: &str) -> PResult<String> {
+        let (name, at) = self.text(what)?;
+        let ok = name.len() <= MAX_AUTH_NAME
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(self.error(
+                at,
+                format!("{what} \"{name}\" is not a name: use up to {MAX_AUTH_NAME} letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        Ok(name)
     }
 }

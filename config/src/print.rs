@@ -84,6 +84,16 @@ impl Display for Config {
             Some(PasswordCheck::Script { path: p, timeout }) => {
                 writeln!(f, "password script {} timeout {timeout}", path(p))?
             }
+            Some(PasswordCheck::Pam { service, timeout }) => {
+                writeln!(f, "password pam service {} timeout {timeout}", Quoted(service))?
+            }
+            Some(PasswordCheck::BsdAuth { style, kind, timeout }) => {
+                write!(f, "password bsdauth")?;
+                if let Some(s) = style {
+                    write!(f, " style {}", Quoted(s))?;
+                }
+                writeln!(f, " type {} timeout {timeout}", Quoted(kind))?
+            }
             None => {}
         }
         if let Some(l) = self.password_token {

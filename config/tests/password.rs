@@ -36,8 +36,8 @@ fn script_and_token_with_defaults_and_values() {
 #[test]
 fn malformed_password_statements() {
     let cases: &[(&str, &str)] = &[
-        ("password", "test.conf:4:9: expected script or token, found end of file"),
-        ("password pam", "test.conf:4:10: unknown password check \"pam\"; valid: script, token"),
+        ("password", "test.conf:4:9: expected script, pam, bsdauth or token, found end of file"),
+        ("password ldap", "test.conf:4:10: unknown password check \"ldap\"; valid: script, pam, bsdauth, token"),
         ("password script", "test.conf:4:16: expected a script path, found end of file"),
         ("password script checkpw", "test.conf:4:17: password script \"checkpw\" must be an absolute path"),
         ("password script /x timeout 0", "test.conf:4:28: password timeout \"0\" is not a number from 1 to 60"),
@@ -62,4 +62,94 @@ fn malformed_password_statements() {
         let got = parse(body).expect_err(body);
         assert_eq!(got.trim_end(), *want, "for {body:?}");
     }
+}
+
+fn expect_errors(cases: &[(&str, &str)]) {
+    for (body, want) in cases {
+        let got = parse(body).expect_err(body);
+        assert_eq!(got.trim_end(), *want, "for {body:?}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pam_with_defaults_and_values() {
+    let c = parse("password pam\n").unwrap();
+    assert_eq!(
+        c.password,
+        Some(PasswordCheck::Pam {
+            service: vpnsyncd_config::DEFAULT_PAM_SERVICE.into(),
+            timeout: DEFAULT_PASSWORD_TIMEOUT
+        })
+    );
+    let c = parse("password pam service \"openvpn\" timeout 20\npassword token lifetime 60\n").unwrap();
+    assert_eq!(c.password, Some(PasswordCheck::Pam { service: "openvpn".into(), timeout: 20 }));
+    let printed = c.to_string();
+    assert!(printed.contains("password pam service \"openvpn\" timeout 20\npassword token lifetime 60\n"), "{printed}");
+    assert_eq!(parse_str("again", &printed, &[]).unwrap(), c);
+    let c = parse("password pam timeout 3\nverify-client-cert none\n").unwrap();
+    assert_eq!(c.password, Some(PasswordCheck::Pam { service: "vpnsyncd".into(), timeout: 3 }));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn malformed_pam_statements_and_bsdauth_on_linux() {
+    expect_errors(&[
+        ("password pam service", "test.conf:4:21: expected PAM service, found end of file"),
+        ("password pam service \"\"", "test.conf:4:22: PAM service is empty"),
+        (
+            "password pam service ../shadow",
+            "test.conf:4:22: PAM service \"../shadow\" is not a name: use up to 64 letters, digits, '.', '_' or '-'",
+        ),
+        (
+            "password pam service a/b",
+            "test.conf:4:22: PAM service \"a/b\" is not a name: use up to 64 letters, digits, '.', '_' or '-'",
+        ),
+        ("password pam timeout 61", "test.conf:4:22: password timeout \"61\" is not a number from 1 to 60"),
+        ("password pam service x y", "test.conf:4:24: syntax error: unexpected \"y\", expected the end of the line"),
+        ("password pam timeout 5 service x", "test.conf:4:24: syntax error: unexpected \"service\", expected the end of the line"),
+        ("password script /x\npassword pam", "test.conf:5:1: password check is already set on line 4"),
+        ("password pam\npassword script /x", "test.conf:5:1: password check is already set on line 4"),
+        (
+            "password bsdauth",
+            "test.conf:4:10: password bsdauth is OpenBSD's BSD Authentication, which linux lacks: use password pam [service NAME]",
+        ),
+        (
+            "password bsdauth style passwd",
+            "test.conf:4:10: password bsdauth is OpenBSD's BSD Authentication, which linux lacks: use password pam [service NAME]",
+        ),
+    ]);
+}
+
+#[cfg(target_os = "openbsd")]
+#[test]
+fn bsdauth_with_defaults_and_values() {
+    let c = parse("password bsdauth\n").unwrap();
+    let want = PasswordCheck::BsdAuth {
+        style: None,
+        kind: vpnsyncd_config::DEFAULT_BSDAUTH_TYPE.into(),
+        timeout: DEFAULT_PASSWORD_TIMEOUT,
+    };
+    assert_eq!(c.password, Some(want));
+    let c = parse("password bsdauth style radius type auth-vpn timeout 30\n").unwrap();
+    let want = PasswordCheck::BsdAuth { style: Some("radius".into()), kind: "auth-vpn".into(), timeout: 30 };
+    assert_eq!(c.password, Some(want));
+    assert_eq!(parse_str("again", &c.to_string(), &[]).unwrap(), c);
+}
+
+#[cfg(target_os = "openbsd")]
+#[test]
+fn malformed_bsdauth_statements_and_pam_on_openbsd() {
+    expect_errors(&[
+        ("password bsdauth style", "test.conf:4:23: expected authentication style, found end of file"),
+        (
+            "password bsdauth type a/b",
+            "test.conf:4:23: authentication type \"a/b\" is not a name: use up to 64 letters, digits, '.', '_' or '-'",
+        ),
+        ("password bsdauth type x style y", "test.conf:4:26: syntax error: unexpected \"style\", expected the end of the line"),
+        (
+            "password pam",
+            "test.conf:4:10: password pam needs Linux-PAM, which openbsd lacks: use password bsdauth [style NAME] [type NAME]",
+        ),
+    ]);
 }

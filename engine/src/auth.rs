@@ -77,7 +77,9 @@ impl SessionAuth {
     }
 
     /// Whether `c` carries a genuine token of this session's user (any
-    /// user before the first check): then no check is needed.
+    /// user before the first check): then no check is needed, and the
+    /// token is renewed (issued `now`), so that a client that renegotiates
+    /// more often than the lifetime never meets its end.
     pub fn by_token(
         &mut self,
         settings: Option<&PasswordSettings>,
@@ -90,9 +92,11 @@ impl SessionAuth {
         if self.username.as_deref().is_some_and(|u| u != user) {
             return false;
         }
-        let Some(issued) = key.check(&c.password, &user, common_name, now) else { return false };
+        if key.check(&c.password, &user, common_name, now).is_none() {
+            return false;
+        }
         self.username = Some(user.into_owned());
-        self.token_issued = Some(self.token_issued.map_or(issued, |t| t.min(issued)));
+        self.token_issued = Some(now);
         true
     }
 

@@ -532,6 +532,12 @@ impl Client {
                 match o {
                     "push-continuation 2" => last = false,
                     "push-continuation 1" => {}
+                    // As a stock client: the token is the password of
+                    // every later key exchange (auth-gen-token renewal).
+                    _ if o.starts_with("auth-token ") => {
+                        self.opts.user_pass.1 = o["auth-token ".len()..].to_string();
+                        self.push_parts.push(o.to_string());
+                    }
                     _ => self.push_parts.push(o.to_string()),
                 }
             }

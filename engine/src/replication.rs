@@ -301,6 +301,9 @@ impl Session {
         self.listener = rec.listener.into();
         self.negotiated = Some(rec.negotiated.clone());
         self.last_rekey = rec.last_rekey;
+        // A renegotiation renews the session's token (`password token`).
+        self.auth.username = rec.username.clone();
+        self.auth.token_issued = rec.token_issued;
         self.gen = gen;
         self.apply_progress_unchecked(&rec.progress, now);
         Offer::Applied

@@ -554,7 +554,10 @@ impl Session {
         };
         let creds = self.conf.password.is_some().then(|| crate::auth::SessionAuth::credentials(&mut client));
         let cn = self.common_name.clone().unwrap_or_default();
-        let creds = creds.filter(|c| !self.auth.by_token(self.conf.password.as_ref(), c, &cn, now.unix));
+        // A genuine token spares the check and is renewed (below).
+        let by_token =
+            creds.as_ref().is_some_and(|c| self.auth.by_token(self.conf.password.as_ref(), c, &cn, now.unix));
+        let creds = creds.filter(|_| !by_token);
         let mut failure = None;
         if self.negotiated.is_none() {
             match self.negotiate(&client) {
@@ -619,6 +622,9 @@ impl Session {
             log::info!("{label}: key_id {} established", ks.key_id);
             self.last_rekey = now.unix;
             self.record_dirty = true;
+            if by_token {
+                self.push_token(idx);
+            }
         }
         if let Some(c) = creds {
             self.auth.check(c);
@@ -694,6 +700,16 @@ impl Session {
         }
         self.push_sent = true;
         self.flush(idx, now);
+    }
+
+    /// `password token`: the token renewed after a renegotiation (or a
+    /// fresh check), sent alone in a PUSH_REPLY the way auth-gen-token
+    /// servers do; the client uses it from its next renegotiation on.
+    fn push_token(&mut self, idx: usize) {
+        let cn = self.common_name.as_deref().unwrap_or_default();
+        if let Some(o) = self.auth.push_option(self.conf.password.as_ref(), cn) {
+            self.send_message(idx, &format!("PUSH_REPLY,{o}"));
+        }
     }
 
     /// One control message: one TLS record, NUL included.
@@ -956,6 +972,12 @@ impl Session {
             self.wants_address = self.virtual_ip.is_none();
             // The user (and a new token's issue time) go to the backups.
             self.record_dirty = true;
+            // A check on a renegotiation (an expired token): the client
+            // already has its push, and gets the new token alone.
+            if let Some(idx) = self.talking_key().filter(|_| self.push_sent) {
+                self.push_token(idx);
+                self.flush(idx, now);
+            }
             return;
         }
         log::warn!("{}: password refused: {why}", self.label());

@@ -73,11 +73,10 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         ),
         None => None,
     };
-    let password = conf.password.as_ref().map(|p| match p {
-        vpnsyncd_config::PasswordCheck::Script { timeout, .. } => {
-            crate::auth::PasswordSettings { timeout: std::time::Duration::from_secs((*timeout).into()), token }
-        }
-    });
+    let password = conf
+        .password
+        .as_ref()
+        .map(|p| crate::auth::PasswordSettings { timeout: std::time::Duration::from_secs(p.timeout().into()), token });
     let session = SessionConfig {
         tls,
         data_ciphers: conf.data_ciphers.clone(),

@@ -4,6 +4,7 @@
 //! told to or when any child dies.
 
 mod auth;
+mod auth_helper;
 mod ccd;
 mod children;
 pub mod demote;
@@ -119,6 +120,8 @@ fn load_config(opts: &Options) -> Result<(Loaded, String), ConfErrors> {
     let text = canonical(&loaded.config, &opts.file)?;
     Ok((loaded, text))
 }
+
+pub use auth_helper::helper_main;
 
 /// `vpnsyncd -n`: check everything a start checks and print the canonical
 /// configuration. Key files that cannot be read are reported as warnings,
@@ -292,7 +295,7 @@ pub fn run(opts: Options) -> i32 {
         children: Vec::new(),
         demoter,
         role: None,
-        scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+        scripts: auth::Scripts::new(auth::DEFAULT_DIR, &exe),
         status: Default::default(),
     };
     let code = match parent.start(&exe, uid, gid, &keys, &conf_text) {
@@ -538,9 +541,7 @@ impl Parent {
             (ChildKind::Engine, ImsgType::AuthCheck) => {
                 let c = vpnsyncd_common::auth::AuthCheck::decode(&m.data).map_err(bad)?;
                 let refused = match &self.conf.password {
-                    Some(vpnsyncd_config::PasswordCheck::Script { path, timeout }) => {
-                        self.scripts.start(&c, path, Duration::from_secs((*timeout).into()), Instant::now())
-                    }
+                    Some(how) => self.scripts.start(&c, how, Instant::now()),
                     None => Some(vpnsyncd_common::auth::AuthVerdict {
                         id: c.id,
                         accepted: false,
@@ -694,7 +695,7 @@ mod tests {
             children,
             demoter: None,
             role: None,
-            scripts: auth::Scripts::new(auth::DEFAULT_DIR),
+            scripts: auth::Scripts::new(auth::DEFAULT_DIR, "/nonexistent/vpnsyncd"),
             status: Default::default(),
         };
         (p, ends)
@@ -727,7 +728,7 @@ mod tests {
         use vpnsyncd_common::auth::{AuthCheck, AuthVerdict};
         let (mut p, mut ends) = parent();
         let dir = std::env::temp_dir().join(format!("vpnsyncd-parent-auth-{}", std::process::id()));
-        p.scripts = auth::Scripts::new(&dir);
+        p.scripts = auth::Scripts::new(&dir, "/nonexistent/vpnsyncd");
         let check = |id| AuthCheck {
             id,
             username: Secret::new(b"bob".to_vec()),

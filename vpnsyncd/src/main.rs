@@ -3,6 +3,8 @@
 //! `vpnsyncd [-dnv] [-D macro=value] [-f file]` starts the privileged parent.
 //! The parent re-executes this binary with a hidden flag for each child:
 //! -E engine, -S syncer, -C carpwatch (with -U uid:gid, the user to drop to).
+//! `-A CHECK ARGS...` (first on the line) is the parent's password-check
+//! helper: one PAM or BSD Authentication check (vpnsyncd_parent::helper_main).
 
 use std::path::PathBuf;
 use std::process::exit;
@@ -90,6 +92,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "-A") {
+        exit(vpnsyncd_parent::helper_main(&argv[1..]));
+    }
     let a = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -113,13 +113,19 @@ fn a_full_check_queue_refuses_at_once() {
 
 const TOKEN: &str = "password token lifetime 600\n";
 
-/// The token the server pushed, which a stock client sends as its
-/// password from then on.
+/// The token the server pushed, which the client (as a stock one) sends
+/// as its password from then on.
 fn use_pushed_token(lab: &mut Lab) -> String {
     let p = lab.client.pushed.clone().expect("pushed");
     let t = p.options.iter().find_map(|o| o.strip_prefix("auth-token ")).expect("auth-token pushed").to_string();
-    lab.client.opts.user_pass.1 = t.clone();
+    assert_eq!(lab.client.opts.user_pass.1, t, "the client took the token as its password");
     t
+}
+
+/// The tokens pushed so far, in order (the first push's and each renewal's).
+fn tokens_pushed(lab: &Lab) -> Vec<String> {
+    let tokens = lab.client.messages.iter().filter(|m| m.starts_with("PUSH_REPLY"));
+    tokens.flat_map(|m| m.split(',').filter_map(|o| o.strip_prefix("auth-token ")).map(String::from)).collect()
 }
 
 fn connected_with_token(lab: &mut Lab) -> String {
@@ -140,6 +146,47 @@ fn a_token_spares_the_check_on_every_renegotiation() {
     assert!(lab.server.checks.out.is_empty(), "the parent was never asked again");
     assert_eq!(lab.info().key_id, 5);
     assert_eq!(lab.exchange(10, 2), (10, 10));
+    let tokens = tokens_pushed(&lab);
+    assert_eq!(tokens.len(), 6, "one with the push, one renewal per renegotiation: {tokens:?}");
+    assert_eq!(lab.client.opts.user_pass.1, tokens[5], "the client holds the newest");
+}
+
+/// auth-gen-token renewal: lifetime 60 s, a renegotiation every 20 s for
+/// five minutes; each brings a token issued at that renegotiation, so the
+/// user is never asked again though the session outlives the first token
+/// five times. A client that then stays away past the lifetime is asked.
+#[test]
+fn renewed_tokens_outlive_the_lifetime_and_an_old_one_is_refused() {
+    let mut lab = lab_with(&format!("{PASSWORD}password token lifetime 60\n"), "keepalive 10 900\n");
+    let first = connected_with_token(&mut lab);
+    let start = lab.now.unix;
+    for round in 1..=15 {
+        lab.run(Duration::from_secs(20));
+        client_renegotiates(&mut lab, Duration::from_secs(5));
+        let issued = lab.server.sessions().next().unwrap().auth.token_issued.unwrap();
+        assert!(issued + 5 >= lab.now.unix && issued > start, "round {round}: renewed at the renegotiation, {issued}");
+        assert_eq!(lab.server.client_count(), 1, "round {round}");
+    }
+    assert!(lab.now.unix - start >= 300, "five minutes: {}", lab.now.unix - start);
+    assert!(lab.server.checks.out.is_empty(), "the parent was never asked again");
+    let tokens = tokens_pushed(&lab);
+    assert_eq!(tokens.len(), 16, "{tokens:?}");
+    assert!(tokens.windows(2).all(|w| w[0] != w[1]), "each renewal is a new token");
+    // The lab server's token key (testclient's `server`), lifetime 60 s.
+    let key = crate::token::TokenKey::new(&[0x42; 32], 60).unwrap();
+    assert_eq!(key.check(first.as_bytes(), "bob", "alice", lab.now.unix), None, "the first one expired long ago");
+    assert!(key.check(tokens[15].as_bytes(), "bob", "alice", lab.now.unix).is_some());
+    assert_eq!(lab.exchange(10, 4), (10, 10));
+
+    // Away longer than the lifetime: the token it holds goes to the check.
+    let held = lab.client.opts.user_pass.1.clone();
+    lab.run(Duration::from_secs(61));
+    lab.client.renegotiate(lab.now);
+    lab.client_to_link();
+    let id = asked_with(&mut lab, &held);
+    answer(&mut lab, id, false);
+    assert!(lab.run_until(Duration::from_secs(2), |l| l.client.messages.iter().any(|m| m == "AUTH_FAILED")));
+    assert_eq!(lab.server.client_count(), 0);
 }
 
 #[test]
@@ -195,13 +242,22 @@ fn a_second_server_accepts_the_token_after_a_takeover() {
     assert!(lab.server.checks.out.is_empty(), "no check on the new master");
     assert_eq!(lab.server.client_count(), 1);
     assert_eq!(lab.exchange(10, 3), (10, 10));
-    // A PUSH_REQUEST answered by the new master carries the same token.
+    // The new master renewed the token on its renegotiations; a
+    // PUSH_REQUEST it answers carries the one the client holds.
+    let held = lab.client.opts.user_pass.1.clone();
+    assert_ne!(held, pushed, "renewed by the new master");
     let replies = lab.client.push_replies;
     let now = lab.now;
     lab.client.send_message(now, "PUSH_REQUEST");
     lab.client_to_link();
     assert!(lab.run_until(Duration::from_secs(5), |l| l.client.push_replies > replies));
-    assert!(lab.client.messages.iter().rev().any(|m| m.contains(&format!("auth-token {pushed}"))), "same token");
+    assert!(lab.client.messages.iter().rev().any(|m| m.contains(&format!("auth-token {held}"))), "same token");
+    // The renewal's issue time is in the records the new master sends.
+    let issued = lab.server.sessions().next().unwrap().auth.token_issued;
+    let mut third = member_with(3, &extra);
+    third.set_role(lab.now, Role::Backup);
+    sync(&mut lab.server, &mut third, lab.now);
+    assert_eq!(third.sessions().next().unwrap().auth.token_issued, issued);
 }
 
 fn certless(conf: &str) -> Lab {
