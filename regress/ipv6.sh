@@ -4,7 +4,8 @@
 #   - the client gets fd00:8::2/64 (the host part of its IPv4 10.8.0.2)
 #     and pings the inside host's IPv6 address through the tunnel;
 #   - the master loses power; the backup takes over and the client pings
-#     it again over IPv6, same address, no restart.
+#     it again over IPv6, same address, no restart;
+#   - `vpnsyncctl show clients` on both masters lists the IPv6 address.
 # The inside host routes fd00:8::/64 via an IPv6 VIP on the inside link:
 # the lab's keepalived.conf is the example's with that address added to
 # the inside instance (virtual_ipaddress_excluded), as a user with IPv6
@@ -35,6 +36,8 @@ B=$((3 - M))
 has_line() { grep -Eq "$2" "$1"; }
 tun_has6() { ip -n "$LAB-s$1" -6 addr show dev tun0 | grep -q "inet6 fd00:8::1/64"; }
 tunnel_ip6() { ip -n "$LAB-c$1" -6 addr show tun0 scope global 2>/dev/null | awk '/inet6 /{print $2}'; }
+# The Virtual IPv6 column of `show clients` (the fifth) for alice on s$1.
+ctl_ip6() { ha_ctl "$1" show clients | awk '$1 == "alice" {print $5}'; }
 ping6_inside() { ip netns exec "$LAB-c$1" ping -6 -c "${2:-3}" -i 0.2 -W 1 "$INSIDE6" >/dev/null 2>&1; }
 taken_over() {
 	local m
@@ -50,6 +53,7 @@ check "alice was pushed ifconfig-ipv6 fd00:8::2/64 fd00:8::1" \
 IP6=$(tunnel_ip6 1)
 check "alice's tun0 has fd00:8::2/64 (has: $IP6)" test "$IP6" = "fd00:8::2/64"
 check "alice pings the inside host's $INSIDE6 through the tunnel" wait_for 10 ping6_inside 1
+check "show clients on s$M lists alice at fd00:8::2 (has: $(ctl_ip6 "$M"))" test "$(ctl_ip6 "$M")" = fd00:8::2
 check "the backup s$B holds alice's session" wait_for 5 has_line "$(ha_log "$B")" "ghost alice .*installed"
 
 T_FAIL=$EPOCHREALTIME
@@ -69,4 +73,5 @@ else
 	ok "alice did not restart nor warn (replay, bad packet ID)"
 fi
 check "alice keeps fd00:8::2/64 (now $(tunnel_ip6 1))" test "$(tunnel_ip6 1)" = "fd00:8::2/64"
+check "show clients on the new master s$B lists alice at fd00:8::2 (has: $(ctl_ip6 "$B"))" test "$(ctl_ip6 "$B")" = fd00:8::2
 summary

@@ -979,6 +979,7 @@ impl Server {
                 last_rekey: s.last_rekey,
                 peer_id: s.peer_id,
                 username: s.auth.username.clone().unwrap_or_default(),
+                virtual_ip6: s.virtual_ip6.map(|a| a.to_string()).unwrap_or_default(),
             })
             .collect()
     }
