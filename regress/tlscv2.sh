@@ -7,6 +7,9 @@
 # tls-crypt-v2-client), so keys cross both ways. Checks:
 #   - alice connects, reaches the inside host, and her session (its
 #     record carries her wrapped key) is installed on the backup;
+#   - the master answered her V3 reset statelessly (an HMAC cookie and
+#     EARLY_NEG_FLAGS asking for her key again) and made her session from
+#     her P_CONTROL_WKC_V1, as a 2.6 server does;
 #   - the master loses power; the backup takes over, and alice goes on
 #     without a restart or a replay warning, with the same tunnel IP;
 #   - bob, whose key is wrapped by another server key, gets no answer and
@@ -30,6 +33,8 @@ ha_pair 2 || { summary; exit 1; }
 
 HA_CLIENT_WRAP="tls-crypt-v2 $T/alice.key" ha_start_client 1 alice
 check "alice (tls-crypt-v2, vpnsyncctl-made key) connects through the VIP" wait_for 20 ha_connected 1 || ha_explain
+check "s$M kept no state for alice's V3 reset: her session came from the P_CONTROL_WKC_V1 under its HMAC cookie" \
+	has_line "$(ha_log "$M")" "new session, peer-id [0-9]+, after its HMAC cookie"
 IP1=$(tunnel_ip 1)
 check "alice reaches the inside host (tunnel IP $IP1)" ping_inside 1
 check "the backup s$B holds alice's session" wait_for 5 has_line "$(ha_log "$B")" "ghost alice .*installed"

@@ -456,7 +456,8 @@ impl Server {
             Some(c) => c,
             // A 2.4/2.5 client acknowledges our reset in a P_ACK_V1 of its
             // own; when that was lost its ClientHello comes alone and
-            // proves nothing. It gets a half-open session (bounded, per
+            // proves nothing (so does a 2.6 client's P_CONTROL_WKC_V1 when
+            // it is sent again without its acknowledgement). It gets a half-open session (bounded, per
             // source, replay-checked) under the cookie of this slot, whose
             // reset it then acknowledges.
             None if ackless => key.issue(now.unix, from, &sid),
