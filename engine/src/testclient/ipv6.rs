@@ -37,6 +37,8 @@ fn ipv6_goes_both_ways_and_a_spoofed_source_is_dropped() {
     assert!(opts.iter().any(|o| o == "ifconfig-ipv6 fd00:8::2/64 fd00:8::1"), "{opts:?}");
     assert_eq!(both_ways(&mut lab, a6("fd00:8::2"), 1), (true, true));
     assert_eq!(lab.info().virtual_ip6, "fd00:8::2", "show clients has the IPv6 address");
+    let rows = crate::status::rows(&lab.server, lab.now);
+    assert_eq!(rows[0].virtual_ipv6, Some(a6("fd00:8::2")), "and so has the status file");
 
     let mut out = [0u8; 2048];
     assert!(
