@@ -35,28 +35,24 @@ printf 'bob\nwrongpw\n' >"$LAB_TMP/bad.up"
 chmod 600 "$LAB_TMP"/*.up
 
 calls() { [ -f "$CALLS" ] && wc -l <"$CALLS" || echo 0; }
-has_line() { grep -Eq "$2" "$1"; }
 handshakes_since() {
 	awk -v t="$2" '/ Control Channel: TLS/ && $1 + 0 > t { n++ } END { print n + 0 }' "$LAB_TMP/c$1.log"
 }
 handshakes_after() { [ "$(handshakes_since "$1" "$2")" -ge "$3" ]; }
-taken_over() { local m; m=$(master_of); [ -n "$m" ] && [ "$m" != "$1" ] && ha_settled; }
-ping_inside() { ip netns exec "$LAB-c$1" ping -c 3 -i 0.2 -W 1 "$INSIDE_IP" >/dev/null 2>&1; }
 
 case_script() {
-	local label=1 m
+	local label=1
 	HA_CONF_EXTRA="password script \"$SCRIPT\" timeout 5"
-	ha_lab 2 2 || { not_ok "$label: the lab starts"; ha_teardown; return; }
-	m=$(master_of)
+	ha_pair 2 "$label: " || { ha_teardown; return; }
 	ha_start_client 1 alice "auth-user-pass $LAB_TMP/good.up"
 	ha_start_client 2 bob "auth-user-pass $LAB_TMP/bad.up"
 	check "$label: the right password connects" wait_for 20 ha_connected 1 || ha_explain
 	check "$label: client 1 reaches the inside host" ping_inside 1
-	check "$label: show clients names the user bob" has_line <(ha_ctl "$m" show clients) "bob"
+	check "$label: show clients names the user bob" has_line <(ha_ctl "$M" show clients) "bob"
 	check "$label: the wrong password gets AUTH_FAILED" wait_for 20 has_line "$LAB_TMP/c2.log" "AUTH_FAILED"
 	check "$label: client 2 has no tunnel" test -z "$(tunnel_ip 2)"
 	check "$label: the master logged the refusal with user, peer and cause" \
-		has_line "$(ha_log "$m")" 'password check: user "bob" from .* refused \(script exit 1\)'
+		has_line "$(ha_log "$M")" 'password check: user "bob" from .* refused \(script exit 1\)'
 	check "$label: no password in any server log" bash -c "! grep -l 'goodpw\|wrongpw' $LAB_TMP/s*/vpnsyncd.log"
 	check "$label: the script saw script_type, username and common name" \
 		has_line "$CALLS" "^user-pass-verify bob alice$"
@@ -67,23 +63,20 @@ case_script() {
 }
 
 case_token() {
-	local label=2 old t_fail n
+	local label=2 n
 	HA_CONF_EXTRA="password script \"$SCRIPT\"
 password token lifetime 600
 reneg-sec 3" HA_SYNC_EXTRA="rekey-window 2"
-	ha_lab 2 1 || { not_ok "$label: the lab starts"; ha_teardown; return; }
+	ha_pair 1 "$label: " || { ha_teardown; return; }
 	HA_CONF_EXTRA="" HA_SYNC_EXTRA=""
 	ha_start_client 1 alice "auth-user-pass $LAB_TMP/good.up"
 	check "$label: connected" wait_for 20 ha_connected 1 || { ha_explain; ha_teardown; return; }
 	check "$label: the client got an auth-token in its push reply" wait_for 5 has_line "$LAB_TMP/c1.log" "auth-token"
-	old=$(master_of)
-	wait_for 10 has_line "$(ha_log "$((3 - old))")" "ghost .*installed"
+	wait_for 10 has_line "$(ha_log "$B")" "ghost .*installed"
 	sleep 1
-	t_fail=$EPOCHREALTIME
-	power_cut "$old"
-	check "$label: s$((3 - old)) takes over" wait_for 15 taken_over "$old" || ha_explain
-	wait_for 40 handshakes_after 1 "$t_fail" 6
-	n=$(handshakes_since 1 "$t_fail")
+	ha_cut_master "$label: "
+	wait_for 40 handshakes_after 1 "$T_FAIL" 6
+	n=$(handshakes_since 1 "$T_FAIL")
 	check "$label: at least 5 renegotiations after the takeover ($n)" test "$n" -ge 6
 	check "$label: the script ran exactly once ($(calls) calls)" test "$(calls)" = 1
 	check "$label: the client never restarted" bash -c "! grep -Eq 'AUTH_FAILED|SIGUSR1|Restart pause' $LAB_TMP/c1.log"
@@ -105,17 +98,16 @@ certless_client() {
 }
 
 case_certless() {
-	local label=3 m
+	local label=3
 	HA_CONF_EXTRA="password script \"$SCRIPT\"
 verify-client-cert none"
-	ha_lab 2 2 || { not_ok "$label: the lab starts"; ha_teardown; return; }
+	ha_pair 2 "$label: " || { ha_teardown; return; }
 	HA_CONF_EXTRA=""
-	m=$(master_of)
 	certless_client 1 "$LAB_TMP/good.up"
 	certless_client 2 "$LAB_TMP/bad.up"
 	check "$label: a client without certificate connects with its password" wait_for 20 ha_connected 1 || ha_explain
 	check "$label: it reaches the inside host" ping_inside 1
-	check "$label: show clients lists it as UNDEF, user bob" has_line <(ha_ctl "$m" show clients) "^UNDEF +bob "
+	check "$label: show clients lists it as UNDEF, user bob" has_line <(ha_ctl "$M" show clients) "^UNDEF +bob "
 	check "$label: the wrong password gets AUTH_FAILED" wait_for 20 has_line "$LAB_TMP/c2.log" "AUTH_FAILED"
 	check "$label: client 2 has no tunnel" test -z "$(tunnel_ip 2)"
 	ha_teardown

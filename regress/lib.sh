@@ -290,6 +290,37 @@ client_conf() {
 	for o in "$@"; do echo "$o"; done
 }
 
+# --- One server (s1 holds both VIPs itself, no keepalived) ----------------
+# solo_lab [N_CLIENTS]: the PKI in $PKI, the topology with one server and
+# N_CLIENTS (1) clients, the VIPs on s1, and SOCK, its control socket.
+solo_lab() {
+	[ -f "$PKI/ca.crt" ] || make_pki "$PKI"
+	lab_topology 1 "${1:-1}"
+	ip -n "$LAB-s1" addr add "$PUB_VIP/24" dev eth0
+	ip -n "$LAB-s1" addr add "$IN_VIP/24" dev eth1
+	SOCK=$LAB_TMP/vpnsyncd.sock
+}
+
+# solo_start CONF [LOG]: vpnsyncd -d -v on s1 with CONF, its stderr added
+# to LOG ($LAB_TMP/server.log); true once its control socket answers
+# (within 10 s).
+solo_start() {
+	ip netns exec "$LAB-s1" "$VPNSYNCD" -d -v -f "$1" 2>>"${2:-$LAB_TMP/server.log}" &
+	LAB_PIDS+=("$!")
+	wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
+}
+
+# solo_ctl ARGS...: vpnsyncctl on s1's control socket.
+solo_ctl() { "$VPNSYNCCTL" -s "$SOCK" "$@"; }
+
+# solo_client N PROFILE: stock openvpn on client N with the profile file,
+# logging to $LAB_TMP/cN.log (ha_connected N tells when it completed).
+solo_client() {
+	: >"$LAB_TMP/c$1.log"
+	ip netns exec "$LAB-c$1" openvpn --config "$2" --log "$LAB_TMP/c$1.log" &
+	LAB_PIDS+=("$!")
+}
+
 # --- The HA lab: keepalived (VRRP) + vpnsyncd on every server --------------
 # ha_lab N_SERVERS N_CLIENTS [ADVERT]: the topology, a PKI in $PKI, and on
 # every server sI vpnsyncd then keepalived (priority 150/100/50 for s1/s2/s3,
@@ -643,6 +674,52 @@ ha_teardown() {
 	rm -rf "$LAB_TMP"/s[0-9]* "$LAB_TMP"/c[0-9]*.log "$LAB_TMP"/c[0-9]*.pcap "$LAB_TMP"/c[0-9]*.tcpdump
 	HA_SERVERS=0
 	HA_CLIENTS=0
+}
+
+# --- Two servers under keepalived, the set-up of most feature labs --------
+# ha_pair N_CLIENTS [LABEL]: ha_lab 2 N_CLIENTS; sets M (the master) and B
+# (the backup). On failure: "not ok - LABELthe lab starts", and false.
+ha_pair() {
+	ha_lab 2 "$1" || { not_ok "${2:-}the lab starts"; ha_explain; return 1; }
+	M=$(master_of)
+	B=$((3 - M))
+}
+
+# has_line FILE ERE: FILE has a line matching ERE.
+has_line() { grep -Eq "$2" "$1"; }
+
+# ping_inside N [COUNT]: client N pings the inside host through the tunnel
+# (COUNT, 3, pings; true if one is answered).
+ping_inside() { ip netns exec "$LAB-c$1" ping -c "${2:-3}" -i 0.2 -W 1 "$INSIDE_IP" >/dev/null 2>&1; }
+
+# taken_over OLD: a server other than OLD holds both VIPs, and still does
+# after the lab settled.
+taken_over() {
+	local m
+	m=$(master_of)
+	[ -n "$m" ] && [ "$m" != "$1" ] && ha_settled && [ "$(master_of)" = "$m" ]
+}
+
+# ha_cut_master [LABEL]: the power cut of the master s$M, with T_FAIL the
+# time of the cut; checks that s$B takes both VIPs over within 15 s and
+# says how long it took.
+ha_cut_master() {
+	T_FAIL=$EPOCHREALTIME
+	power_cut "$M"
+	say "power cut of the master s$M"
+	check "${1:-}s$B takes both VIPs over" wait_for 15 taken_over "$M" || ha_explain
+	say "s$(master_of) is master after $(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}') s"
+}
+
+# check_no_restart N NAME: client N (NAME) neither restarted nor warned
+# (client_restarted); the lines that say otherwise are shown.
+check_no_restart() {
+	if client_restarted "$1"; then
+		not_ok "$2 did not restart nor warn (replay, bad packet ID)"
+		client_trouble "$1" | sed 's/^/    /' >&2
+	else
+		ok "$2 did not restart nor warn (replay, bad packet ID)"
+	fi
 }
 
 # replied_since FILE T [N]: a ping_log FILE has at least N (3) replies

@@ -6,12 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 lab_start openvpn python3
 
-PKI=$LAB_TMP/pki
-make_pki "$PKI"
-lab_topology 1 1
-ip -n "$LAB-s1" addr add "$PUB_VIP/24" dev eth0
-ip -n "$LAB-s1" addr add "$IN_VIP/24" dev eth1
-SOCK=$LAB_TMP/vpnsyncd.sock
+solo_lab
 CONF=$LAB_TMP/vpnsyncd.conf
 STATUS=$LAB_TMP/run/status
 mkdir -p "$LAB_TMP/run"
@@ -51,6 +46,7 @@ parse_status() {
 		r = [r for r in rows.get("ROUTING_TABLE", []) if r["Virtual Address"] == ip]
 		assert r and r[0]["Common Name"] == cn, rows
 		assert int(c[0]["Bytes Received"]) > 0 and c[0]["Data Channel Cipher"] == "AES-256-GCM", c
+		assert int(c[0]["Bytes Sent"]) > 0, c
 		print("client", c[0]["Common Name"], c[0]["Real Address"], c[0]["Virtual Address"],
 		      "in", c[0]["Bytes Received"], "out", c[0]["Bytes Sent"], "role", stats.get("cluster_role"),
 		      "sync", stats.get("sync_state"))
@@ -58,13 +54,10 @@ parse_status() {
 }
 
 server_conf 2 >"$CONF"
-ip netns exec "$LAB-s1" "$VPNSYNCD" -d -v -f "$CONF" 2>"$LAB_TMP/server.log" &
-LAB_PIDS+=("$!")
-wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null || { say "FATAL: vpnsyncd did not start"; cat "$LAB_TMP/server.log" >&2; exit 1; }
+solo_start "$CONF" || { say "FATAL: vpnsyncd did not start"; cat "$LAB_TMP/server.log" >&2; exit 1; }
 client_conf alice "$PKI" >"$LAB_TMP/c1.ovpn"
-ip netns exec "$LAB-c1" openvpn --config "$LAB_TMP/c1.ovpn" --log "$LAB_TMP/c1.log" &
-LAB_PIDS+=("$!")
-if wait_for 30 grep -q "Initialization Sequence Completed" "$LAB_TMP/c1.log"; then
+solo_client 1 "$LAB_TMP/c1.ovpn"
+if wait_for 30 ha_connected 1; then
 	ok "stock client connected"
 else
 	not_ok "stock client connected"
@@ -78,7 +71,7 @@ check "the file is mode 0640" test "$(stat -c %a "$STATUS")" = 640
 check "no temporary file is left" test ! -e "$STATUS.tmp"
 
 server_conf 3 >"$CONF"
-"$VPNSYNCCTL" -s "$SOCK" reload >/dev/null
+solo_ctl reload >/dev/null
 tabbed() { grep -q "^TITLE	" "$STATUS"; }
 check "after a reload the file is version 3 within 3 s" wait_for 3 tabbed
 check "version 3 parses like a stock server's" parse_status "$STATUS" tab alice "$IP"

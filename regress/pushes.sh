@@ -9,12 +9,7 @@ lab_start openvpn
 
 ROUTES=3000
 BOUND=10
-PKI=$LAB_TMP/pki
-make_pki "$PKI"
-lab_topology 1 1
-ip -n "$LAB-s1" addr add "$PUB_VIP/24" dev eth0
-ip -n "$LAB-s1" addr add "$IN_VIP/24" dev eth1
-SOCK=$LAB_TMP/vpnsyncd.sock
+solo_lab
 LOG=$LAB_TMP/server.log
 
 {
@@ -25,19 +20,14 @@ LOG=$LAB_TMP/server.log
 	echo 'push "route-metric 7"'
 	echo "push block-outside-dns"
 } >"$LAB_TMP/vpnsyncd.conf"
-ip netns exec "$LAB-s1" "$VPNSYNCD" -d -v -f "$LAB_TMP/vpnsyncd.conf" 2>>"$LOG" &
-LAB_PIDS+=("$!")
-check "the server with $ROUTES push routes starts" wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary
+check "the server with $ROUTES push routes starts" solo_start "$LAB_TMP/vpnsyncd.conf" "$LOG"
 
 client_conf alice "$PKI" "pull-filter ignore block-outside-dns" >"$LAB_TMP/c1.ovpn"
-: >"$LAB_TMP/c1.log"
 START=$EPOCHREALTIME
-ip netns exec "$LAB-c1" openvpn --config "$LAB_TMP/c1.ovpn" --log "$LAB_TMP/c1.log" &
-LAB_PIDS+=("$!")
-connected() { grep -q "Initialization Sequence Completed" "$LAB_TMP/c1.log"; }
-check "the client completes within 30 s" wait_for 30 connected
+solo_client 1 "$LAB_TMP/c1.ovpn"
+check "the client completes within 30 s" wait_for 30 ha_connected 1
 END=$EPOCHREALTIME
-connected || { say "the client's log ends:"; tail -n 15 "$LAB_TMP/c1.log" | cut -c1-300 >&2; }
+ha_connected 1 || { say "the client's log ends:"; tail -n 15 "$LAB_TMP/c1.log" | cut -c1-300 >&2; }
 TOOK=$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.2f", b - a }')
 PARTS=$(grep -c "PUSH: Received control message: 'PUSH_REPLY" "$LAB_TMP/c1.log")
 say "pushes: $ROUTES routes in $PARTS PUSH_REPLY parts: the client completed $TOOK s after it started"

@@ -55,6 +55,8 @@ pub struct ClientInfo {
     pub peer_id: u32,
     /// The user a password check accepted; empty without `password`.
     pub username: String,
+    /// The IPv6 tunnel address (`client network6`); empty without one.
+    pub virtual_ip6: String,
 }
 
 /// One peer line of `show sync`.
@@ -147,7 +149,7 @@ impl ClientInfo {
         let mut w = Writer::new();
         w.str(&self.common_name).str(&self.real_address).str(&self.virtual_ip).str(&self.cipher);
         w.u64(self.bytes_in).u64(self.bytes_out).u64(self.connected_since).u8(self.key_id);
-        w.u64(self.last_rekey).u32(self.peer_id).str(&self.username);
+        w.u64(self.last_rekey).u32(self.peer_id).str(&self.username).str(&self.virtual_ip6);
         w.finish()
     }
 
@@ -165,6 +167,7 @@ impl ClientInfo {
             last_rekey: r.u64()?,
             peer_id: r.u32()?,
             username: r.str()?.to_owned(),
+            virtual_ip6: r.str()?.to_owned(),
         };
         r.end()?;
         Ok(c)
@@ -291,6 +294,7 @@ mod tests {
             last_rekey: 4,
             peer_id: 0,
             username: "bob".into(),
+            virtual_ip6: "fd00:8::2".into(),
         };
         assert_eq!(ClientInfo::decode(&c.encode()), Ok(c.clone()));
         check_truncations(&c.encode(), ClientInfo::decode);

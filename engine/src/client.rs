@@ -292,6 +292,11 @@ pub struct Client {
     /// Of `data_rejected`: authentic packets refused for their packet id
     /// (a stock client logs "replay" for each).
     pub replays: usize,
+    /// The server's reset asked for our WKc again (crate::earlyneg): our
+    /// next reliable packet is a P_CONTROL_WKC_V1.
+    resend_wkc: bool,
+    /// P_CONTROL_WKC_V1 packets sent, retransmissions included.
+    pub wkc_packets: usize,
 }
 
 /// Room for TLS bytes in one control packet (a 1250-byte IP datagram).
@@ -341,6 +346,8 @@ impl Client {
             data_rejected: 0,
             control_rejected: 0,
             replays: 0,
+            resend_wkc: false,
+            wkc_packets: 0,
         };
         c.flush(0, now);
         c
@@ -456,6 +463,16 @@ impl Client {
             ks.tls_started = true;
         }
         while let Some((opcode, payload)) = ks.rel.deliver() {
+            if opcode == Opcode::HardResetServerV2 {
+                // What a 2.6 client reads there; 2.4 and 2.5 feed it to TLS.
+                let early_neg = matches!(self.opts.wrap, ClientWrap::TlsCryptV2 { early_neg: true, .. });
+                match crate::earlyneg::flags(&payload) {
+                    Ok(f) if early_neg => self.resend_wkc = f & crate::earlyneg::RESEND_WKC != 0,
+                    Ok(_) if payload.is_empty() => {}
+                    Ok(_) => self.errors.push("a reset payload for a client without early negotiation".into()),
+                    Err(e) => self.errors.push(e.to_string()),
+                }
+            }
             if opcode != Opcode::ControlV1 || payload.is_empty() {
                 continue;
             }
@@ -592,7 +609,8 @@ impl Client {
             while !ks.tls_out.is_empty() && ks.rel.can_send() {
                 let n = ks.tls_out.len().min(room);
                 let part: Vec<u8> = ks.tls_out.drain(..n).collect();
-                ks.rel.send(Opcode::ControlV1, part);
+                let op = if std::mem::take(&mut self.resend_wkc) { Opcode::ControlWkcV1 } else { Opcode::ControlV1 };
+                ks.rel.send(op, part);
             }
         }
         if ks.data.is_some() && (ks.key_id == 0 || (ks.rel.all_acked() && ks.tls_out.is_empty())) {
@@ -628,9 +646,11 @@ impl Client {
         for (first, body) in packets {
             let mut p = self.wrap.wrap(first, &self.sid, &body.to_bytes(), now.unix as u32).unwrap();
             if let ClientWrap::TlsCryptV2 { wkc, .. } = &self.opts.wrap {
-                if matches!(Opcode::from_u8(first >> 3), Some(Opcode::HardResetClientV3 | Opcode::ControlWkcV1)) {
+                let op = Opcode::from_u8(first >> 3);
+                if matches!(op, Some(Opcode::HardResetClientV3 | Opcode::ControlWkcV1)) {
                     p.extend_from_slice(wkc);
                 }
+                self.wkc_packets += usize::from(op == Some(Opcode::ControlWkcV1));
             }
             self.outbox.push(p);
             self.last_send = now.mono;

@@ -4,12 +4,15 @@
 //! address and session id and the time slot, and makes a session only
 //! when the client's next packet acknowledges that reset under that
 //! session id. Until then the server holds nothing for the client, so a
-//! flood of resets costs answers, not memory.
+//! flood of resets costs answers, not memory. With tls-crypt-v2 the same
+//! holds for a client that negotiates early (crate::earlyneg): its next
+//! packet, a P_CONTROL_WKC_V1, carries its wrapped key again.
 //!
-//! The key is derived from the tls-auth/tls-crypt key, which every member
-//! of a cluster holds identically (never a per-process random as in
-//! OpenVPN): a client that got its answer from one member completes its
-//! handshake with whichever member has the address when it answers.
+//! The key is derived from the tls-auth/tls-crypt key or the tls-crypt-v2
+//! server key, which every member of a cluster holds identically (never a
+//! per-process random as in OpenVPN): a client that got its answer from
+//! one member completes its handshake with whichever member has the
+//! address when it answers.
 
 use std::net::SocketAddr;
 
@@ -27,8 +30,8 @@ const LABEL: &[u8] = b"vpnsyncd hmac cookie v1";
 pub struct CookieKey(hmac::Key);
 
 impl CookieKey {
-    /// The key for `wrap`; `None` without tls-auth/tls-crypt (then the
-    /// first packet is anyone's and the half-open table applies).
+    /// The key for `wrap`; `None` without tls-auth/tls-crypt/tls-crypt-v2
+    /// (then the first packet is anyone's and the half-open table applies).
     pub fn derive(wrap: &Wrapper) -> Option<CookieKey> {
         let secret = wrap.derive_secret(LABEL)?;
         Some(CookieKey(hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref())))

@@ -12,6 +12,7 @@ pub mod client;
 pub mod control;
 pub mod cookie;
 pub mod data;
+pub mod earlyneg;
 pub mod io;
 pub mod ip6;
 pub mod keys;

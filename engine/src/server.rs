@@ -306,8 +306,10 @@ impl Server {
         let theirs = known.is_some_and(|k| self.session_mut(k).is_some_and(|s| Some(&s.remote_sid[..]) == sid));
         if pending.is_none()
             && !theirs
-            && matches!(opcode, Opcode::AckV1 | Opcode::ControlV1)
-            && self.on_cookie(now, listener, from, known, packet)
+            && matches!(opcode, Opcode::AckV1 | Opcode::ControlV1 | Opcode::ControlWkcV1)
+            && self
+                .cookie_wrapper(now, from, opcode, packet)
+                .is_some_and(|w| self.on_cookie(now, listener, from, known, packet, w))
         {
             return None;
         }
@@ -379,8 +381,8 @@ impl Server {
                 return None;
             }
         }
-        if self.cookie.is_some() {
-            self.answer_statelessly(now, listener, from, sid);
+        if let Some(payload) = self.stateless_payload(&template, id) {
+            self.answer_statelessly(now, listener, from, sid, template, payload);
             return None;
         }
         let mut wrap = template;
@@ -397,14 +399,26 @@ impl Server {
 
     /// Answers the first reset of client session `sid` with our reset
     /// under its cookie (crate::cookie), keeping nothing: the reset a
-    /// session would send, with replay id 1, acknowledging theirs.
-    fn answer_statelessly(&mut self, now: Now, listener: usize, from: SocketAddr, sid: [u8; 8]) {
+    /// session would send, with replay id 1, acknowledging theirs, wrapped
+    /// by `wrap` (a fresh copy of the session's) and carrying `payload`.
+    fn answer_statelessly(
+        &mut self,
+        now: Now,
+        listener: usize,
+        from: SocketAddr,
+        sid: [u8; 8],
+        mut wrap: Wrapper,
+        payload: &[u8],
+    ) {
         let Some(key) = &self.cookie else { return };
         let ours = key.issue(now.unix, from, &sid);
-        let body =
-            wire::ControlBody { acks: vec![0], remote_session_id: Some(sid), msg_pid: Some(0), payload: Vec::new() };
-        match self.wrap.clone().wrap(Opcode::HardResetServerV2.first_byte(0), &ours, &body.to_bytes(), now.unix as u32)
-        {
+        let body = wire::ControlBody {
+            acks: vec![0],
+            remote_session_id: Some(sid),
+            msg_pid: Some(0),
+            payload: payload.to_vec(),
+        };
+        match wrap.wrap(Opcode::HardResetServerV2.first_byte(0), &ours, &body.to_bytes(), now.unix as u32) {
             Ok(p) => {
                 self.cookies.answered += 1;
                 log::debug!("{from}: first reset answered with an HMAC cookie");
@@ -414,24 +428,36 @@ impl Server {
         }
     }
 
-    /// A P_ACK_V1 or P_CONTROL_V1 from `from` that belongs to no session:
-    /// if it acknowledges our reset under a cookie we issued to it, its
-    /// session starts here (as OpenVPN's `session_skip_to_pre_start`).
-    /// True if the packet was taken (used or refused as a cookie).
-    fn on_cookie(&mut self, now: Now, listener: usize, from: SocketAddr, known: Option<u32>, packet: &[u8]) -> bool {
+    /// A P_ACK_V1, P_CONTROL_V1 or P_CONTROL_WKC_V1 from `from` that
+    /// belongs to no session, wrapped by `wrap`: if it acknowledges our
+    /// reset under a cookie we issued to it, its session starts here (as
+    /// OpenVPN's `session_skip_to_pre_start`). True if the packet was taken
+    /// (used or refused as a cookie).
+    fn on_cookie(
+        &mut self,
+        now: Now,
+        listener: usize,
+        from: SocketAddr,
+        known: Option<u32>,
+        packet: &[u8],
+        wrap: Wrapper,
+    ) -> bool {
         let Some(key) = &self.cookie else { return false };
-        let Ok((first, sid, body, id, time)) = self.wrap.verify_only(packet) else { return false };
+        let Ok((first, sid, body, id, time)) = wrap.verify_only(packet) else { return false };
         let Ok(p) = wire::ControlPacket::decode(first, sid, &body) else { return false };
         if p.key_id != 0 {
             return false;
         }
         let valid = p.body.remote_session_id.filter(|c| p.body.acks.contains(&0) && key.check(now.unix, from, &sid, c));
-        let ackless = p.opcode == Opcode::ControlV1 && p.body.acks.is_empty() && p.body.msg_pid == Some(1);
+        let ackless = matches!(p.opcode, Opcode::ControlV1 | Opcode::ControlWkcV1)
+            && p.body.acks.is_empty()
+            && p.body.msg_pid == Some(1);
         let cookie = match valid {
             Some(c) => c,
             // A 2.4/2.5 client acknowledges our reset in a P_ACK_V1 of its
             // own; when that was lost its ClientHello comes alone and
-            // proves nothing. It gets a half-open session (bounded, per
+            // proves nothing (so does a 2.6 client's P_CONTROL_WKC_V1 when
+            // it is sent again without its acknowledgement). It gets a half-open session (bounded, per
             // source, replay-checked) under the cookie of this slot, whose
             // reset it then acknowledges.
             None if ackless => key.issue(now.unix, from, &sid),
@@ -446,14 +472,15 @@ impl Server {
             self.refuse(now, from, r);
             return true;
         }
-        let Some((peer_id, mut s, beside)) = self.admit(now, listener, from, known, sid, self.wrap.clone()) else {
+        let their_reset = if wrap.wkc().is_some() { Opcode::HardResetClientV3 } else { Opcode::HardResetClientV2 };
+        let Some((peer_id, mut s, beside)) = self.admit(now, listener, from, known, sid, wrap) else {
             return true;
         };
         s.local_sid = cookie;
         // The handshake's first round as it happened: their reset in, our
         // reset out (already sent: dropped here, unless unacknowledged).
         let reset = wire::ControlBody { msg_pid: Some(0), ..Default::default() };
-        s.on_control(now, Opcode::HardResetClientV2.first_byte(0), sid, &reset.to_bytes());
+        s.on_control(now, their_reset.first_byte(0), sid, &reset.to_bytes());
         if valid.is_some() {
             s.outbox.clear();
             self.cookies.accepted += 1;
@@ -990,6 +1017,7 @@ impl Server {
                 last_rekey: s.last_rekey,
                 peer_id: s.peer_id,
                 username: s.auth.username.clone().unwrap_or_default(),
+                virtual_ip6: s.virtual_ip6.map(|a| a.to_string()).unwrap_or_default(),
             })
             .collect()
     }

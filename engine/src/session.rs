@@ -196,6 +196,11 @@ pub struct Session {
     closed: Option<CloseReason>,
     pub connected_since: u64,
     pub last_rekey: u64,
+    /// Bytes of the datagrams of this session on the link, control and
+    /// data channel alike (pings too), as OpenVPN's `link_read_bytes` and
+    /// `link_write_bytes` that its status and `bytes_received`/`bytes_sent`
+    /// report; only received datagrams that authenticate count, so that
+    /// spoofed ones cannot inflate a client's figures.
     pub bytes_in: u64,
     pub bytes_out: u64,
     last_recv: Instant,
@@ -347,7 +352,11 @@ impl Session {
     /// Authenticates a control packet of this session and removes its
     /// wrapping (replay-checked).
     pub fn unwrap(&mut self, packet: &[u8]) -> Result<(u8, [u8; 8], Vec<u8>), crate::wrap::WrapError> {
-        self.wrap.unwrap(packet)
+        let r = self.wrap.unwrap(packet);
+        if r.is_ok() {
+            self.bytes_in += packet.len() as u64;
+        }
+        r
     }
 
     /// A control packet whose wrapping was already removed by `unwrap`.
@@ -810,6 +819,7 @@ impl Session {
             body.encode(&mut bytes);
             match self.wrap.wrap(first, &self.local_sid, &bytes, now.unix as u32) {
                 Ok(p) => {
+                    self.bytes_out += p.len() as u64;
                     self.outbox.push(p);
                     self.last_send = now.mono;
                 }

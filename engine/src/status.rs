@@ -11,7 +11,7 @@
 //! which parsers of the stock format skip.
 
 use std::fmt::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use vpnsyncd_common::msg::Role;
 
@@ -27,6 +27,10 @@ pub struct Row {
     pub common_name: String,
     pub real_address: SocketAddr,
     pub virtual_address: Ipv4Addr,
+    /// From `client network6`; also a ROUTING_TABLE line, as in OpenVPN.
+    pub virtual_ipv6: Option<Ipv6Addr>,
+    /// The user a password check accepted; OpenVPN prints UNDEF without.
+    pub username: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connected_since: u64,
@@ -57,6 +61,8 @@ pub fn rows(server: &Server, now: Now) -> Vec<Row> {
                 common_name: s.common_name.clone().unwrap_or_default(),
                 real_address: s.peer,
                 virtual_address: s.virtual_ip?,
+                virtual_ipv6: s.virtual_ip6,
+                username: s.auth.username.clone(),
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 connected_since: s.connected_since,
@@ -132,17 +138,18 @@ fn modern(out: &mut String, sep: &str, now: u64, rows: &[Row], cluster: Cluster,
     );
     for r in rows {
         let (real, vaddr, id) = (r.real_address.to_string(), r.virtual_address.to_string(), r.peer_id.to_string());
+        let vaddr6 = r.virtual_ipv6.map(|a| a.to_string()).unwrap_or_default();
         let fields = [
             "CLIENT_LIST",
             &r.common_name,
             &real,
             &vaddr,
-            "",
+            &vaddr6,
             &r.bytes_in.to_string(),
             &r.bytes_out.to_string(),
             &time_string(r.connected_since),
             &r.connected_since.to_string(),
-            "UNDEF",
+            r.username.as_deref().unwrap_or("UNDEF"),
             &id,
             &id,
             r.cipher,
@@ -152,8 +159,8 @@ fn modern(out: &mut String, sep: &str, now: u64, rows: &[Row], cluster: Cluster,
     let header =
         ["HEADER", "ROUTING_TABLE", "Virtual Address", "Common Name", "Real Address", "Last Ref", "Last Ref (time_t)"];
     line(out, sep, &header, eol);
-    for r in rows {
-        let (vaddr, real) = (r.virtual_address.to_string(), r.real_address.to_string());
+    for (r, vaddr) in routes(rows) {
+        let real = r.real_address.to_string();
         let fields =
             ["ROUTING_TABLE", &vaddr, &r.common_name, &real, &time_string(r.last_ref), &r.last_ref.to_string()];
         line(out, sep, &fields, eol);
@@ -166,6 +173,13 @@ fn modern(out: &mut String, sep: &str, now: u64, rows: &[Row], cluster: Cluster,
     out.push_str(eol);
 }
 
+/// The routing table: each client's IPv4 address, then its IPv6 one.
+fn routes(rows: &[Row]) -> impl Iterator<Item = (&Row, String)> {
+    rows.iter().flat_map(|r| {
+        std::iter::once((r, r.virtual_address.to_string())).chain(r.virtual_ipv6.map(|a| (r, a.to_string())))
+    })
+}
+
 fn classic(out: &mut String, now: u64, rows: &[Row], cluster: Cluster, eol: &str) {
     let _ = write!(out, "OpenVPN CLIENT LIST{eol}Updated,{}{eol}", time_string(now));
     out.push_str("Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since");
@@ -175,9 +189,8 @@ fn classic(out: &mut String, now: u64, rows: &[Row], cluster: Cluster, eol: &str
         let _ = write!(out, "{},{},{},{},{since}{eol}", r.common_name, r.real_address, r.bytes_in, r.bytes_out);
     }
     let _ = write!(out, "ROUTING TABLE{eol}Virtual Address,Common Name,Real Address,Last Ref{eol}");
-    for r in rows {
-        let _ =
-            write!(out, "{},{},{},{}{eol}", r.virtual_address, r.common_name, r.real_address, time_string(r.last_ref));
+    for (r, vaddr) in routes(rows) {
+        let _ = write!(out, "{vaddr},{},{},{}{eol}", r.common_name, r.real_address, time_string(r.last_ref));
     }
     let _ = write!(
         out,
@@ -205,6 +218,8 @@ mod tests {
             common_name: "alice".into(),
             real_address: "198.18.0.21:40001".parse().unwrap(),
             virtual_address: Ipv4Addr::new(10, 8, 0, 2),
+            virtual_ipv6: None,
+            username: None,
             bytes_in: 1234,
             bytes_out: 5678,
             connected_since: 1796165382,
@@ -227,6 +242,25 @@ mod tests {
         );
         assert_eq!(lines[5], "ROUTING_TABLE,10.8.0.2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");
         assert_eq!(&lines[8..], ["GLOBAL_STATS,cluster_role,MASTER", "GLOBAL_STATS,sync_state,ready", "END"]);
+    }
+
+    #[test]
+    fn the_ipv6_address_and_the_user_have_their_columns() {
+        let r = Row { virtual_ipv6: Some("fd00:8::2".parse().unwrap()), username: Some("bob".into()), ..row() };
+        let text = render(2, 1796165397, std::slice::from_ref(&r), CLUSTER, "\n");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[3],
+            "CLIENT_LIST,alice,198.18.0.21:40001,10.8.0.2,fd00:8::2,1234,5678,2026-12-01 22:49:42,1796165382,bob,7,7,AES-256-GCM"
+        );
+        assert_eq!(lines[5], "ROUTING_TABLE,10.8.0.2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");
+        assert_eq!(lines[6], "ROUTING_TABLE,fd00:8::2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");
+        assert_eq!(lines[7], "GLOBAL_STATS,Max bcast/mcast queue length,0");
+        let classic = render(1, 1796165397, &[r], CLUSTER, "\n");
+        assert!(
+            classic.contains("\n10.8.0.2,alice,198.18.0.21:40001,2026-12-01 22:49:56\nfd00:8::2,alice,"),
+            "{classic}"
+        );
     }
 
     #[test]

@@ -124,13 +124,15 @@ struct Link {
     /// (step at which it arrives, datagram), in sending order.
     queue: Vec<(u64, Vec<u8>)>,
     sent: usize,
+    /// Bytes of the datagrams delivered.
+    bytes: u64,
     /// What the impairments did: (lost, duplicated, held back).
     harm: (usize, usize, usize),
 }
 
 impl Link {
     fn new(imp: Impair, seed: u64) -> Link {
-        Link { imp, rng: Rng::new(seed), queue: Vec::new(), sent: 0, harm: (0, 0, 0) }
+        Link { imp, rng: Rng::new(seed), queue: Vec::new(), sent: 0, bytes: 0, harm: (0, 0, 0) }
     }
 
     fn send(&mut self, step: u64, p: Vec<u8>) {
@@ -159,6 +161,7 @@ impl Link {
     fn arrived(&mut self, step: u64) -> Vec<Vec<u8>> {
         let (now, later): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(s, _)| *s <= step);
         self.queue = later;
+        self.bytes += now.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
         now.into_iter().map(|(_, p)| p).collect()
     }
 }
@@ -404,6 +407,9 @@ mod password;
 
 /// IPv6 inside the tunnel (issue 9).
 mod ipv6;
+
+/// The bytes counted per session (issue 9).
+mod counters;
 
 // ---------------------------------------------------------------------------
 // The tests.

@@ -167,6 +167,14 @@ impl ServerKey {
         hmac::Key::new(hmac::HMAC_SHA256, &self.0[64..96])
     }
 
+    /// A secret for another use (the HMAC cookie), which every server with
+    /// this key derives alike: HMAC(Ka, label). No WKc tag is such an HMAC
+    /// of a label, since a tag's message starts with WKc's length (at most
+    /// 1024) and a label with printable bytes.
+    pub fn derive_secret(&self, label: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.hmac(), label)
+    }
+
     /// AES-256-CTR with IV = the tag's first 16 bytes (a 128-bit
     /// big-endian counter, as OpenSSL counts).
     fn apply_ctr(&self, tag: &[u8], data: &mut [u8]) {

@@ -307,8 +307,8 @@ impl Wrapper {
         Ok(Wrapper { wkc: Some(wkc.into()), ..Self::tls_crypt(&client.kc, true) })
     }
 
-    /// The wrapper for the client whose HARD_RESET_CLIENT_V3 is `packet`
-    /// (its WKc split off the end and unwrapped).
+    /// The wrapper for the client whose HARD_RESET_CLIENT_V3 or
+    /// CONTROL_WKC_V1 is `packet` (its WKc split off the end and unwrapped).
     pub fn for_v3_reset(&self, packet: &[u8]) -> Result<Wrapper, KeyError> {
         let (_, wkc) = tlscryptv2::split_wkc(packet)?;
         self.with_client_key(wkc)
@@ -338,8 +338,8 @@ impl Wrapper {
             Mode::None => None,
             Mode::TlsAuth { recv, .. } => Some(hmac::sign(recv, label)),
             Mode::TlsCrypt { recv, .. } => Some(hmac::sign(&recv.auth, label)),
-            // Each client has its own key: there is none to share.
-            Mode::TlsCryptV2Server(_) => None,
+            // Each client has its own key; the server key is the cluster's.
+            Mode::TlsCryptV2Server(server) => Some(server.derive_secret(label)),
         }
     }
 

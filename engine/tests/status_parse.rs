@@ -65,6 +65,8 @@ fn ours(version: u8, stock: &Parsed) -> String {
         common_name: c["Common Name"].clone(),
         real_address: c["Real Address"].parse().unwrap(),
         virtual_address: c["Virtual Address"].parse().unwrap(),
+        virtual_ipv6: None,
+        username: None,
         bytes_in: c["Bytes Received"].parse().unwrap(),
         bytes_out: c["Bytes Sent"].parse().unwrap(),
         connected_since: c["Connected Since (time_t)"].parse().unwrap(),

@@ -89,37 +89,65 @@ pub fn summary_json(s: &Summary, now_ms: u64) -> Value {
     })
 }
 
-type ClientLine<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+type ClientLine<'a> =
+    (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
 
-const CLIENT_HEADER: ClientLine<'static> =
-    ("Common Name", "User", "Real Address", "Virtual IP", "Cipher", "Bytes In", "Bytes Out", "Up", "Key", "Last Rekey");
+const CLIENT_HEADER: ClientLine<'static> = (
+    "Common Name",
+    "User",
+    "Real Address",
+    "Virtual IP",
+    "Virtual IPv6",
+    "Cipher",
+    "Bytes In",
+    "Bytes Out",
+    "Up",
+    "Key",
+    "Last Rekey",
+);
 
-fn client_line(c: ClientLine<'_>) -> String {
+/// One row; `w6` is the width of the IPv6 column, which is as wide as its
+/// longest address (they run from 3 to 39 characters) so that the columns
+/// after it stay aligned.
+fn client_line(c: ClientLine<'_>, w6: usize) -> String {
     format!(
-        "{:<20} {:<16} {:<22} {:<15} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n",
-        c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9
+        "{:<20} {:<16} {:<22} {:<15} {:<w6$} {:<17} {:>12} {:>12} {:>9} {:>3} {}\n",
+        c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, c.10
     )
 }
 
+/// What a column shows for an empty field.
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
 pub fn clients(list: &[ClientInfo], now: u64) -> String {
-    let mut out = client_line(CLIENT_HEADER);
+    let w6 = list.iter().map(|c| or_dash(&c.virtual_ip6).len()).fold(CLIENT_HEADER.4.len(), usize::max);
+    let mut out = client_line(CLIENT_HEADER, w6);
     for c in list {
         let (up, key) = (timeframe(now.saturating_sub(c.connected_since)), c.key_id.to_string());
         let rekey = if c.last_rekey == 0 { "never".to_string() } else { format!("{} ago", ago(now, c.last_rekey)) };
         let (bin, bout) = (c.bytes_in.to_string(), c.bytes_out.to_string());
-        let user = if c.username.is_empty() { "-" } else { &c.username };
-        out += &client_line((
-            &c.common_name,
-            user,
-            &c.real_address,
-            &c.virtual_ip,
-            &c.cipher,
-            &bin,
-            &bout,
-            &up,
-            &key,
-            &rekey,
-        ));
+        out += &client_line(
+            (
+                &c.common_name,
+                or_dash(&c.username),
+                &c.real_address,
+                &c.virtual_ip,
+                or_dash(&c.virtual_ip6),
+                &c.cipher,
+                &bin,
+                &bout,
+                &up,
+                &key,
+                &rekey,
+            ),
+            w6,
+        );
     }
     out
 }
@@ -136,6 +164,7 @@ pub fn clients_json(list: &[ClientInfo], now: u64) -> Value {
                     "last_rekey": if c.last_rekey == 0 { Value::Null } else { c.last_rekey.into() },
                     "peer_id": c.peer_id,
                     "username": if c.username.is_empty() { Value::Null } else { c.username.clone().into() },
+                    "virtual_ip6": if c.virtual_ip6.is_empty() { Value::Null } else { c.virtual_ip6.clone().into() },
                 })
             })
             .collect(),
@@ -220,6 +249,7 @@ mod tests {
             last_rekey: 4000,
             peer_id: 0,
             username: "bob".into(),
+            virtual_ip6: String::new(),
         };
         let out = clients(&[c], 4600);
         let lines: Vec<&str> = out.lines().collect();
@@ -230,10 +260,32 @@ mod tests {
         assert_eq!(lines[0].find("User"), lines[1].find("bob "));
         assert!(lines[1].ends_with("00:10:00 ago"), "{}", lines[1]);
         assert!(lines[1].contains("01:00:00"));
+        assert_eq!(lines[0].find("Virtual IPv6"), lines[1].find("- "), "no IPv6 address: a dash");
         let j = clients_json(&[ClientInfo { last_rekey: 0, ..clients_sample() }], 10);
         assert_eq!(j[0]["last_rekey"], Value::Null);
         assert_eq!(j[0]["common_name"], "bob");
         assert_eq!(j[0]["username"], Value::Null);
+        assert_eq!(j[0]["virtual_ip6"], Value::Null);
+    }
+
+    #[test]
+    fn the_ipv6_column_is_as_wide_as_its_longest_address() {
+        let long = "2001:db8:1234:5678:9abc:def0:1234:5678";
+        let with = |a: &str| ClientInfo { virtual_ip6: a.into(), ..clients_sample() };
+        let out = clients(&[with("fd00:8::2"), with(long), with("")], 10);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4);
+        let cipher = lines[0].find("Cipher").unwrap();
+        assert_eq!(cipher, lines[0].find("Virtual IPv6").unwrap() + long.len() + 1);
+        for (line, v6) in lines[1..].iter().zip(["fd00:8::2", long, "-"]) {
+            let col = lines[0].find("Virtual IPv6").unwrap();
+            assert_eq!(line[col..].split(' ').next(), Some(v6), "{line}");
+            assert_eq!(line[cipher..].split(' ').next(), Some("c"), "{line}");
+        }
+        let j = clients_json(&[with(long)], 10);
+        assert_eq!(j[0]["virtual_ip6"], long);
+        let narrow = clients(&[with("")], 10);
+        assert_eq!(narrow.lines().next().unwrap().find("Cipher"), Some(lines[0].find("Virtual IPv6").unwrap() + 13));
     }
 
     fn clients_sample() -> ClientInfo {
@@ -249,6 +301,7 @@ mod tests {
             last_rekey: 7,
             peer_id: 3,
             username: String::new(),
+            virtual_ip6: String::new(),
         }
     }
 

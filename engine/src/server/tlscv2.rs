@@ -2,18 +2,24 @@
 //! HARD_RESET_CLIENT_V3 that starts a session with the client's own key,
 //! and the wrapping of a session installed from a record.
 //!
-//! The server keeps state from the V3 reset on: it unwraps the client's
-//! WKc once, keeps the per-client wrapper in the session and answers with
-//! an empty HARD_RESET_SERVER_V2 (no EARLY_NEG_FLAGS), so a 2.6 client that
-//! signalled early negotiation goes on with plain P_CONTROL_V1 packets.
-//! CONTROL_WKC_V1 packets are still accepted (their WKc must be the
-//! session's own; [`Wrapper`] strips it).
+//! A 2.6 client that negotiates early (crate::earlyneg) gets the answer
+//! of the HMAC cookie (crate::cookie), keyed by the server key: a
+//! HARD_RESET_SERVER_V2 wrapped with its own key and asking it to resend
+//! its WKc; the server keeps nothing until the client's P_CONTROL_WKC_V1
+//! acknowledges that reset under the cookie and brings the WKc again, as
+//! a 2.6 server does. A client that does not negotiate early (2.5) would
+//! go on with plain P_CONTROL_V1 packets, which do not carry its key: for
+//! it the server keeps state from the V3 reset on (the per-client wrapper
+//! in the session) and answers with an empty HARD_RESET_SERVER_V2. In
+//! both cases CONTROL_WKC_V1 packets of a session must carry the session's
+//! own WKc ([`Wrapper`] strips it).
 
 use std::net::SocketAddr;
 
 use super::{Refusal, Server};
 use crate::record::SessionRecord;
 use crate::session::Now;
+use crate::wire::Opcode;
 use crate::wrap::Wrapper;
 
 impl Server {
@@ -30,6 +36,40 @@ impl Server {
     ) -> Option<&'static [u8]> {
         match self.wrap.for_v3_reset(packet) {
             Ok(template) => self.on_hard_reset(now, listener, from, known, packet, template),
+            Err(e) => {
+                self.refuse(now, from, format_args!("tls-crypt-v2: {e}"));
+                None
+            }
+        }
+    }
+
+    /// What the stateless answer to a first reset wrapped by `template`
+    /// with replay id `id` carries; `None` when the server keeps state
+    /// instead (no cookie key, or a tls-crypt-v2 client that would not
+    /// send its key again).
+    pub(super) fn stateless_payload(&self, template: &Wrapper, id: u32) -> Option<&'static [u8]> {
+        self.cookie.as_ref()?;
+        match template.wkc() {
+            None => Some(&[]),
+            Some(_) => crate::earlyneg::signalled(id).then_some(&crate::earlyneg::ASK_RESEND_WKC[..]),
+        }
+    }
+
+    /// The wrapping a packet of no session is checked with for a cookie:
+    /// the server's, or for a P_CONTROL_WKC_V1 the client's own from the
+    /// WKc it ends in (one that does not unwrap is a counted refusal).
+    pub(super) fn cookie_wrapper(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        opcode: Opcode,
+        packet: &[u8],
+    ) -> Option<Wrapper> {
+        if opcode != Opcode::ControlWkcV1 {
+            return Some(self.wrap.clone());
+        }
+        match self.wrap.for_v3_reset(packet) {
+            Ok(w) => Some(w),
             Err(e) => {
                 self.refuse(now, from, format_args!("tls-crypt-v2: {e}"));
                 None

@@ -36,6 +36,9 @@ fn ipv6_goes_both_ways_and_a_spoofed_source_is_dropped() {
     let opts = &lab.client.pushed.as_ref().unwrap().options;
     assert!(opts.iter().any(|o| o == "ifconfig-ipv6 fd00:8::2/64 fd00:8::1"), "{opts:?}");
     assert_eq!(both_ways(&mut lab, a6("fd00:8::2"), 1), (true, true));
+    assert_eq!(lab.info().virtual_ip6, "fd00:8::2", "show clients has the IPv6 address");
+    let rows = crate::status::rows(&lab.server, lab.now);
+    assert_eq!(rows[0].virtual_ipv6, Some(a6("fd00:8::2")), "and so has the status file");
 
     let mut out = [0u8; 2048];
     assert!(
@@ -57,6 +60,7 @@ fn without_network6_no_ipv6_is_pushed_or_forwarded() {
     let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 1);
     lab.connect(Duration::from_secs(5));
     assert!(!lab.client.pushed.as_ref().unwrap().options.iter().any(|o| o.contains("ipv6")));
+    assert_eq!(lab.info().virtual_ip6, "");
     assert_eq!(both_ways(&mut lab, a6("fd00:8::2"), 1), (false, false));
 }
 
@@ -68,6 +72,7 @@ fn the_new_master_forwards_ipv6_after_a_takeover() {
     std::mem::swap(&mut lab.server, &mut backup);
     lab.server.set_role(lab.now, Role::Master);
     assert_eq!(both_ways(&mut lab, a6("fd00:8::2"), 2), (true, true), "the ghost was indexed by its IPv6 address");
+    assert_eq!(lab.info().virtual_ip6, "fd00:8::2", "the new master's show clients has it");
     let before = lab.tun.len();
     assert!(lab.client_sends(&packet(a6("fd00:8::9"), a6(LAN6))));
     lab.run(Duration::from_millis(200));

@@ -57,6 +57,7 @@ fn an_accepted_password_lets_the_client_in_and_names_the_user() {
     lab.connect(Duration::from_secs(5));
     assert_eq!(lab.client.address(), Some(Ipv4Addr::new(10, 8, 0, 2)));
     assert_eq!(lab.server.sessions().next().unwrap().auth.username.as_deref(), Some("bob"));
+    assert_eq!(crate::status::rows(&lab.server, lab.now)[0].username.as_deref(), Some("bob"), "the status file's user");
     assert_eq!(lab.exchange(10, 1), (10, 10));
 }
 

@@ -159,3 +159,104 @@ fn a_backup_continues_a_tls_crypt_v2_session() {
     assert!(v2.client_infos().is_empty());
     assert!(v2.refusals().invalid >= 1);
 }
+
+/// Steps until the client sent its P_CONTROL_WKC_V1 (still on the way).
+fn until_wkc_sent(lab: &mut Lab) {
+    assert!(lab.run_until(Duration::from_secs(5), |l| l.client.wkc_packets > 0), "no P_CONTROL_WKC_V1");
+}
+
+/// A 2.6 client (early negotiation) gets the stateless answer: the server
+/// holds nothing after its V3 reset, asks for the WKc again, and makes the
+/// session from the P_CONTROL_WKC_V1 that acknowledges the cookie, with
+/// the client's key for the record.
+#[test]
+fn a_v3_reset_leaves_no_state_until_the_wkc_comes_again() {
+    let mut lab = Lab::new(v2_server(SERVER_KEY, ""), v2_client(true), CLEAN, CLEAN, 66);
+    until_wkc_sent(&mut lab);
+    assert_eq!(lab.server.sessions().count(), 0, "no session for a V3 reset");
+    assert_eq!(lab.server.half_open_count(), 0, "no half-open session either");
+    assert_eq!(lab.server.cookies().answered, 1);
+    lab.connect(Duration::from_secs(5));
+    let c = lab.server.cookies();
+    assert_eq!((c.answered, c.accepted, c.refused), (1, 1, 0));
+    assert_eq!(lab.client.wkc_packets, 1, "one P_CONTROL_WKC_V1, then P_CONTROL_V1");
+    assert_eq!(lab.exchange(10, 1), (10, 10));
+    let wkc = ClientKeyFile::parse(CLIENT_KEY.as_bytes()).unwrap().wkc;
+    assert_eq!(lab.first_record().wkc.as_deref(), Some(&wkc[..]), "the record carries the client's key");
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    assert_eq!(lab.client.control_rejected, 0);
+}
+
+/// A 2.5 client (no early negotiation) never resends its key: the server
+/// keeps its wrapper from the V3 reset and sends it no TLV.
+#[test]
+fn a_v3_reset_without_early_negotiation_keeps_state() {
+    let mut lab = Lab::new(v2_server(SERVER_KEY, ""), v2_client(false), CLEAN, CLEAN, 67);
+    lab.step();
+    assert_eq!(lab.server.half_open_count(), 1, "a half-open session from the reset");
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.server.cookies().answered, 0);
+    assert_eq!(lab.client.wkc_packets, 0);
+    assert!(lab.client.errors.is_empty(), "no reset payload for a 2.5 client: {:?}", lab.client.errors);
+    assert_eq!(lab.exchange(10, 1), (10, 10));
+}
+
+/// The cookie of a V3 answer is keyed by the cluster's server key: the
+/// member that has the address when the WKc comes makes the session.
+/// Under loss, duplication and reordering the handshake completes too.
+#[test]
+fn the_wkc_may_come_to_another_member_and_through_a_bad_network() {
+    let mut lab = Lab::new(v2_member(1), v2_client(true), CLEAN, CLEAN, 68);
+    lab.server.set_role(lab.now, Role::Master);
+    until_wkc_sent(&mut lab);
+    lab.server = v2_member(2);
+    lab.server.set_role(lab.now, Role::Master);
+    lab.connect(Duration::from_secs(5));
+    let c = lab.server.cookies();
+    assert_eq!((c.answered, c.accepted, c.refused), (0, 1, 0), "member 2 took member 1's cookie");
+    assert_eq!(lab.exchange(10, 1), (10, 10));
+
+    for seed in 70..75 {
+        let mut lab = Lab::new(v2_server(SERVER_KEY, ""), v2_client(true), BAD, BAD, seed);
+        lab.connect(HAND_WINDOW);
+        assert_eq!(lab.server.client_count(), 1, "seed {seed}");
+        assert!(lab.client.errors.is_empty(), "seed {seed}: {:?}", lab.client.errors);
+    }
+}
+
+/// A P_CONTROL_WKC_V1 of no session proves nothing by itself: from
+/// another address (the cookie is the address's), with a damaged WKc, or
+/// under a server key that is not ours, it makes no session.
+#[test]
+fn a_wkc_packet_without_its_cookie_makes_no_session() {
+    let mut lab = Lab::new(v2_server(SERVER_KEY, ""), v2_client(true), CLEAN, CLEAN, 69);
+    until_wkc_sent(&mut lab);
+    let wkc = lab.up.queue.iter().map(|(_, p)| p.clone()).find(|p| p[0] >> 3 == Opcode::ControlWkcV1 as u8);
+    let wkc = wkc.expect("the P_CONTROL_WKC_V1 on its way");
+    lab.up.queue.clear();
+    let fresh = |p: &[u8]| p.to_vec();
+    let no_session = |srv: &Server| srv.sessions().count() == 0 && srv.half_open_count() == 0;
+
+    let elsewhere: SocketAddr = "198.18.0.99:40000".parse().unwrap();
+    assert!(lab.server.on_datagram(lab.now, 0, elsewhere, &mut fresh(&wkc)).is_none());
+    assert!(no_session(&lab.server), "from another address");
+    assert_eq!(lab.server.cookies().refused, 1, "a wrong cookie, counted");
+
+    let mut damaged = fresh(&wkc);
+    let n = damaged.len();
+    damaged[n - 40] ^= 1;
+    let refused = lab.server.refused_first_packets();
+    assert!(lab.server.on_datagram(lab.now, 0, lab.addr, &mut damaged).is_none());
+    assert!(no_session(&lab.server), "a damaged WKc");
+    assert_eq!(lab.server.refused_first_packets(), refused + 1);
+
+    let mut other = v2_server(OTHER_SERVER_KEY, "");
+    assert!(other.on_datagram(lab.now, 0, lab.addr, &mut fresh(&wkc)).is_none());
+    assert!(no_session(&other), "another server key");
+    assert_eq!(other.refused_first_packets(), 1);
+
+    // The packet itself, from the client's address, is the session.
+    assert!(lab.server.on_datagram(lab.now, 0, lab.addr, &mut fresh(&wkc)).is_none());
+    assert_eq!(lab.server.sessions().count(), 1);
+    assert_eq!(lab.server.cookies().accepted, 1);
+}
