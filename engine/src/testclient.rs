@@ -405,6 +405,9 @@ mod password;
 /// IPv6 inside the tunnel (issue 9).
 mod ipv6;
 
+/// The management interface's answers and kills (issue 9).
+mod mgmt;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

@@ -60,6 +60,27 @@ fn bind_any(addr: SocketAddr) -> io::Result<OwnedFd> {
 /// The control socket: root-only (0600). An existing socket that answers
 /// means another vpnsyncd runs, which is an error; a stale one is replaced.
 pub fn control(path: &Path) -> io::Result<OwnedFd> {
+    unix_listener(path, None)
+}
+
+/// The management socket (`management`): 0600 root, or 0660 root:`group`
+/// so that a monitoring user of that group may connect too.
+pub fn management(m: &vpnsyncd_config::Management) -> io::Result<OwnedFd> {
+    let gid = match &m.group {
+        None => None,
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            Ok(None) => return Err(io::Error::other(format!("management group \"{name}\": no such group"))),
+            Err(e) => return Err(io::Error::other(format!("management group \"{name}\": {e}"))),
+        },
+    };
+    unix_listener(&m.path, gid)
+}
+
+/// A listening, non-blocking unix socket at `path`, mode 0600, or 0660
+/// with group `gid`. A socket there that answers means another vpnsyncd
+/// runs (an error); a stale one is replaced.
+fn unix_listener(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<OwnedFd> {
     use std::os::unix::fs::PermissionsExt;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(io::Error::new(
@@ -77,7 +98,14 @@ pub fn control(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = ctx(path.display(), l)?;
-    ctx(path.display(), std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))?;
+    let mode = match gid {
+        None => 0o600,
+        Some(g) => {
+            ctx(path.display(), nix::unistd::chown(path, None, Some(g)).map_err(io::Error::from))?;
+            0o660
+        }
+    };
+    ctx(path.display(), std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))?;
     l.set_nonblocking(true)?;
     Ok(OwnedFd::from(l))
 }
