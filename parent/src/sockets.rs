@@ -224,6 +224,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `management ... group G`: 0660 with group G (our own group here, so
+    /// the test needs no root); without a group 0600; an unknown group is
+    /// an error naming it.
+    #[test]
+    fn management_socket_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("vpnsyncd-mgmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mgmt.sock");
+        let gid = nix::unistd::getegid();
+        let group = nix::unistd::Group::from_gid(gid).unwrap().expect("our group has a name").name;
+        let m = vpnsyncd_config::Management { path: path.clone(), group: Some(group) };
+        let fd = management(&m).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, gid.as_raw()));
+        drop(fd);
+        let fd = management(&vpnsyncd_config::Management { path: path.clone(), group: None }).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(fd);
+        let m = vpnsyncd_config::Management { path, group: Some("no-such-group-vpnsyncd".into()) };
+        let e = management(&m).unwrap_err();
+        assert_eq!(e.to_string(), "management group \"no-such-group-vpnsyncd\": no such group");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn listener_errors_name_the_address() {
         let a = listener("127.0.0.1:0".parse().unwrap()).unwrap();
