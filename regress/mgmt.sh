@@ -107,9 +107,11 @@ ip netns exec "$LAB-s$B" openvpn --server 10.9.0.0 255.255.255.0 --topology subn
 	--dh none --tls-auth "$PKI/ta.key" 0 --keepalive 2 10 --management "$STOCK" unix --verb 3 \
 	--log "$LAB_TMP/stock.log" &
 LAB_PIDS+=("$!")
+disown $!
 client_conf alice "$PKI" "tls-auth $PKI/ta.key 1" | sed "s/^remote .*/remote 198.18.0.1$B 1195/" >"$LAB_TMP/c3.ovpn"
 ip netns exec "$LAB-c3" openvpn --config "$LAB_TMP/c3.ovpn" --log "$LAB_TMP/c3.log" &
 LAB_PIDS+=("$!")
+disown $!
 check "a stock client connects to the stock server" wait_for 30 has_line "$LAB_TMP/c3.log" "Initialization Sequence Completed"
 stock_lists() { [ "$(field "$(view "$STOCK")" 'len(v["sessions"])')" = 1 ]; }
 check "the stock server's status lists its client" wait_for 5 stock_lists
