@@ -142,6 +142,8 @@ pub enum FdKind {
     Peer = 5,
     /// The route socket (PF_ROUTE on OpenBSD, NETLINK_ROUTE on Linux).
     Route = 6,
+    /// The listening management socket (`management`), if configured.
+    Management = 7,
 }
 
 impl FdKind {
@@ -153,6 +155,7 @@ impl FdKind {
             4 => FdKind::Sync,
             5 => FdKind::Peer,
             6 => FdKind::Route,
+            7 => FdKind::Management,
             _ => return Err(DecodeError("unknown fd kind")),
         })
     }
@@ -202,7 +205,8 @@ mod tests {
             assert_eq!(KeyKind::from_u8(k).unwrap() as u8, k);
             assert_eq!(FdKind::from_u8(k).unwrap() as u8, k);
         }
-        assert!(KeyKind::from_u8(0).is_err() && FdKind::from_u8(7).is_err());
+        assert_eq!(FdKind::from_u8(7), Ok(FdKind::Management));
+        assert!(KeyKind::from_u8(0).is_err() && FdKind::from_u8(0).is_err());
         for r in 0..=2 {
             assert_eq!(Role::from_u8(r).unwrap() as u8, r);
         }

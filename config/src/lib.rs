@@ -177,6 +177,16 @@ pub struct StatusFile {
     pub version: u8,
 }
 
+/// The `management` statement: OpenVPN's management interface on a unix
+/// socket, bound by the parent (mode 0600 root, or 0660 with `group`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Management {
+    pub path: PathBuf,
+    /// The group that may connect besides root (OpenVPN's
+    /// `management-client-group`).
+    pub group: Option<String>,
+}
+
 /// A parsed and checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -220,6 +230,7 @@ pub struct Config {
     pub password_token: Option<u32>,
     pub verify_client_cert: ClientCert,
     pub status: Option<StatusFile>,
+    pub management: Option<Management>,
     /// Per-client files named by common name (read by the parent).
     pub client_config_dir: Option<PathBuf>,
     pub duplicate_cn: DuplicateCn,

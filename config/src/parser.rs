@@ -33,6 +33,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "keepalive",
     "key",
     "listen",
+    "management",
     "max",
     "password",
     "push",
@@ -131,10 +132,13 @@ struct Draft {
     password_token: Option<u32>,
     verify_client_cert: Option<crate::ClientCert>,
     status: Option<StatusFile>,
+    management: Option<crate::Management>,
     client_config_dir: Option<PathBuf>,
     duplicate_cn: Option<DuplicateCn>,
 }
 
+#[path = "management.rs"]
+mod management;
 #[path = "password.rs"]
 mod password;
 pub use password::{DEFAULT_BSDAUTH_TYPE, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_TOKEN_LIFETIME};
@@ -718,6 +722,7 @@ impl Parser {
                 self.once("status", pos)?;
                 self.d.status = Some(self.status_file()?);
             }
+            "management" => self.management(pos)?,
             "sync" => return self.sync_block(pos),
             "password" => self.password(pos)?,
             "verify-client-cert" => self.verify_client_cert(pos)?,
@@ -1096,6 +1101,7 @@ impl Parser {
             password_token: d.password_token,
             verify_client_cert,
             status: d.status,
+            management: d.management,
             client_config_dir: d.client_config_dir,
             duplicate_cn: d.duplicate_cn.unwrap_or(DuplicateCn::Allow),
         }

@@ -106,6 +106,13 @@ impl Display for Config {
         if let Some(s) = &self.status {
             writeln!(f, "status {} interval {} version {}", path(&s.path), s.interval, s.version)?;
         }
+        if let Some(m) = &self.management {
+            write!(f, "management {} unix", path(&m.path))?;
+            if let Some(g) = &m.group {
+                write!(f, " group {}", Quoted(g))?;
+            }
+            writeln!(f)?;
+        }
         if let Some(d) = &self.client_config_dir {
             writeln!(f, "client-config-dir {}", path(d))?;
         }

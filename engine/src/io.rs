@@ -30,6 +30,8 @@ struct Engine {
     parent: ImsgBuf,
     syncer: ImsgBuf,
     control: Control,
+    /// The management socket (`management`), if configured.
+    mgmt: Option<crate::mgmt::Mgmt>,
     tun: OwnedFd,
     listeners: Vec<OwnedFd>,
     server: Server,
@@ -96,6 +98,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     // The settings hold what they need; the received files are zeroized now.
     st.keys.clear();
     let listeners = st.take_fds(FdKind::Listener);
+    let mgmt = st.take_fds(FdKind::Management).pop().map(crate::mgmt::Mgmt::new);
     let mut e = Engine {
         server: Server::new(&conf, session, wrap),
         rx: Batch::new(),
@@ -106,6 +109,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         parent,
         syncer,
         control: Control::new(control),
+        mgmt,
         tun,
         listeners,
         role: Role::Init,
@@ -135,6 +139,8 @@ enum Slot {
     Conn(usize),
     Tun,
     Link(usize),
+    MgmtListener,
+    Mgmt(usize),
 }
 
 /// Timers of the sessions run this often.
@@ -188,6 +194,12 @@ impl Engine {
                 }
                 slots.push((Slot::Conn(i), c.ibuf.as_fd(), ev));
             }
+            if let Some(m) = &self.mgmt {
+                if m.listening(Instant::now()) {
+                    slots.push((Slot::MgmtListener, m.listener_fd(), PollFlags::POLLIN));
+                }
+                slots.extend(m.conns.iter().enumerate().map(|(i, c)| (Slot::Mgmt(i), c.fd(), c.interest())));
+            }
             slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
             for (i, l) in self.listeners.iter().enumerate() {
                 slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
@@ -227,6 +239,8 @@ impl Engine {
                     }
                     Slot::Listener => self.control.accept(Instant::now()),
                     Slot::Tun => self.on_tun(),
+                    Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
+                    Slot::Mgmt(i) => self.on_mgmt(i),
                     Slot::Link(i) => self.on_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
@@ -255,6 +269,9 @@ impl Engine {
             }
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
+            }
+            if let Some(m) = &mut self.mgmt {
+                m.sweep(Instant::now());
             }
             // After the parent's messages, so a heartbeat that arrived
             // with this wake-up counts.
@@ -427,6 +444,24 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Commands on management connection `i`, answered at once; the
+    /// sessions a `kill` ended say goodbye and go to the syncer as deletes.
+    fn on_mgmt(&mut self, i: usize) {
+        let t = now();
+        let view = crate::mgmt::answer::View {
+            now: t,
+            cluster: self.cluster(),
+            started: self.started,
+            local: self.conf.server_address(),
+            local6: self.conf.network6.map(|n| n.server()),
+            listen: self.conf.listen.first().copied(),
+        };
+        let Some(m) = &mut self.mgmt else { return };
+        let server = &mut self.server;
+        m.on_ready(i, t.mono, |line| crate::mgmt::answer::answer(&crate::mgmt::command::parse(line), server, &view));
+        self.send_control();
     }
 
     /// Renders the status file when it is due and hands it to the parent,

@@ -17,6 +17,7 @@ pub mod io;
 pub mod ip6;
 pub mod keys;
 pub mod lease;
+pub mod mgmt;
 pub mod packet_id;
 pub mod pool;
 pub mod push;

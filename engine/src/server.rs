@@ -1024,16 +1024,25 @@ impl Server {
 
     /// Drops every session of common name `cn`; returns how many.
     pub fn kill_client(&mut self, now: Now, cn: &str) -> usize {
-        let victims: Vec<u32> = self
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| s.common_name.as_deref() == Some(cn))
-            .map(|s| s.peer_id)
-            .collect();
+        self.kill_sessions(
+            now,
+            |s| s.common_name.as_deref() == Some(cn),
+            "RESTART,killed by the administrator",
+            "killed by vpnsyncctl",
+        )
+    }
+
+    /// Ends the sessions this member serves that `which` picks, each told
+    /// `message` (RESTART or HALT, OpenVPN's client-kill), and returns how
+    /// many. Ghosts are left alone: they are the master's, and the deletes
+    /// that these ends send remove them on every backup, so that a killed
+    /// session does not come back after a failover.
+    pub fn kill_sessions(&mut self, now: Now, which: impl Fn(&Session) -> bool, message: &str, why: &str) -> usize {
+        let victims: Vec<u32> =
+            self.sessions.iter().flatten().filter(|s| !s.is_ghost() && which(s)).map(|s| s.peer_id).collect();
         for id in &victims {
             if let Some(s) = self.session_mut(*id) {
-                s.kill(now);
+                s.kill(now, message, why);
             }
             self.settle(now, *id);
         }

@@ -960,13 +960,15 @@ impl Session {
         }
     }
 
-    /// `kill client`: tell a cc-exit capable client to restart elsewhere.
-    pub fn kill(&mut self, now: Now) {
+    /// `kill client`, `kill` and `client-kill`: tell the client `message`
+    /// (RESTART makes a stock client reconnect, HALT makes it stop), then
+    /// end the session, logged with `why`.
+    pub fn kill(&mut self, now: Now, message: &str, why: &str) {
         if let Some(idx) = self.talking_key() {
-            self.send_message(idx, "RESTART,killed by the administrator");
+            self.send_message(idx, message);
             self.flush(idx, now);
         }
-        self.close("killed by vpnsyncctl");
+        self.close(why);
     }
 
     /// The parent's verdict on the session's credentials (or the server's

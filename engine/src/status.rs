@@ -50,11 +50,12 @@ pub struct Cluster {
     pub sync: &'static str,
 }
 
-/// One row per established session (a virtual address assigned), by
-/// peer-id.
+/// One row per established session (a virtual address assigned) that this
+/// member serves, by peer-id: a backup's ghosts are the master's clients.
 pub fn rows(server: &Server, now: Now) -> Vec<Row> {
     server
         .sessions()
+        .filter(|s| !s.is_ghost())
         .filter_map(|s| {
             let idle = now.mono.saturating_duration_since(s.last_seen()).as_secs();
             Some(Row {

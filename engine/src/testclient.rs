@@ -411,6 +411,9 @@ mod ipv6;
 /// The bytes counted per session (issue 9).
 mod counters;
 
+/// The management interface's answers and kills (issue 9).
+mod mgmt;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

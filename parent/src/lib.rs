@@ -151,6 +151,7 @@ struct Resources {
     control: OwnedFd,
     sync: Option<OwnedFd>,
     route: Option<OwnedFd>,
+    management: Option<OwnedFd>,
 }
 
 fn open_resources(conf: &Config) -> io::Result<Resources> {
@@ -162,6 +163,7 @@ fn open_resources(conf: &Config) -> io::Result<Resources> {
     }
     let listeners = conf.listen.iter().map(|a| sockets::listener(*a)).collect::<io::Result<Vec<_>>>()?;
     let control = sockets::control(&conf.socket)?;
+    let management = conf.management.as_ref().map(sockets::management).transpose()?;
     let (sync, route) = match &conf.sync {
         None => (None, None),
         Some(s) => {
@@ -172,7 +174,7 @@ fn open_resources(conf: &Config) -> io::Result<Resources> {
             (Some(sock), Some(sockets::route_events()?))
         }
     };
-    Ok(Resources { tun, listeners, control, sync, route })
+    Ok(Resources { tun, listeners, control, sync, route, management })
 }
 
 /// Signals arrive as bytes on these sockets (signal-hook's self-pipe).
@@ -219,6 +221,8 @@ struct Parent {
     children: Vec<Child>,
     demoter: Option<Demoter>,
     control_path: PathBuf,
+    /// The management socket bound at start, removed at exit.
+    management_path: Option<PathBuf>,
     /// The last role carpwatch reported.
     role: Option<Role>,
     /// Password checks for the engine under way.
@@ -290,6 +294,7 @@ pub fn run(opts: Options) -> i32 {
     let mut parent = Parent {
         routes: route::Routes::new(tun),
         control_path: conf.socket.clone(),
+        management_path: conf.management.as_ref().map(|m| m.path.clone()),
         opts,
         conf,
         children: Vec::new(),
@@ -323,7 +328,7 @@ impl Parent {
             self.children.push(child);
         }
         let (engine_peer, syncer_peer) = vpnsyncd_common::imsg::socketpair()?;
-        let Resources { tun, listeners, control, sync, route } = res;
+        let Resources { tun, listeners, control, sync, route, management } = res;
         for child in &mut self.children {
             child.ibuf.compose(ImsgType::Conf as u32, 0, None, conf_text.as_bytes())?;
             for (kind, bytes) in keys.for_child(child.kind) {
@@ -339,6 +344,7 @@ impl Parent {
         fds.extend(listeners.into_iter().map(|l| (ChildKind::Engine, FdKind::Listener, l)));
         fds.extend(sync.map(|s| (ChildKind::Syncer, FdKind::Sync, s)));
         fds.extend(route.map(|r| (ChildKind::Carpwatch, FdKind::Route, r)));
+        fds.extend(management.map(|m| (ChildKind::Engine, FdKind::Management, m)));
         for (to, kind, fd) in fds {
             let child = self.child_mut(to);
             child.ibuf.compose(ImsgType::Fd as u32, 0, Some(fd), &[kind as u8])?;
@@ -637,6 +643,9 @@ impl Parent {
             let _ = waitpid(Pid::from_raw(c.pid), None);
         }
         let _ = std::fs::remove_file(&self.control_path);
+        if let Some(m) = &self.management_path {
+            let _ = std::fs::remove_file(m);
+        }
         log::info!("{}", if failed { "exiting after a failure" } else { "terminated" });
     }
 }
@@ -662,6 +671,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.socket != new.socket {
         v.push("socket");
+    }
+    if old.management != new.management {
+        v.push("management");
     }
     if old.watchdog != new.watchdog {
         v.push("watchdog");
@@ -691,6 +703,7 @@ mod tests {
             routes: route::Routes::new(route::Device { name: conf.tun_device.clone(), addr: conf.server_address() }),
             opts: Options::default(),
             control_path: conf.socket.clone(),
+            management_path: None,
             conf,
             children,
             demoter: None,

@@ -60,6 +60,27 @@ fn bind_any(addr: SocketAddr) -> io::Result<OwnedFd> {
 /// The control socket: root-only (0600). An existing socket that answers
 /// means another vpnsyncd runs, which is an error; a stale one is replaced.
 pub fn control(path: &Path) -> io::Result<OwnedFd> {
+    unix_listener(path, None)
+}
+
+/// The management socket (`management`): 0600 root, or 0660 root:`group`
+/// so that a monitoring user of that group may connect too.
+pub fn management(m: &vpnsyncd_config::Management) -> io::Result<OwnedFd> {
+    let gid = match &m.group {
+        None => None,
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            Ok(None) => return Err(io::Error::other(format!("management group \"{name}\": no such group"))),
+            Err(e) => return Err(io::Error::other(format!("management group \"{name}\": {e}"))),
+        },
+    };
+    unix_listener(&m.path, gid)
+}
+
+/// A listening, non-blocking unix socket at `path`, mode 0600, or 0660
+/// with group `gid`. A socket there that answers means another vpnsyncd
+/// runs (an error); a stale one is replaced.
+fn unix_listener(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<OwnedFd> {
     use std::os::unix::fs::PermissionsExt;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(io::Error::new(
@@ -77,7 +98,14 @@ pub fn control(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = ctx(path.display(), l)?;
-    ctx(path.display(), std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))?;
+    let mode = match gid {
+        None => 0o600,
+        Some(g) => {
+            ctx(path.display(), nix::unistd::chown(path, None, Some(g)).map_err(io::Error::from))?;
+            0o660
+        }
+    };
+    ctx(path.display(), std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))?;
     l.set_nonblocking(true)?;
     Ok(OwnedFd::from(l))
 }
@@ -193,6 +221,31 @@ mod tests {
         drop(fd);
         // A stale socket (nobody listening) is replaced.
         control(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `management ... group G`: 0660 with group G (our own group here, so
+    /// the test needs no root); without a group 0600; an unknown group is
+    /// an error naming it.
+    #[test]
+    fn management_socket_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("vpnsyncd-mgmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mgmt.sock");
+        let gid = nix::unistd::getegid();
+        let group = nix::unistd::Group::from_gid(gid).unwrap().expect("our group has a name").name;
+        let m = vpnsyncd_config::Management { path: path.clone(), group: Some(group) };
+        let fd = management(&m).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, gid.as_raw()));
+        drop(fd);
+        let fd = management(&vpnsyncd_config::Management { path: path.clone(), group: None }).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(fd);
+        let m = vpnsyncd_config::Management { path, group: Some("no-such-group-vpnsyncd".into()) };
+        let e = management(&m).unwrap_err();
+        assert_eq!(e.to_string(), "management group \"no-such-group-vpnsyncd\": no such group");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
