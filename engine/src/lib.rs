@@ -16,6 +16,7 @@ pub mod io;
 pub mod ip6;
 pub mod keys;
 pub mod lease;
+pub mod offload;
 pub mod packet_id;
 pub mod pool;
 pub mod push;
