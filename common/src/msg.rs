@@ -142,6 +142,9 @@ pub enum FdKind {
     Peer = 5,
     /// The route socket (PF_ROUTE on OpenBSD, NETLINK_ROUTE on Linux).
     Route = 6,
+    /// The tun device, opened with a virtio_net_hdr before every packet
+    /// (Linux `IFF_VNET_HDR`), instead of `Tun`.
+    TunVnet = 9,
 }
 
 impl FdKind {
@@ -153,6 +156,7 @@ impl FdKind {
             4 => FdKind::Sync,
             5 => FdKind::Peer,
             6 => FdKind::Route,
+            9 => FdKind::TunVnet,
             _ => return Err(DecodeError("unknown fd kind")),
         })
     }

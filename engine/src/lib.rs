@@ -36,5 +36,7 @@ pub mod timers;
 pub mod tls;
 pub mod tlscryptv2;
 pub mod token;
+pub mod train;
+pub mod tunio;
 pub mod wire;
 pub mod wrap;
