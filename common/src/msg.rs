@@ -144,6 +144,9 @@ pub enum FdKind {
     Route = 6,
     /// The listening management socket (`management`), if configured.
     Management = 7,
+    /// The tun device, opened with a virtio_net_hdr before every packet
+    /// (Linux `IFF_VNET_HDR`), instead of `Tun`.
+    TunVnet = 9,
 }
 
 impl FdKind {
@@ -156,6 +159,7 @@ impl FdKind {
             5 => FdKind::Peer,
             6 => FdKind::Route,
             7 => FdKind::Management,
+            9 => FdKind::TunVnet,
             _ => return Err(DecodeError("unknown fd kind")),
         })
     }
@@ -206,6 +210,7 @@ mod tests {
             assert_eq!(FdKind::from_u8(k).unwrap() as u8, k);
         }
         assert_eq!(FdKind::from_u8(7), Ok(FdKind::Management));
+        assert_eq!(FdKind::from_u8(9), Ok(FdKind::TunVnet));
         assert!(KeyKind::from_u8(0).is_err() && FdKind::from_u8(0).is_err());
         for r in 0..=2 {
             assert_eq!(Role::from_u8(r).unwrap() as u8, r);

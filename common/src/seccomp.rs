@@ -84,6 +84,8 @@ fn stdio(r: &mut Rules) -> io::Result<()> {
     for nr in [
         SYS_read,
         SYS_write,
+        // A tun with a virtio_net_hdr: header and packet in one write.
+        SYS_writev,
         SYS_close,
         SYS_recvfrom,
         SYS_recvmsg,

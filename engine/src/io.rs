@@ -33,12 +33,14 @@ struct Engine {
     /// The management socket (`management`), if configured.
     mgmt: Option<crate::mgmt::Mgmt>,
     tun: OwnedFd,
+    /// Buffers of the tun side, and the coalescer of the receive batches.
+    tunio: crate::tunio::TunIo,
     listeners: Vec<OwnedFd>,
     server: Server,
     /// Datagrams received from the listeners.
     rx: Batch,
     /// Data packets to each listener's clients.
-    tx: Vec<Batch>,
+    tx: Vec<crate::train::Train>,
     last_tick: Instant,
     role: Role,
     started: u64,
@@ -77,9 +79,11 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         st.take_fds(kind).pop().ok_or_else(|| format!("no {kind:?} descriptor from the parent"))
     };
     let fds = (|| {
-        Ok::<_, String>((one(&mut st, FdKind::Tun)?, one(&mut st, FdKind::Control)?, one(&mut st, FdKind::Peer)?))
+        let vnet = st.fds.iter().any(|(k, _)| *k == FdKind::TunVnet);
+        let tun = one(&mut st, if vnet { FdKind::TunVnet } else { FdKind::Tun })?;
+        Ok::<_, String>(((tun, vnet), one(&mut st, FdKind::Control)?, one(&mut st, FdKind::Peer)?))
     })();
-    let (tun, control, peer) = match fds {
+    let ((tun, vnet), control, peer) = match fds {
         Ok(f) => f,
         Err(e) => {
             log::error!("{e}");
@@ -102,7 +106,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     let mut e = Engine {
         server: Server::new(&conf, session, wrap),
         rx: Batch::new(),
-        tx: listeners.iter().map(|_| Batch::new()).collect(),
+        tx: listeners.iter().map(|_| crate::train::Train::new()).collect(),
         last_tick: Instant::now(),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
@@ -111,6 +115,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         control: Control::new(control),
         mgmt,
         tun,
+        tunio: crate::tunio::TunIo::new(vnet),
         listeners,
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
@@ -303,11 +308,10 @@ impl Engine {
                 let (buf, from) = self.rx.get_mut(i);
                 let Some(from) = from else { continue };
                 if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
-                    if let Err(e) = nix::unistd::write(&self.tun, ip) {
-                        log::debug!("tun write: {e}");
-                    }
+                    self.tunio.write(self.tun.as_fd(), ip);
                 }
             }
+            self.tunio.flush(self.tun.as_fd());
             self.send_control();
             if n < BATCH {
                 break;
@@ -318,45 +322,29 @@ impl Engine {
     /// Packets from the tunnel, encrypted and sent to their clients in
     /// batches.
     fn on_tun(&mut self) {
-        let mut pkt = [0u8; MAX_DATAGRAM];
         let mut enc = [0u8; MAX_DATAGRAM];
         let t = now();
+        let Engine { tunio, tun, server, tx, listeners, .. } = self;
+        let mut each = |pkt: &[u8]| {
+            let Some((li, to, len)) = server.on_tun_packet(t, pkt, &mut enc) else {
+                return;
+            };
+            tx[li].push(listeners[li].as_fd(), to, &enc[..len]);
+        };
         for _ in 0..BATCH * 4 {
-            let n = match nix::unistd::read(&self.tun, &mut pkt) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(nix::errno::Errno::EAGAIN) => break,
+            match tunio.read(tun.as_fd(), &mut each) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     log::debug!("tun read: {e}");
                     break;
                 }
-            };
-            let Some((li, to, len)) = self.server.on_tun_packet(t, &pkt[..n], &mut enc) else {
-                continue;
-            };
-            let tx = &mut self.tx[li];
-            tx.push(to, |b| {
-                b[..len].copy_from_slice(&enc[..len]);
-                len
-            });
-            if tx.is_full() {
-                self.flush_tx(li);
             }
         }
-        for li in 0..self.tx.len() {
-            self.flush_tx(li);
+        for (tx, l) in tx.iter_mut().zip(listeners.iter()) {
+            tx.flush(l.as_fd());
         }
         self.send_control();
-    }
-
-    fn flush_tx(&mut self, li: usize) {
-        if self.tx[li].is_empty() {
-            return;
-        }
-        if let Err(e) = self.tx[li].send(self.listeners[li].as_fd()) {
-            log::debug!("send: {e}");
-        }
-        self.tx[li].clear();
     }
 
     /// The control datagrams the sessions queued.

@@ -146,7 +146,8 @@ pub fn configtest(opts: &Options) -> i32 {
 
 /// The descriptors the parent created for the children.
 struct Resources {
-    tun: OwnedFd,
+    /// The tun device and how it was opened (`FdKind::Tun` or `TunVnet`).
+    tun: (FdKind, OwnedFd),
     listeners: Vec<OwnedFd>,
     control: OwnedFd,
     sync: Option<OwnedFd>,
@@ -155,7 +156,8 @@ struct Resources {
 }
 
 fn open_resources(conf: &Config) -> io::Result<Resources> {
-    let tun = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
+    let (tun, vnet) = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
+    let tun = (if vnet { FdKind::TunVnet } else { FdKind::Tun }, tun);
     log::info!("{}: {}/{} up", conf.tun_device, conf.server_address(), conf.network.prefix);
     if let Some(n6) = conf.network6 {
         tun6::configure(&conf.tun_device, n6)?;
@@ -336,7 +338,7 @@ impl Parent {
             }
         }
         let mut fds: Vec<(ChildKind, FdKind, OwnedFd)> = vec![
-            (ChildKind::Engine, FdKind::Tun, tun),
+            (ChildKind::Engine, tun.0, tun.1),
             (ChildKind::Engine, FdKind::Control, control),
             (ChildKind::Engine, FdKind::Peer, engine_peer),
             (ChildKind::Syncer, FdKind::Peer, syncer_peer),

@@ -11,11 +11,14 @@ use std::os::fd::OwnedFd;
 pub const TUN_MTU: i32 = 1500;
 
 /// Creates (Linux) or opens (OpenBSD) the tun device `name`, gives it
-/// `addr/prefix`, sets the MTU and brings it up.
-pub fn open(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<OwnedFd> {
-    let fd = sys::create(name)?;
+/// `addr/prefix`, sets the MTU and brings it up. The flag says whether
+/// every read and write carries a virtio_net_hdr (Linux `IFF_VNET_HDR`,
+/// with the offloads of [`sys::create`]): the engine then moves 64 KB
+/// super-packets (engine/src/offload.rs).
+pub fn open(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<(OwnedFd, bool)> {
+    let (fd, vnet) = sys::create(name)?;
     sys::configure(name, addr, prefix).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
-    Ok(fd)
+    Ok((fd, vnet))
 }
 
 /// The netmask of a prefix length.
@@ -85,7 +88,19 @@ mod sys {
         Ok(ifr)
     }
 
-    pub fn create(name: &str) -> io::Result<OwnedFd> {
+    /// _IOW('T', 208, unsigned int) from <linux/if_tun.h>.
+    const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+    const IFF_VNET_HDR: libc::c_int = 0x4000;
+    const TUN_F_CSUM: libc::c_ulong = 0x01;
+    const TUN_F_TSO4: libc::c_ulong = 0x02;
+    const TUN_F_TSO6: libc::c_ulong = 0x04;
+    /// UDP segmentation offload, Linux 6.2 and later.
+    const TUN_F_USO4: libc::c_ulong = 0x20;
+    const TUN_F_USO6: libc::c_ulong = 0x40;
+
+    /// Opens the device with a virtio_net_hdr on every packet, falling
+    /// back to plain packets if the kernel refuses `IFF_VNET_HDR`.
+    pub fn create(name: &str) -> io::Result<(OwnedFd, bool)> {
         // SAFETY: open(2) with a static path.
         let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd == -1 {
@@ -94,17 +109,46 @@ mod sys {
         }
         // SAFETY: fresh descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut ifr = ifreq(name)?;
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF takes an ifreq.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) } == -1 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("{name}: TUNSETIFF: {e} (is {name} in use by another program?)"),
-            ));
+        let set = |flags: libc::c_int| {
+            let mut ifr = ifreq(name)?;
+            ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+            // SAFETY: TUNSETIFF takes an ifreq.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        let plain = libc::IFF_TUN | libc::IFF_NO_PI;
+        let vnet = match set(plain | IFF_VNET_HDR) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::info!("{name}: no IFF_VNET_HDR ({e}): one packet per tun read and write");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        if !vnet { set(plain) } else { Ok(()) }.map_err(|e| {
+            io::Error::new(e.kind(), format!("{name}: TUNSETIFF: {e} (is {name} in use by another program?)"))
+        })?;
+        if vnet {
+            offload(&fd, name);
         }
-        Ok(fd)
+        Ok((fd, vnet))
+    }
+
+    /// Lets the kernel hand over unfinished checksums and TCP (and, where
+    /// it can, UDP) super-packets. A kernel that refuses still exchanges
+    /// plain packets behind the header.
+    fn offload(fd: &OwnedFd, name: &str) {
+        let tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        for (flags, what) in [(tcp | TUN_F_USO4 | TUN_F_USO6, "csum tso4 tso6 uso4 uso6"), (tcp, "csum tso4 tso6")] {
+            // SAFETY: TUNSETOFFLOAD takes the flags as its argument.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, flags) } == 0 {
+                log::info!("{name}: offloads {what}");
+                return;
+            }
+        }
+        log::info!("{name}: no offloads ({})", io::Error::last_os_error());
     }
 
     pub fn configure(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
@@ -133,7 +177,7 @@ mod sys {
     use super::*;
     use std::os::fd::FromRawFd;
 
-    pub fn create(name: &str) -> io::Result<OwnedFd> {
+    pub fn create(name: &str) -> io::Result<(OwnedFd, bool)> {
         let path = std::ffi::CString::new(format!("/dev/{name}")).map_err(|_| io::Error::other("NUL in name"))?;
         // SAFETY: open(2) on a valid C string.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -141,7 +185,7 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fresh descriptor.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        Ok((unsafe { OwnedFd::from_raw_fd(fd) }, false))
     }
 
     pub fn configure(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
