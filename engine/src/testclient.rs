@@ -405,6 +405,9 @@ mod password;
 /// IPv6 inside the tunnel (issue 9).
 mod ipv6;
 
+/// The idle cost of many sessions under the timer queue (issue 10).
+mod idle;
+
 // ---------------------------------------------------------------------------
 // The tests.
 
