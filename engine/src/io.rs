@@ -23,6 +23,7 @@ use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
 use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
+use crate::sleep::Sleep;
 
 /// Everything the engine process holds.
 struct Engine {
@@ -41,7 +42,8 @@ struct Engine {
     rx: Batch,
     /// Data packets to each listener's clients.
     tx: Vec<crate::train::Train>,
-    last_tick: Instant,
+    /// When the timers run and how long poll sleeps (crate::sleep).
+    sleep: Sleep,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -107,7 +109,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         server: Server::new(&conf, session, wrap),
         rx: Batch::new(),
         tx: listeners.iter().map(|_| crate::train::Train::new()).collect(),
-        last_tick: Instant::now(),
+        sleep: Sleep::default(),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
@@ -147,9 +149,6 @@ enum Slot {
     MgmtListener,
     Mgmt(usize),
 }
-
-/// Timers of the sessions run this often.
-const TICK: Duration = Duration::from_millis(200);
 
 fn now() -> Now {
     Now { mono: Instant::now(), unix: vpnsyncd_common::unix_now() }
@@ -210,7 +209,7 @@ impl Engine {
                 slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
             }
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-            let wait = TICK.saturating_sub(self.last_tick.elapsed());
+            let wait = self.sleep.timeout(Instant::now(), &self.deadlines());
             let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
             match poll(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -281,13 +280,21 @@ impl Engine {
             // After the parent's messages, so a heartbeat that arrived
             // with this wake-up counts.
             self.watch.check(Instant::now())?;
-            if self.last_tick.elapsed() >= TICK {
-                self.last_tick = Instant::now();
+            let t = Instant::now();
+            if self.sleep.due(t, self.server.next_deadline(t)) {
                 self.server.on_timer(now());
                 self.send_control();
-                self.status_tick()?;
             }
+            self.status_tick()?;
         }
+    }
+
+    /// What the loop waits for besides descriptors: the sessions' timers,
+    /// the status file, the parent watchdog.
+    fn deadlines(&self) -> [Option<Instant>; 3] {
+        let t = Instant::now();
+        let status = self.conf.status.as_ref().map(|_| self.status_due);
+        [self.server.next_deadline(t), status, Some(t + self.watch.next_check(t))]
     }
 
     /// Datagrams from clients: data to the tun device, control through the

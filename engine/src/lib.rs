@@ -30,6 +30,7 @@ pub mod sentkeys;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod sleep;
 pub mod status;
 pub mod syncglue;
 #[cfg(test)]

@@ -229,7 +229,7 @@ impl Session {
             return None;
         }
         let p = self.progress();
-        let due = now.mono.saturating_duration_since(self.progress_sent) >= PROGRESS_REFRESH;
+        let due = self.conf.replicated && now.mono.saturating_duration_since(self.progress_sent) >= PROGRESS_REFRESH;
         if self.last_progress.as_ref() == Some(&p) && !due {
             return None;
         }

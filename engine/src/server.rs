@@ -224,6 +224,23 @@ impl Server {
         self.timers.next_deadline()
     }
 
+    /// When [`Server::on_timer`] must run next (`None`: nothing queued).
+    /// A session touched since the last run, or a password check under
+    /// way (its time-out), makes it due at once; the I/O loop's floor
+    /// (crate::sleep) keeps that from spinning.
+    pub fn next_deadline(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        if self.timers.has_touched() || self.checks.pending() > 0 {
+            return Some(now);
+        }
+        self.timers.next_deadline()
+    }
+
+    /// Tests only: sessions run by the timers so far.
+    #[cfg(test)]
+    pub fn timer_runs(&self) -> u64 {
+        self.timers.taken()
+    }
+
     /// Tests only: sessions whose first key exchange is not done yet.
     #[cfg(test)]
     pub fn half_open_count(&self) -> usize {

@@ -75,6 +75,9 @@ pub struct SessionConfig {
     pub rekey_window: Duration,
     /// This machine's number in the cluster (1 when standalone).
     pub member: u8,
+    /// A `sync` block is configured: idle sessions refresh their progress
+    /// for the backups (crate::replication); standalone, nobody reads it.
+    pub replicated: bool,
     /// `None`: usernames and passwords are ignored.
     pub password: Option<crate::auth::PasswordSettings>,
 }

@@ -87,6 +87,7 @@ pub fn build<B: AsRef<[u8]>>(conf: &Config, keys: &[(KeyKind, B)]) -> Result<(Ar
         push,
         rekey_window: std::time::Duration::from_secs(conf.sync.as_ref().map_or(60, |s| s.rekey_window).into()),
         member: conf.sync.as_ref().map_or(1, |s| s.member),
+        replicated: conf.sync.is_some(),
         password,
     };
     Ok((Arc::new(session), wrap))

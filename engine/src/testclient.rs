@@ -414,6 +414,9 @@ mod counters;
 /// The management interface's answers and kills (issue 9).
 mod mgmt;
 
+/// The idle cost of many sessions under the timer queue (issue 10).
+mod idle;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

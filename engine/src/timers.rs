@@ -23,6 +23,9 @@ pub struct TimerQueue {
     /// Slots touched since the last tick, each once (`touched[slot]`).
     dirty: Vec<u32>,
     touched: Vec<bool>,
+    /// Slots handed out by [`TimerQueue::take_due`] (tests: the cost).
+    #[cfg(test)]
+    taken: u64,
 }
 
 /// Grows `v` so that `slot` indexes it.
@@ -86,7 +89,17 @@ impl TimerQueue {
         }
         out.sort_unstable();
         out.dedup();
+        #[cfg(test)]
+        {
+            self.taken += out.len() as u64;
+        }
         out
+    }
+
+    /// Whether a slot was touched since the last [`TimerQueue::take_due`]:
+    /// then the timers are due at once.
+    pub fn has_touched(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// The earliest deadline queued (perhaps a stale one: then early).
@@ -98,6 +111,12 @@ impl TimerQueue {
     #[cfg(test)]
     fn heap_len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Slots run so far (tests: how much timer work a load costs).
+    #[cfg(test)]
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     fn compact(&mut self) {

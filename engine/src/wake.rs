@@ -41,7 +41,10 @@ impl Session {
         let (ping, timeout) = self.conf.keepalive;
         let mut at = expiries.fold(self.last_recv + Duration::from_secs(timeout.into()), Instant::min);
         if self.virtual_ip.is_some() {
-            at = at.min(self.last_send + Duration::from_secs(ping.into())).min(self.progress_sent + PROGRESS_REFRESH);
+            at = at.min(self.last_send + Duration::from_secs(ping.into()));
+            if self.conf.replicated {
+                at = at.min(self.progress_sent + PROGRESS_REFRESH);
+            }
         }
         if let Some(t) = self.reneg_at {
             at = at.min(t);

@@ -2,14 +2,17 @@
 //! UDP socket, for benchmarks of vpnsyncd and stock OpenVPN servers alike.
 //! Every client is the engine's client core (`vpnsyncd_engine::client`):
 //! a full TLS handshake with a client certificate, key method 2, the
-//! push, then keepalive pings. One thread polls every socket on the real
-//! clock. At the end a report goes to stdout, one `name value` a line.
+//! push, then keepalive pings. One thread waits on every socket (epoll)
+//! on the real clock. At the end a report goes to stdout, one `name value`
+//! a line.
 
 mod args;
+mod epoll;
 mod report;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vpnsyncd_engine::client::{self, Client, ClientOptions, ClientWrap};
@@ -24,8 +27,30 @@ const HAND_WINDOW: Duration = Duration::from_secs(60);
 /// Without `ping-restart` pushed: a stock client's default
 /// (`ping-restart 120` of `keepalive` is what servers push).
 const DEFAULT_PING_RESTART: Duration = Duration::from_secs(120);
-/// How often every client's timers run (retransmissions, pings).
+/// How often a client in its handshake runs its timers (retransmissions).
 const TICK: Duration = Duration::from_millis(100);
+/// An established client runs them (pings, ping-restart) at every
+/// IDLE_ROUNDS-th tick only, a share of the clients at each tick: at
+/// 10,000 clients, running all of them 10 times a second would cost the
+/// generator more than the sessions do.
+const IDLE_ROUNDS: usize = 10;
+
+/// Set by SIGTERM or SIGINT: the run ends early, with its report, so a
+/// benchmark stops the generator when it has measured what it needs.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn stop_on_signals() {
+    let handler: extern "C" fn(libc::c_int) = on_stop;
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+}
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -110,16 +135,20 @@ fn run(argv: &[String]) -> Result<(), String> {
     let opts = options(&a)?;
     raise_nofile(a.clients)?;
     let socks: Vec<UdpSocket> = (0..a.clients).map(|i| socket(&a, i)).collect::<Result<_, _>>()?;
-    let mut pfds: Vec<libc::pollfd> =
-        socks.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut ep = epoll::Epoll::new().map_err(|e| format!("epoll: {e}"))?;
+    for (i, s) in socks.iter().enumerate() {
+        ep.add(s.as_fd(), i as u64).map_err(|e| format!("epoll: {e}"))?;
+    }
     let mut slots: Vec<Slot> = Vec::with_capacity(a.clients);
     let mut report = Report::new(a.clients);
     let start = Instant::now();
     let end = start + a.duration;
     let spacing = Duration::from_secs_f64(1.0 / a.rate);
     let mut next_tick = start;
+    let mut round = 0usize;
     let mut buf = [0u8; 2048];
-    while Instant::now() < end {
+    stop_on_signals();
+    while Instant::now() < end && !STOP.load(Ordering::Relaxed) {
         let t = now();
         // Start clients at the rate asked.
         while slots.len() < a.clients && start + spacing * slots.len() as u32 <= t.mono {
@@ -128,31 +157,34 @@ fn run(argv: &[String]) -> Result<(), String> {
             send_out(&socks[i], &mut c);
             slots.push(Slot::new(c, t.mono));
         }
-        let n = slots.len();
-        // SAFETY: `pfds` holds `n` valid pollfd entries of open sockets.
-        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, 10) };
+        let next_start = start + spacing * slots.len() as u32;
+        let wake = if slots.len() < a.clients { next_tick.min(next_start) } else { next_tick };
+        let ready: Vec<u64> =
+            ep.wait(wake.saturating_duration_since(t.mono)).map_err(|e| format!("epoll: {e}"))?.collect();
         let t = now();
-        if ready > 0 {
-            for i in 0..n {
-                if pfds[i].revents == 0 {
-                    continue;
-                }
-                pfds[i].revents = 0;
-                while let Ok(len) = socks[i].recv(&mut buf) {
-                    let slot = &mut slots[i];
-                    slot.answered(t.mono);
-                    slot.client.on_datagram(t, &mut buf[..len]);
-                    send_out(&socks[i], &mut slot.client);
-                }
+        let started = slots.len();
+        for i in ready.into_iter().map(|i| i as usize).filter(|&i| i < started) {
+            while let Ok(len) = socks[i].recv(&mut buf) {
                 let slot = &mut slots[i];
-                if slot.note_progress(t.mono, &mut report) {
-                    report.up(t.mono.duration_since(start));
-                }
+                slot.answered(t.mono);
+                slot.client.on_datagram(t, &mut buf[..len]);
+                send_out(&socks[i], &mut slot.client);
+            }
+            let slot = &mut slots[i];
+            if slot.note_progress(t.mono, &mut report) {
+                report.up(t.mono.duration_since(start));
             }
         }
         if t.mono >= next_tick {
             next_tick = t.mono + TICK;
+            round += 1;
+            if round.is_multiple_of(10) {
+                report.progress(t.mono.duration_since(start));
+            }
             for (i, slot) in slots.iter_mut().enumerate() {
+                if slot.is_up() && i % IDLE_ROUNDS != round % IDLE_ROUNDS {
+                    continue;
+                }
                 slot.client.on_timer(t);
                 send_out(&socks[i], &mut slot.client);
                 if slot.note_progress(t.mono, &mut report) {

@@ -26,6 +26,11 @@ impl Slot {
         Slot { client, started: now, up_at: None, last_answer: now, max_gap: Duration::ZERO, seen: 0, ended: false }
     }
 
+    /// Its session came up (and has not ended).
+    pub fn is_up(&self) -> bool {
+        self.up_at.is_some() && !self.ended
+    }
+
     /// A datagram of the server arrived.
     pub fn answered(&mut self, now: Instant) {
         if self.up_at.is_some() {
@@ -120,6 +125,13 @@ impl Report {
             println!("all_up_seconds {:.3}", at.as_secs_f64());
             let _ = std::io::stdout().flush();
         }
+    }
+
+    /// Once a second: `progress SECONDS SESSIONS-UP-SO-FAR`, so a benchmark
+    /// sees when the handshakes stop coming.
+    pub fn progress(&self, at: Duration) {
+        println!("progress {:.1} {}", at.as_secs_f64(), self.handshakes);
+        let _ = std::io::stdout().flush();
     }
 
     fn add_counters(&mut self, c: &Client) {

@@ -544,6 +544,11 @@ impl Core {
 
     /// When [`Core::tick`] should run next at the latest.
     pub fn next_tick(&self, now: Instant) -> Duration {
+        // Standalone, `tick` does nothing: sleep as long as the parent
+        // watchdog allows (its heartbeats wake us anyway).
+        if self.link.is_none() {
+            return HEARTBEAT;
+        }
         match self.bulk_out.iter().map(|j| j.next_at).min() {
             Some(t) => t.saturating_duration_since(now).min(PROGRESS_EVERY),
             None => PROGRESS_EVERY,

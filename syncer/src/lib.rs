@@ -213,7 +213,7 @@ impl Syncer {
             if let Some(s) = self.sock.as_ref().filter(|_| !sock_ev.is_empty()) {
                 fds.push(PollFd::new(s.as_fd(), sock_ev));
             }
-            let tick = PollTimeout::try_from(self.core.next_tick(Instant::now())).expect("100 ms at most fits");
+            let tick = PollTimeout::try_from(self.core.next_tick(Instant::now())).expect("1 s at most fits");
             match poll(&mut fds, tick) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),

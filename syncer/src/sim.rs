@@ -307,6 +307,8 @@ fn standalone_is_ready_at_once() {
     let info = c.info(Instant::now());
     assert!(info.bulk_complete);
     assert_eq!(info.transport, "standalone (no sync block)");
+    let t = Instant::now();
+    assert_eq!(c.next_tick(t), crate::core::HEARTBEAT, "nothing to tick: it sleeps a heartbeat");
 }
 
 #[test]
