@@ -2,20 +2,27 @@
 //! UDP socket, for benchmarks of vpnsyncd and stock OpenVPN servers alike.
 //! Every client is the engine's client core (`vpnsyncd_engine::client`):
 //! a full TLS handshake with a client certificate, key method 2, the
-//! push, then keepalive pings. One thread polls every socket on the real
-//! clock. At the end a report goes to stdout, one `name value` a line.
+//! push, then keepalive pings, and with `--ping-interval` an ICMP echo
+//! through the tunnel. One thread polls every socket on the real clock.
+//! At the end (or at SIGTERM/SIGINT) a report goes to stdout, one
+//! `name value` a line.
 
 mod args;
+mod mark;
+mod probe;
 mod report;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vpnsyncd_engine::client::{self, Client, ClientOptions, ClientWrap};
 use vpnsyncd_engine::session::Now;
 use vpnsyncd_engine::wrap::StaticKey;
 
+use crate::mark::{AfterMark, Mark};
+use crate::probe::Probe;
 use crate::report::{Report, Slot};
 
 /// A handshake not done by then starts over, as a stock client's
@@ -26,6 +33,22 @@ const HAND_WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_PING_RESTART: Duration = Duration::from_secs(120);
 /// How often every client's timers run (retransmissions, pings).
 const TICK: Duration = Duration::from_millis(100);
+
+/// Set by SIGTERM or SIGINT: a bench ends the run when it has what it
+/// measures, and still gets the report.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_stop() {
+    // SAFETY: the handler only stores into an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+    }
+}
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -119,7 +142,11 @@ fn run(argv: &[String]) -> Result<(), String> {
     let spacing = Duration::from_secs_f64(1.0 / a.rate);
     let mut next_tick = start;
     let mut buf = [0u8; 2048];
-    while Instant::now() < end {
+    let mut probes: Vec<Probe> = (0..a.clients).map(|_| Probe::new()).collect();
+    let mut mark = a.mark_file.clone().map(Mark::new);
+    let mut after: Option<AfterMark> = None;
+    catch_stop();
+    while Instant::now() < end && !STOP.load(Ordering::Relaxed) {
         let t = now();
         // Start clients at the rate asked.
         while slots.len() < a.clients && start + spacing * slots.len() as u32 <= t.mono {
@@ -143,6 +170,17 @@ fn run(argv: &[String]) -> Result<(), String> {
                     slot.answered(t.mono);
                     slot.client.on_datagram(t, &mut buf[..len]);
                     send_out(&socks[i], &mut slot.client);
+                    let echoed =
+                        a.ping.is_some_and(|(_, to)| slot.client.received.iter().any(|p| probe::is_echo_reply(p, to)));
+                    slot.client.received.clear();
+                    let p = &mut probes[i];
+                    if echoed
+                        && p.armed
+                        && p.resumed.is_none()
+                        && mark.as_ref().and_then(|m| m.at).is_some_and(|at| t.mono >= at)
+                    {
+                        p.resumed = Some(t.mono);
+                    }
                 }
                 let slot = &mut slots[i];
                 if slot.note_progress(t.mono, &mut report) {
@@ -150,21 +188,60 @@ fn run(argv: &[String]) -> Result<(), String> {
                 }
             }
         }
+        if let Some((interval, to)) = a.ping {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let Some(src) = slot.client.address().filter(|_| slot.client.connected()) else {
+                    continue;
+                };
+                if let Some(echo) = probes[i].due(t.mono, interval, i as u16, src, to) {
+                    slot.client.send_data(t, &echo);
+                    send_out(&socks[i], &mut slot.client);
+                }
+            }
+        }
+        if let Some(after) = after.as_mut() {
+            after.check_all(&probes);
+        }
         if t.mono >= next_tick {
             next_tick = t.mono + TICK;
+            if let Some(m) = mark.as_mut() {
+                if m.poll()? {
+                    let at = m.at.expect("a mark just set");
+                    for (p, slot) in probes.iter_mut().zip(&slots) {
+                        p.armed = slot.client.connected();
+                    }
+                    after = Some(AfterMark::new(at, a.duration));
+                }
+            }
             for (i, slot) in slots.iter_mut().enumerate() {
                 slot.client.on_timer(t);
                 send_out(&socks[i], &mut slot.client);
                 if slot.note_progress(t.mono, &mut report) {
                     report.up(t.mono.duration_since(start));
                 }
+                let key_id = slot.client.send_key_id().filter(|_| slot.client.connected());
+                if let (Some(after), Some(_)) = (after.as_mut(), probes[i].key_id) {
+                    if key_id.is_some() && key_id != probes[i].key_id {
+                        after.rekeyed(t.mono);
+                    }
+                }
+                probes[i].key_id = key_id.or(probes[i].key_id);
                 if slot.must_restart(t.mono, HAND_WINDOW, DEFAULT_PING_RESTART) {
                     slot.restart(Client::new(opts.clone(), t), t.mono, &mut report);
+                    probes[i].reset();
                     send_out(&socks[i], &mut slot.client);
                 }
             }
         }
     }
     report.finish(&slots, start.elapsed());
+    match &after {
+        Some(after) => after.finish(&probes, a.resume_file.as_deref())?,
+        None if mark.is_some() => {
+            eprintln!("vpnsyncd-loadgen: the mark file never appeared");
+            println!("mark_clients 0");
+        }
+        None => {}
+    }
     Ok(())
 }
