@@ -11,7 +11,8 @@ use vpnsyncd_config::Digest;
 pub const USAGE: &str = "usage: vpnsyncd-loadgen --remote ADDR:PORT --ca FILE --cert FILE --key FILE\n\
        [--tls-auth FILE | --tls-crypt FILE] [--auth DIGEST] [--data-ciphers LIST]\n\
        [-n CLIENTS] [--rate HANDSHAKES/S] [--duration SECONDS] [--bind ADDR]...\n\
-       [--ping-interval SECONDS --ping-to TUNNEL-ADDR] [--mark-file FILE [--resume-file FILE]]";
+       [--ping-interval SECONDS --ping-to TUNNEL-ADDR [--ping-fast SECONDS]]\n\
+       [--mark-file FILE [--resume-file FILE]]";
 
 /// The control channel wrapping and its key file.
 #[derive(Debug, PartialEq)]
@@ -40,6 +41,8 @@ pub struct Args {
     pub bind: Vec<IpAddr>,
     /// An ICMP echo through every client's tunnel to `ping_to` this often.
     pub ping: Option<(Duration, Ipv4Addr)>,
+    /// After the mark, the echo interval of a client not answered since.
+    pub ping_fast: Option<Duration>,
     /// The file whose Unix time marks the instant resumption is measured from.
     pub mark_file: Option<PathBuf>,
     /// Where every client's time to resume after the mark goes.
@@ -55,7 +58,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
     let mut ciphers = vpnsyncd_engine::client::DEFAULT_CIPHERS.to_string();
     let (mut clients, mut rate, mut duration) = (100usize, 50f64, Duration::from_secs(30));
     let mut bind = Vec::new();
-    let (mut ping_interval, mut ping_to) = (None, None);
+    let (mut ping_interval, mut ping_to, mut ping_fast) = (None, None, None);
     let (mut mark_file, mut resume_file) = (None, None);
     let mut it = args.iter();
     while let Some(opt) = it.next() {
@@ -86,6 +89,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 bind.push(v.parse().map_err(|_| format!("--bind: not an IP address: \"{v}\""))?);
             }
             "--ping-interval" => ping_interval = Some(Duration::from_secs_f64(number(opt, value()?, 0.05, 3600.0)?)),
+            "--ping-fast" => ping_fast = Some(Duration::from_secs_f64(number(opt, value()?, 0.01, 3600.0)?)),
             "--ping-to" => {
                 let v = value()?;
                 ping_to = Some(v.parse().map_err(|_| format!("--ping-to: not an IPv4 address: \"{v}\""))?);
@@ -100,6 +104,9 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         (None, None) => None,
         _ => return Err("--ping-interval and --ping-to go together".to_string()),
     };
+    if ping_fast.is_some() && (ping.is_none() || mark_file.is_none()) {
+        return Err("--ping-fast needs --ping-interval and --mark-file (it works after the mark)".to_string());
+    }
     if resume_file.is_some() && mark_file.is_none() {
         return Err("--resume-file needs --mark-file (the instant resumption is measured from)".to_string());
     }
@@ -117,6 +124,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         duration,
         bind,
         ping,
+        ping_fast,
         mark_file,
         resume_file,
     })
@@ -174,6 +182,8 @@ mod tests {
             ),
             (&format!("{BASE} --ping-interval 1 --ping-to fe80::1"), "not an IPv4 address"),
             (&format!("{BASE} --resume-file r"), "needs --mark-file"),
+            (&format!("{BASE} --ping-interval 1 --ping-to 10.8.0.1 --ping-fast 0.1"), "--ping-fast needs"),
+            (&format!("{BASE} --ping-fast 0 --mark-file m"), "--ping-fast: \"0\" is not a number"),
         ] {
             let e = args(line).unwrap_err();
             assert!(e.contains(want), "{line}: {e}");

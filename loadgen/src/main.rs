@@ -193,7 +193,9 @@ fn run(argv: &[String]) -> Result<(), String> {
                 let Some(src) = slot.client.address().filter(|_| slot.client.connected()) else {
                     continue;
                 };
-                if let Some(echo) = probes[i].due(t.mono, interval, i as u16, src, to) {
+                let p = &probes[i];
+                let fast = a.ping_fast.filter(|_| after.is_some() && p.armed && p.resumed.is_none());
+                if let Some(echo) = probes[i].due(t.mono, interval, fast, i as u16, src, to) {
                     slot.client.send_data(t, &echo);
                     send_out(&socks[i], &mut slot.client);
                 }

@@ -3,7 +3,9 @@
 //! server's tunnel address, which its kernel answers). OpenVPN keepalive
 //! pings are not answered, each side sends its own when idle, so they
 //! cannot tell when a client's data path works again after a failover; an
-//! echo answered through the tunnel does, at the interval's resolution.
+//! echo answered through the tunnel does, at the interval's resolution;
+//! `--ping-fast` refines it where it matters: after the mark, a client
+//! whose answers have not resumed yet sends one every `--ping-fast`.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ const PAYLOAD: usize = 8;
 /// One client's echo schedule and what its answers showed.
 pub struct Probe {
     next: Option<Instant>,
+    /// When the last echo went out.
+    last: Option<Instant>,
     seq: u16,
     /// The client's session was up when the mark came (it is measured).
     pub armed: bool,
@@ -25,20 +29,32 @@ pub struct Probe {
 
 impl Probe {
     pub fn new() -> Probe {
-        Probe { next: None, seq: 0, armed: false, resumed: None, key_id: None }
+        Probe { next: None, last: None, seq: 0, armed: false, resumed: None, key_id: None }
     }
 
     /// The echo to send now, if one is due: the first one `interval` after
     /// the session came up (its handshake time spreads the clients), then
-    /// one every `interval`.
-    pub fn due(&mut self, now: Instant, interval: Duration, id: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Vec<u8>> {
+    /// one every `interval`; with `fast`, also one `fast` after the last.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        fast: Option<Duration>,
+        id: u16,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Option<Vec<u8>> {
         let next = *self.next.get_or_insert(now + interval);
-        if now < next {
+        let fast_due = matches!((fast, self.last), (Some(f), Some(l)) if now >= l + f);
+        if now < next && !fast_due {
             return None;
         }
-        // On time keeps the phase; a whole interval late (a slow loop) is one
-        // echo now and the next an interval on, not a burst.
-        self.next = Some(if now < next + interval { next + interval } else { now + interval });
+        if now >= next {
+            // On time keeps the phase; a whole interval late (a slow loop) is
+            // one echo now and the next an interval on, not a burst.
+            self.next = Some(if now < next + interval { next + interval } else { now + interval });
+        }
+        self.last = Some(now);
         self.seq = self.seq.wrapping_add(1);
         Some(echo_request(src, dst, id, self.seq))
     }
@@ -46,6 +62,7 @@ impl Probe {
     /// The session started over: no echo until it is up again.
     pub fn reset(&mut self) {
         self.next = None;
+        self.last = None;
         self.key_id = None;
     }
 }
@@ -130,14 +147,29 @@ mod tests {
         let t0 = Instant::now();
         let i = Duration::from_secs(1);
         let mut p = Probe::new();
-        assert!(p.due(t0, i, 1, SRC, DST).is_none(), "the first one waits an interval");
-        assert!(p.due(t0 + i, i, 1, SRC, DST).is_some());
-        assert!(p.due(t0 + i, i, 1, SRC, DST).is_none());
+        assert!(p.due(t0, i, None, 1, SRC, DST).is_none(), "the first one waits an interval");
+        assert!(p.due(t0 + i, i, None, 1, SRC, DST).is_some());
+        assert!(p.due(t0 + i, i, None, 1, SRC, DST).is_none());
         // Five intervals late: one echo, then the next a full interval on.
-        assert!(p.due(t0 + i * 7, i, 1, SRC, DST).is_some());
-        assert!(p.due(t0 + i * 7 + i / 2, i, 1, SRC, DST).is_none());
-        assert!(p.due(t0 + i * 8, i, 1, SRC, DST).is_some());
+        assert!(p.due(t0 + i * 7, i, None, 1, SRC, DST).is_some());
+        assert!(p.due(t0 + i * 7 + i / 2, i, None, 1, SRC, DST).is_none());
+        assert!(p.due(t0 + i * 8, i, None, 1, SRC, DST).is_some());
         p.reset();
-        assert!(p.due(t0 + i * 9, i, 1, SRC, DST).is_none(), "after a restart it waits again");
+        assert!(p.due(t0 + i * 9, i, None, 1, SRC, DST).is_none(), "after a restart it waits again");
+    }
+
+    #[test]
+    fn fast_echoes_come_between_the_regular_ones() {
+        let t0 = Instant::now();
+        let (i, f) = (Duration::from_secs(1), Some(Duration::from_millis(100)));
+        let mut p = Probe::new();
+        assert!(p.due(t0, i, f, 1, SRC, DST).is_none());
+        assert!(p.due(t0 + i, i, f, 1, SRC, DST).is_some());
+        let ms = |n| t0 + i + Duration::from_millis(n);
+        assert!(p.due(ms(50), i, f, 1, SRC, DST).is_none());
+        assert!(p.due(ms(100), i, f, 1, SRC, DST).is_some());
+        assert!(p.due(ms(150), i, None, 1, SRC, DST).is_none(), "back to the interval");
+        assert!(p.due(ms(250), i, None, 1, SRC, DST).is_none());
+        assert!(p.due(ms(1000), i, None, 1, SRC, DST).is_some(), "the phase is kept");
     }
 }
