@@ -55,8 +55,9 @@ check "the backup s$B holds all $N sessions before the cut" wait_for 10 holds_al
 say "  s$B holds $(summary_field "$B" ghosts) sessions of other members"
 # Echoes flow for a while before the cut: every client is measured.
 sleep 2
+CUT=$EPOCHREALTIME
 power_cut "$M"
-echo "$POWER_CUT_AT" >"$LAB_TMP/mark.tmp" && mv "$LAB_TMP/mark.tmp" "$LAB_TMP/mark"
+echo "$CUT" >"$LAB_TMP/mark.tmp" && mv "$LAB_TMP/mark.tmp" "$LAB_TMP/mark"
 check "all $N clients answer again after the power cut of s$M" wait_for 20 grep -q '^all_resumed_seconds' "$OUT"
 # A little longer: a replay or a restart that follows the takeover is seen.
 sleep 2
