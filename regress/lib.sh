@@ -256,11 +256,13 @@ lab_topology() {
 
 # server_base_conf SOCKET: what every lab server's vpnsyncd.conf holds: the
 # VIP listener, the tunnel, the lab PKI with its CRL, the pushed inside route.
+# LAB_CLIENT_NETWORK replaces the client network 10.8.0.0/24 (its 253
+# addresses), e.g. 10.8.0.0/18 for 10,000 sessions.
 server_base_conf() {
 	cat <<-EOC
 		listen on $PUB_VIP port 1194
 		tun device tun0
-		client network 10.8.0.0/24
+		client network ${LAB_CLIENT_NETWORK:-10.8.0.0/24}
 		ca "$PKI/ca.crt"
 		certificate "$PKI/server.crt"
 		key "$PKI/server.key"

@@ -2,7 +2,7 @@
 //! stock client has one (`--ca`, `--cert`, `--key`, `--tls-auth`,
 //! `--tls-crypt`, `--auth`, `--data-ciphers`), and the load itself.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +10,9 @@ use vpnsyncd_config::Digest;
 
 pub const USAGE: &str = "usage: vpnsyncd-loadgen --remote ADDR:PORT --ca FILE --cert FILE --key FILE\n\
        [--tls-auth FILE | --tls-crypt FILE] [--auth DIGEST] [--data-ciphers LIST]\n\
-       [-n CLIENTS] [--rate HANDSHAKES/S] [--duration SECONDS] [--bind ADDR]...";
+       [-n CLIENTS] [--rate HANDSHAKES/S] [--duration SECONDS] [--bind ADDR]...\n\
+       [--ping-interval SECONDS --ping-to TUNNEL-ADDR [--ping-fast SECONDS]]\n\
+       [--mark-file FILE [--resume-file FILE]]";
 
 /// The control channel wrapping and its key file.
 #[derive(Debug, PartialEq)]
@@ -37,6 +39,14 @@ pub struct Args {
     /// Source addresses, used in turn (a server limits half-open sessions
     /// per source address).
     pub bind: Vec<IpAddr>,
+    /// An ICMP echo through every client's tunnel to `ping_to` this often.
+    pub ping: Option<(Duration, Ipv4Addr)>,
+    /// After the mark, the echo interval of a client not answered since.
+    pub ping_fast: Option<Duration>,
+    /// The file whose Unix time marks the instant resumption is measured from.
+    pub mark_file: Option<PathBuf>,
+    /// Where every client's time to resume after the mark goes.
+    pub resume_file: Option<PathBuf>,
 }
 
 /// Parses the arguments after the program name.
@@ -48,6 +58,8 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
     let mut ciphers = vpnsyncd_engine::client::DEFAULT_CIPHERS.to_string();
     let (mut clients, mut rate, mut duration) = (100usize, 50f64, Duration::from_secs(30));
     let mut bind = Vec::new();
+    let (mut ping_interval, mut ping_to, mut ping_fast) = (None, None, None);
+    let (mut mark_file, mut resume_file) = (None, None);
     let mut it = args.iter();
     while let Some(opt) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{opt}: missing value"));
@@ -76,8 +88,27 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 let v = value()?;
                 bind.push(v.parse().map_err(|_| format!("--bind: not an IP address: \"{v}\""))?);
             }
+            "--ping-interval" => ping_interval = Some(Duration::from_secs_f64(number(opt, value()?, 0.05, 3600.0)?)),
+            "--ping-fast" => ping_fast = Some(Duration::from_secs_f64(number(opt, value()?, 0.01, 3600.0)?)),
+            "--ping-to" => {
+                let v = value()?;
+                ping_to = Some(v.parse().map_err(|_| format!("--ping-to: not an IPv4 address: \"{v}\""))?);
+            }
+            "--mark-file" => mark_file = Some(PathBuf::from(value()?)),
+            "--resume-file" => resume_file = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown option \"{opt}\"\n{USAGE}")),
         }
+    }
+    let ping = match (ping_interval, ping_to) {
+        (Some(i), Some(to)) => Some((i, to)),
+        (None, None) => None,
+        _ => return Err("--ping-interval and --ping-to go together".to_string()),
+    };
+    if ping_fast.is_some() && (ping.is_none() || mark_file.is_none()) {
+        return Err("--ping-fast needs --ping-interval and --mark-file (it works after the mark)".to_string());
+    }
+    if resume_file.is_some() && mark_file.is_none() {
+        return Err("--resume-file needs --mark-file (the instant resumption is measured from)".to_string());
     }
     let need = |v: Option<PathBuf>, name: &str| v.ok_or_else(|| format!("{name} is required\n{USAGE}"));
     Ok(Args {
@@ -92,6 +123,10 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         rate,
         duration,
         bind,
+        ping,
+        ping_fast,
+        mark_file,
+        resume_file,
     })
 }
 
@@ -121,6 +156,10 @@ mod tests {
         assert_eq!(a.auth, Digest::Sha256);
         assert_eq!((a.clients, a.rate), (1000, 200.0));
         assert_eq!(a.bind, vec!["198.18.0.150".parse::<IpAddr>().unwrap()]);
+        assert_eq!((a.ping, a.mark_file), (None, None));
+        let a = args(&format!("{BASE} --ping-interval 0.5 --ping-to 10.8.0.1 --mark-file m --resume-file r")).unwrap();
+        assert_eq!(a.ping, Some((Duration::from_millis(500), Ipv4Addr::new(10, 8, 0, 1))));
+        assert_eq!((a.mark_file, a.resume_file), (Some("m".into()), Some("r".into())));
     }
 
     #[test]
@@ -135,6 +174,16 @@ mod tests {
             (&format!("{BASE} --bind nowhere"), "not an IP address"),
             (&format!("{BASE} --duration"), "--duration: missing value"),
             (&format!("{BASE} --verb 3"), "unknown option \"--verb\""),
+            (&format!("{BASE} --ping-interval 1"), "go together"),
+            (&format!("{BASE} --ping-to 10.8.0.1"), "go together"),
+            (
+                &format!("{BASE} --ping-interval 0 --ping-to 10.8.0.1"),
+                "--ping-interval: \"0\" is not a number from 0.05",
+            ),
+            (&format!("{BASE} --ping-interval 1 --ping-to fe80::1"), "not an IPv4 address"),
+            (&format!("{BASE} --resume-file r"), "needs --mark-file"),
+            (&format!("{BASE} --ping-interval 1 --ping-to 10.8.0.1 --ping-fast 0.1"), "--ping-fast needs"),
+            (&format!("{BASE} --ping-fast 0 --mark-file m"), "--ping-fast: \"0\" is not a number"),
         ] {
             let e = args(line).unwrap_err();
             assert!(e.contains(want), "{line}: {e}");

@@ -2,12 +2,15 @@
 //! UDP socket, for benchmarks of vpnsyncd and stock OpenVPN servers alike.
 //! Every client is the engine's client core (`vpnsyncd_engine::client`):
 //! a full TLS handshake with a client certificate, key method 2, the
-//! push, then keepalive pings. One thread waits on every socket (epoll)
-//! on the real clock. At the end a report goes to stdout, one `name value`
-//! a line.
+//! push, then keepalive pings, and with `--ping-interval` an ICMP echo
+//! through the tunnel. One thread waits on every socket (epoll) on the
+//! real clock. At the end (or at SIGTERM/SIGINT) a report goes to stdout,
+//! one `name value` a line.
 
 mod args;
 mod epoll;
+mod mark;
+mod probe;
 mod report;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -19,6 +22,8 @@ use vpnsyncd_engine::client::{self, Client, ClientOptions, ClientWrap};
 use vpnsyncd_engine::session::Now;
 use vpnsyncd_engine::wrap::StaticKey;
 
+use crate::mark::{AfterMark, Mark};
+use crate::probe::Probe;
 use crate::report::{Report, Slot};
 
 /// A handshake not done by then starts over, as a stock client's
@@ -147,6 +152,9 @@ fn run(argv: &[String]) -> Result<(), String> {
     let mut next_tick = start;
     let mut round = 0usize;
     let mut buf = [0u8; 2048];
+    let mut probes: Vec<Probe> = (0..a.clients).map(|_| Probe::new()).collect();
+    let mut mark = a.mark_file.clone().map(Mark::new);
+    let mut after: Option<AfterMark> = None;
     stop_on_signals();
     while Instant::now() < end && !STOP.load(Ordering::Relaxed) {
         let t = now();
@@ -169,17 +177,53 @@ fn run(argv: &[String]) -> Result<(), String> {
                 slot.answered(t.mono);
                 slot.client.on_datagram(t, &mut buf[..len]);
                 send_out(&socks[i], &mut slot.client);
+                let echoed =
+                    a.ping.is_some_and(|(_, to)| slot.client.received.iter().any(|p| probe::is_echo_reply(p, to)));
+                slot.client.received.clear();
+                let p = &mut probes[i];
+                if echoed
+                    && p.armed
+                    && p.resumed.is_none()
+                    && mark.as_ref().and_then(|m| m.at).is_some_and(|at| t.mono >= at)
+                {
+                    p.resumed = Some(t.mono);
+                }
             }
             let slot = &mut slots[i];
             if slot.note_progress(t.mono, &mut report) {
                 report.up(t.mono.duration_since(start));
             }
         }
+        if let Some((interval, to)) = a.ping {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let Some(src) = slot.client.address().filter(|_| slot.client.connected()) else {
+                    continue;
+                };
+                let p = &probes[i];
+                let fast = a.ping_fast.filter(|_| after.is_some() && p.armed && p.resumed.is_none());
+                if let Some(echo) = probes[i].due(t.mono, interval, fast, i as u16, src, to) {
+                    slot.client.send_data(t, &echo);
+                    send_out(&socks[i], &mut slot.client);
+                }
+            }
+        }
+        if let Some(after) = after.as_mut() {
+            after.check_all(&probes);
+        }
         if t.mono >= next_tick {
             next_tick = t.mono + TICK;
             round += 1;
             if round.is_multiple_of(10) {
                 report.progress(t.mono.duration_since(start));
+            }
+            if let Some(m) = mark.as_mut() {
+                if m.poll()? {
+                    let at = m.at.expect("a mark just set");
+                    for (p, slot) in probes.iter_mut().zip(&slots) {
+                        p.armed = slot.client.connected();
+                    }
+                    after = Some(AfterMark::new(at, a.duration));
+                }
             }
             for (i, slot) in slots.iter_mut().enumerate() {
                 if slot.is_up() && i % IDLE_ROUNDS != round % IDLE_ROUNDS {
@@ -190,13 +234,29 @@ fn run(argv: &[String]) -> Result<(), String> {
                 if slot.note_progress(t.mono, &mut report) {
                     report.up(t.mono.duration_since(start));
                 }
+                let key_id = slot.client.send_key_id().filter(|_| slot.client.connected());
+                if let (Some(after), Some(_)) = (after.as_mut(), probes[i].key_id) {
+                    if key_id.is_some() && key_id != probes[i].key_id {
+                        after.rekeyed(t.mono);
+                    }
+                }
+                probes[i].key_id = key_id.or(probes[i].key_id);
                 if slot.must_restart(t.mono, HAND_WINDOW, DEFAULT_PING_RESTART) {
                     slot.restart(Client::new(opts.clone(), t), t.mono, &mut report);
+                    probes[i].reset();
                     send_out(&socks[i], &mut slot.client);
                 }
             }
         }
     }
     report.finish(&slots, start.elapsed());
+    match &after {
+        Some(after) => after.finish(&probes, a.resume_file.as_deref())?,
+        None if mark.is_some() => {
+            eprintln!("vpnsyncd-loadgen: the mark file never appeared");
+            println!("mark_clients 0");
+        }
+        None => {}
+    }
     Ok(())
 }
