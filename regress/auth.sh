@@ -13,7 +13,8 @@
 #   3  verify-client-cert none: a client without cert/key, admitted by its
 #      password alone, shown as UNDEF; without the password, AUTH_FAILED
 #
-# PAM and BSD Authentication are not implemented yet (see the man page).
+# PAM has its own lab (regress/auth-pam.sh); BSD Authentication is OpenBSD's
+# and only compiled here.
 . "$(dirname "$0")/lib.sh"
 lab_start openvpn keepalived
 
