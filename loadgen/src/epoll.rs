@@ -1,14 +1,19 @@
-//! A minimal epoll(7) set: with 10,000 client sockets, poll(2) would hand
-//! the kernel (and scan back) every descriptor at each wake-up; epoll
-//! returns only the ready ones, so a wake-up costs what arrived.
+//! The readiness set over every client socket (mio: epoll on Linux, kqueue
+//! on the BSDs): with 10,000 sockets, poll(2) would hand the kernel (and
+//! scan back) every descriptor at each wake-up; these return only the
+//! ready ones, so a wake-up costs what arrived. Readiness is edge
+//! triggered: the caller reads each ready socket until it would block.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
 pub struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
+    poll: Poll,
+    events: Events,
 }
 
 /// Ready descriptors handed back by one wait, at most.
@@ -16,42 +21,24 @@ const EVENTS: usize = 1024;
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 takes no pointer; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Epoll { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS] })
+        Ok(Epoll { poll: Poll::new()?, events: Events::with_capacity(EVENTS) })
     }
 
     /// Watches `fd` for reading; its readiness comes back as `token`.
     pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
-        // SAFETY: both descriptors are open and `ev` outlives the call.
-        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let raw = fd.as_raw_fd();
+        self.poll.registry().register(&mut SourceFd(&raw), Token(token as usize), Interest::READABLE)
     }
 
-    /// Waits at most `timeout` (rounded up to a millisecond); returns the
-    /// tokens of the ready descriptors (none after a signal).
+    /// Waits at most `timeout`; returns the tokens of the ready
+    /// descriptors (none after a signal).
     pub fn wait(&mut self, timeout: Duration) -> io::Result<impl Iterator<Item = u64> + '_> {
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: `events` has room for EVENTS entries, as the call is told.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), self.events.as_mut_ptr(), EVENTS as i32, ms) };
-        let n = if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            0
-        } else {
-            n as usize
-        };
-        Ok(self.events[..n].iter().map(|e| e.u64))
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.events.clear(),
+            Err(e) => return Err(e),
+        }
+        Ok(self.events.iter().map(|e| e.token().0 as u64))
     }
 }
 
