@@ -8,10 +8,12 @@
 #     version openvpn-monitor accepts, server mode; the backup lists none
 #     and says BACKUP in GLOBAL_STATS; the socket is 0600;
 #   - `kill bob` on the master: bob is told to restart and comes back as a
-#     new session (another port and start time); the backup drops the
-#     killed session;
+#     new session (another client id, port and start time); the backup
+#     drops the killed session; `client-kill` of the killed session's id
+#     is an error and leaves the new one alone;
 #   - the master loses power: the new master serves alice's session
 #     (the same one, no restart) and bob's new one, never the killed one;
+#     the old master's client ids name nobody there;
 #   - the same script reads a stock `openvpn --server --management unix`
 #     (client c3) alike.
 . "$(dirname "$0")/lib.sh"
@@ -42,12 +44,17 @@ lists() {
 	got=$(field "$(view "$(mgmt_sock "$s")")" '" ".join(sorted(x["common_name"] for x in v["sessions"].values()))')
 	[ "$got" = "$want" ]
 }
-# sess N CN: CN's session on server N as its status shows it: client id,
-# real port, connected since (a peer-id freed by a kill may be reused).
+# sess N CN: CN's session on server N as its status shows it: real port,
+# connected since (a peer-id freed by a kill may be reused).
 sess() {
 	field "$(view "$(mgmt_sock "$1")")" \
-		"[' '.join((x['client_id'], str(x['port']), str(x['connected_since']))) for x in v['sessions'].values() if x['common_name'] == '$2'][0]"
+		"[' '.join((str(x['port']), str(x['connected_since']))) for x in v['sessions'].values() if x['common_name'] == '$2'][0]"
 }
+# cid N CN: CN's client id on server N (each member numbers its own).
+cid() {
+	field "$(view "$(mgmt_sock "$1")")" "[x['client_id'] for x in v['sessions'].values() if x['common_name'] == '$2'][0]"
+}
+client_kill() { python3 "$MON" command "$(mgmt_sock "$1")" "client-kill $2"; }
 ghost_count() { test "$(ha_ctl "$1" show clients 2>/dev/null | awk 'NR > 1' | wc -l)" -eq "$2"; }
 
 ha_lab 2 3 || { not_ok "lab up"; summary; exit 1; }
@@ -73,15 +80,22 @@ VB=$(view "$(mgmt_sock "$B")")
 check "the backup s$B lists no client and says BACKUP" test "$(field "$VB" 'len(v["sessions"]), v["stats"]["nclients"], v["global_stats"]["cluster_role"]')" = "(0, 0, 'BACKUP')"
 
 OLD_BOB=$(sess "$M" bob)
+OLD_BOB_CID=$(cid "$M" bob)
 ALICE=$(sess "$M" alice)
+ALICE_CID=$(cid "$M" alice)
 ANSWER=$(python3 "$MON" command "$(mgmt_sock "$M")" "kill bob")
 check "kill bob: $ANSWER" test "$ANSWER" = "SUCCESS: common name 'bob' found, 1 client(s) killed"$'\r'
 check "bob is told to restart" wait_for 10 has_line "$LAB_TMP/c2.log" "RESTART|SIGUSR1"
 check "bob comes back as a new session" wait_for 30 bash -c "[ \$(grep -c 'Initialization Sequence Completed' $LAB_TMP/c2.log) -ge 2 ]"
 check "s$M lists bob again" wait_for 5 lists "$M" alice bob
 NEW_BOB=$(sess "$M" bob)
-check "bob's session is another (id, port, since: $OLD_BOB -> $NEW_BOB)" test "$NEW_BOB" != "$OLD_BOB"
+check "bob's session is another (port, since: $OLD_BOB -> $NEW_BOB)" test "$NEW_BOB" != "$OLD_BOB"
+NEW_BOB_CID=$(cid "$M" bob)
+check "bob's new client id is higher ($OLD_BOB_CID -> $NEW_BOB_CID)" test "$NEW_BOB_CID" -gt "$OLD_BOB_CID"
+ANSWER=$(client_kill "$M" "$OLD_BOB_CID")
+check "client-kill $OLD_BOB_CID (the killed session): $ANSWER" test "$ANSWER" = "ERROR: client-kill command failed"$'\r'
 check "s$B dropped the killed session (2 sessions, not 3)" wait_for 5 ghost_count "$B" 2
+check "bob's new session lives on" test "$(sess "$M" bob)" = "$NEW_BOB"
 
 power_cut "$M"
 say "power cut of the master s$M"
@@ -91,6 +105,11 @@ V2=$(view "$(mgmt_sock "$B")")
 say "new master view: $V2"
 check "alice's session went on ($ALICE)" test "$(sess "$B" alice)" = "$ALICE"
 check "bob is his new session, not the killed one ($OLD_BOB)" test "$(sess "$B" bob)" = "$NEW_BOB"
+for id in "$ALICE_CID" "$NEW_BOB_CID"; do
+	ANSWER=$(client_kill "$B" "$id")
+	check "client-kill $id (s$M's id) on s$B: $ANSWER" test "$ANSWER" = "ERROR: client-kill command failed"$'\r'
+done
+check "s$B still lists alice and bob" lists "$B" alice bob
 check "GLOBAL_STATS: cluster_role MASTER on s$B" test "$(field "$V2" 'v["global_stats"]["cluster_role"]')" = MASTER
 if client_restarted 1; then
 	not_ok "alice did not restart"

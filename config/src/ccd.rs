@@ -19,25 +19,6 @@ pub const MAX_IROUTES: usize = 64;
 pub const MAX_CLIENT_PUSHES: usize = 64;
 /// Files read from the directory at most; more are refused at load.
 pub const MAX_CCD_FILES: usize = 4096;
-/// The longest pushed option: an OpenVPN client reads option lines of 256
-/// bytes.
-const MAX_PUSH_OPTION: usize = 255;
-/// Options the server itself derives for every client: a per-client push
-/// of them would contradict what the session negotiated.
-const SERVER_OPTIONS: &[&str] = &[
-    "ifconfig",
-    "peer-id",
-    "cipher",
-    "route-gateway",
-    "topology",
-    "push-continuation",
-    "protocol-flags",
-    "key-derivation",
-    "tun-mtu",
-    "ping",
-    "ping-restart",
-];
-
 /// What one client's file says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -110,27 +91,6 @@ fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
     let m = u32::from(mask);
     let p = m.leading_ones();
     (m.checked_shl(p).unwrap_or(0) == 0).then_some(p as u8)
-}
-
-/// Checks a per-client `push` option: one option, no comma (it would
-/// split into several), no control characters, none the server derives.
-pub fn check_push_option(o: &str) -> Result<(), String> {
-    if o.trim().is_empty() {
-        return Err("push option is empty".into());
-    }
-    if o.len() > MAX_PUSH_OPTION {
-        return Err(format!("push option of {} bytes is longer than {MAX_PUSH_OPTION}", o.len()));
-    }
-    if o.contains(',') || o.chars().any(char::is_control) {
-        return Err(format!("push option \"{o}\" has a comma or a control character: push one option a line"));
-    }
-    let first = o.split_whitespace().next().unwrap_or_default();
-    if SERVER_OPTIONS.contains(&first) {
-        return Err(format!(
-            "push \"{first}\" is set by the server for every client; use ifconfig-push for a fixed address"
-        ));
-    }
-    Ok(())
 }
 
 /// Parses the file named `name` (as errors show it) for a server whose
@@ -206,11 +166,13 @@ pub fn parse(name: &str, text: &str, network: Ipv4Net) -> Result<ClientConfig, C
                 }
                 "push" => {
                     arity(1, "push \"OPTION\"")?;
-                    check_push_option(&args[0].0).map_err(|m| (args[0].1, m))?;
+                    // The rules of the server-wide `push "..."`: what a
+                    // client accepts pushed, nothing the server sets.
+                    let o = crate::pushopt::generic(&args[0].0).map_err(|m| (args[0].1, m))?;
                     if c.push.len() == MAX_CLIENT_PUSHES {
                         return Err((*col, format!("more than {MAX_CLIENT_PUSHES} push lines")));
                     }
-                    c.push.push(args[0].0.clone());
+                    c.push.push(o);
                 }
                 "push-reset" => {
                     arity(0, "push-reset")?;
@@ -361,13 +323,29 @@ mod tests {
         assert_eq!(errs("push \"route 1.2.3.0 255.255.255.0\n"), ["ccd/alice:1:6: unterminated quoted string"]);
         assert_eq!(
             errs("push \"a,b\"\n"),
-            ["ccd/alice:1:6: push option \"a,b\" has a comma or a control character: push one option a line"]
+            ["ccd/alice:1:6: the push option contains a comma, which separates options in a PUSH_REPLY"]
         );
-        assert_eq!(errs("push \"ifconfig 10.8.0.9 255.255.255.0\"\n"), [
-            "ccd/alice:1:6: push \"ifconfig\" is set by the server for every client; use ifconfig-push for a fixed address"
-        ]);
-        assert_eq!(errs("push \"\"\n"), ["ccd/alice:1:6: push option is empty"]);
+        assert_eq!(
+            errs("push \"ifconfig 10.8.0.9 255.255.255.0\"\n"),
+            ["ccd/alice:1:6: \"ifconfig\" is set by the server itself for each client and cannot be pushed"]
+        );
+        // The server-wide push's rules (crate::pushopt): what a client
+        // accepts pushed, quotes closed as the client reads them.
+        let up = errs("push \"up /bin/sh\"\n");
+        assert_eq!(up.len(), 1);
+        assert!(up[0].starts_with("ccd/alice:1:6: \"up\" is not an option a client accepts pushed; valid: "), "{up:?}");
+        assert_eq!(errs("push \"echo 'a\"\n"), ["ccd/alice:1:6: the push option has an unclosed ' quote"]);
+        assert_eq!(errs("push \"\"\n"), ["ccd/alice:1:6: the push option is empty"]);
+        assert_eq!(errs("push\n"), ["ccd/alice:1:1: push takes 1 argument(s): push \"OPTION\""]);
+        assert_eq!(errs("push route 1.2.3.0\n"), ["ccd/alice:1:1: push takes 1 argument(s): push \"OPTION\""]);
         assert_eq!(errs("disable now\n"), ["ccd/alice:1:1: disable takes 0 argument(s): disable"]);
+        assert_eq!(errs("push-reset all\n"), ["ccd/alice:1:1: push-reset takes 0 argument(s): push-reset"]);
+        assert_eq!(errs("iroute 192.168.1.0\n"), ["ccd/alice:1:1: iroute takes 2 argument(s): iroute NETWORK NETMASK"]);
+        assert_eq!(errs("iroute lan 255.255.255.0\n"), ["ccd/alice:1:8: \"lan\" is not an IPv4 network"]);
+        assert_eq!(
+            errs("iroute 192.168.1.0 255.255.255.0 metric\n"),
+            ["ccd/alice:1:1: iroute takes 2 argument(s): iroute NETWORK NETMASK"]
+        );
         assert_eq!(
             errs("ifconfig-push 10.8.0.5 255.255.255.0\nifconfig-push 10.8.0.6 255.255.255.0\n"),
             ["ccd/alice:2:1: ifconfig-push is given twice"]

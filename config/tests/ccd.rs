@@ -40,5 +40,14 @@ fn malformed() {
         error("client-config-dir \"/a\"\nclient-config-dir \"/b\"\n"),
         "test.conf:5:1: client-config-dir is already set on line 4"
     );
-    assert_eq!(error("client-config-dir \"/a\" extra\n").split(": ").next(), Some("test.conf:4:24"));
+    assert_eq!(
+        error("client-config-dir \"/a\" extra\n"),
+        "test.conf:4:24: syntax error: unexpected \"extra\", expected the end of the line"
+    );
+    assert_eq!(error("client-config-dir\n"), "test.conf:4:18: expected a directory, found end of line");
+    assert_eq!(error("client-config-dir \"\"\n"), "test.conf:4:19: a directory is empty");
+    assert_eq!(
+        error("duplicate-cn replace now\n"),
+        "test.conf:4:22: syntax error: unexpected \"now\", expected the end of the line"
+    );
 }

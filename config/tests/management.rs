@@ -57,6 +57,7 @@ fn malformed() {
             "test.conf:4:20: management password files (\"/etc/pw\") are not supported; the socket's mode and group decide who may connect",
         ),
         ("management /m group", "test.conf:4:20: expected a group name, found end of line"),
+        ("management /m group \"\"", "test.conf:4:21: a group name is empty"),
         ("management /a\nmanagement /b", "test.conf:5:1: management is already set on line 4"),
     ];
     for (text, want) in cases {

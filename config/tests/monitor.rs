@@ -40,6 +40,8 @@ fn malformed() {
         ("status /s interval 0", "test.conf:4:20: status interval \"0\" is not a number from 1 to 3600"),
         ("status /s interval", "test.conf:4:19: expected status interval, found end of line"),
         ("status /s version 1", "test.conf:4:19: status version \"1\" is not a number from 2 to 3"),
+        ("status /s version", "test.conf:4:18: expected status version, found end of line"),
+        ("status /s interval 3601", "test.conf:4:20: status interval \"3601\" is not a number from 1 to 3600"),
         ("status /s every 5", "test.conf:4:11: syntax error: unexpected \"every\", expected the end of the line"),
         ("status /a\nstatus /b", "test.conf:5:1: status is already set on line 4"),
     ];

@@ -253,6 +253,7 @@ fn malformed_files() {
         ("tls-crypt /k/tc.key\ntls-crypt-v2 /k/s.key", "test.conf:5:1: tls-auth, tls-crypt or tls-crypt-v2 is already set on line 4"),
         ("tls-crypt-v2 /k/s.key\ntls-auth /k/ta.key", "test.conf:5:1: tls-auth, tls-crypt or tls-crypt-v2 is already set on line 4"),
         ("tls-crypt-v2", "test.conf:4:13: expected a key file name, found end of file"),
+        ("tls-crypt-v2 \"\"", "test.conf:4:14: a key file name is empty"),
         ("tls-crypt-v2 /k/s.key direction 0", "test.conf:4:23: syntax error: unexpected \"direction\", expected the end of the line"),
         ("tls-cryptv2 /k/s.key", "test.conf:4:1: unknown keyword \"tls-cryptv2\"; did you mean \"tls-crypt-v2\"?"),
         ("keepalive 10 5", "test.conf:4:14: keepalive timeout \"5\" must be a number of seconds above the interval 10"),

@@ -35,6 +35,8 @@ fn malformed_pushes_name_the_place_and_the_fix() {
         ("push redirect-gateway def1 local", "t.conf:4:28: unknown redirect-gateway flag \"local\"; valid: def1, bypass-dhcp, ipv6"),
         ("push redirect-gateway def1 def1", "t.conf:4:28: redirect-gateway flag \"def1\" is given twice"),
         ("push block-outside-dns now", "t.conf:4:24: syntax error: unexpected \"now\", expected the end of the line"),
+        ("push redirect-gateway def1 \"ipv6\"", "t.conf:4:28: syntax error: unexpected string \"ipv6\", expected the end of the line"),
+        ("push route-ipv6 fd00::/64 metric 5", "t.conf:4:27: syntax error: unexpected \"metric\", expected the end of the line"),
         ("push route-ipv6 2001:db8::1/32", "t.conf:4:17: route-ipv6 2001:db8::1/32 has host bits set: use 2001:db8::/32"),
         ("push route-ipv6 10.0.0.0/8", "t.conf:4:17: \"10.0.0.0/8\" is not an IPv6 network addr/len (e.g. fd00:1::/64)"),
         ("push route-ipv6", "t.conf:4:16: expected an IPv6 network addr/len, found end of line"),

@@ -135,6 +135,8 @@ pub struct Server {
     /// The newest session of each common name that has an address: where
     /// traffic to its iroutes goes.
     pub(crate) by_cn: HashMap<String, u32>,
+    /// Client IDs handed out so far (see [`Server::next_client_id`]).
+    client_ids: u64,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -181,6 +183,7 @@ impl Server {
             duplicate_cn: conf.duplicate_cn,
             network: conf.network,
             by_cn: HashMap::new(),
+            client_ids: 0,
         }
     }
 
@@ -282,7 +285,21 @@ impl Server {
         (m..).step_by(MEMBERS.into()).find(|&p| self.sessions.get(p as usize).is_none_or(Option::is_none)).unwrap_or(m)
     }
 
-    fn put(&mut self, id: u32, s: Session) {
+    /// The next Client ID of this member: monotonic, never reused while
+    /// the engine runs (so a `client-kill` of a client that is gone
+    /// fails instead of ending the later client that got its peer-id),
+    /// and in this member's residue class like the peer-ids, so that an
+    /// ID read from another member's status names nobody here either.
+    fn next_client_id(&mut self) -> u64 {
+        let id = self.client_ids * u64::from(MEMBERS) + u64::from(self.conf.member - 1);
+        self.client_ids += 1;
+        id
+    }
+
+    /// Enters session `s` (new, or a ghost) under peer-id `id` with a
+    /// Client ID of its own.
+    fn put(&mut self, id: u32, mut s: Session) {
+        s.client_id = self.next_client_id();
         while self.sessions.len() <= id as usize {
             self.sessions.push(None);
         }

@@ -180,6 +180,10 @@ pub struct Session {
     /// Which listener the client talks to (we answer from the same one).
     pub listener: usize,
     pub peer_id: u32,
+    /// OpenVPN's Client ID (status, `client-kill`): handed out by the
+    /// server table when the session enters it (crate::server), never
+    /// reused while the engine runs, unlike the peer-id.
+    pub client_id: u64,
     pub local_sid: [u8; 8],
     pub remote_sid: [u8; 8],
     wrap: Wrapper,
@@ -281,6 +285,7 @@ impl Session {
             peer,
             listener,
             peer_id,
+            client_id: 0,
             local_sid,
             remote_sid,
             wrap,

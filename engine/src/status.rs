@@ -34,8 +34,9 @@ pub struct Row {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connected_since: u64,
-    /// OpenVPN's client id (what `client-kill` takes); ours is the peer-id,
-    /// unique among the sessions of the cluster.
+    /// OpenVPN's client id (what `client-kill` takes): never reused while
+    /// the engine runs, unlike the peer-id (crate::session::Session).
+    pub client_id: u64,
     pub peer_id: u32,
     pub cipher: &'static str,
     /// When the client last sent or received (Unix time).
@@ -67,6 +68,7 @@ pub fn rows(server: &Server, now: Now) -> Vec<Row> {
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 connected_since: s.connected_since,
+                client_id: s.client_id,
                 peer_id: s.peer_id,
                 cipher: s.cipher_name(),
                 last_ref: now.unix.saturating_sub(idle),
@@ -138,7 +140,8 @@ fn modern(out: &mut String, sep: &str, now: u64, rows: &[Row], cluster: Cluster,
         eol,
     );
     for r in rows {
-        let (real, vaddr, id) = (r.real_address.to_string(), r.virtual_address.to_string(), r.peer_id.to_string());
+        let (real, vaddr) = (r.real_address.to_string(), r.virtual_address.to_string());
+        let (cid, peer_id) = (r.client_id.to_string(), r.peer_id.to_string());
         let vaddr6 = r.virtual_ipv6.map(|a| a.to_string()).unwrap_or_default();
         let fields = [
             "CLIENT_LIST",
@@ -151,8 +154,8 @@ fn modern(out: &mut String, sep: &str, now: u64, rows: &[Row], cluster: Cluster,
             &time_string(r.connected_since),
             &r.connected_since.to_string(),
             r.username.as_deref().unwrap_or("UNDEF"),
-            &id,
-            &id,
+            &cid,
+            &peer_id,
             r.cipher,
         ];
         line(out, sep, &fields, eol);
@@ -224,6 +227,7 @@ mod tests {
             bytes_in: 1234,
             bytes_out: 5678,
             connected_since: 1796165382,
+            client_id: 12,
             peer_id: 7,
             cipher: "AES-256-GCM",
             last_ref: 1796165396,
@@ -239,7 +243,7 @@ mod tests {
         assert_eq!(lines[1], "TIME,2026-12-01 22:49:57,1796165397");
         assert_eq!(
             lines[3],
-            "CLIENT_LIST,alice,198.18.0.21:40001,10.8.0.2,,1234,5678,2026-12-01 22:49:42,1796165382,UNDEF,7,7,AES-256-GCM"
+            "CLIENT_LIST,alice,198.18.0.21:40001,10.8.0.2,,1234,5678,2026-12-01 22:49:42,1796165382,UNDEF,12,7,AES-256-GCM"
         );
         assert_eq!(lines[5], "ROUTING_TABLE,10.8.0.2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");
         assert_eq!(&lines[8..], ["GLOBAL_STATS,cluster_role,MASTER", "GLOBAL_STATS,sync_state,ready", "END"]);
@@ -252,7 +256,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[3],
-            "CLIENT_LIST,alice,198.18.0.21:40001,10.8.0.2,fd00:8::2,1234,5678,2026-12-01 22:49:42,1796165382,bob,7,7,AES-256-GCM"
+            "CLIENT_LIST,alice,198.18.0.21:40001,10.8.0.2,fd00:8::2,1234,5678,2026-12-01 22:49:42,1796165382,bob,12,7,AES-256-GCM"
         );
         assert_eq!(lines[5], "ROUTING_TABLE,10.8.0.2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");
         assert_eq!(lines[6], "ROUTING_TABLE,fd00:8::2,alice,198.18.0.21:40001,2026-12-01 22:49:56,1796165396");

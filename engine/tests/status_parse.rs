@@ -70,6 +70,7 @@ fn ours(version: u8, stock: &Parsed) -> String {
         bytes_in: c["Bytes Received"].parse().unwrap(),
         bytes_out: c["Bytes Sent"].parse().unwrap(),
         connected_since: c["Connected Since (time_t)"].parse().unwrap(),
+        client_id: c["Client ID"].parse().unwrap(),
         peer_id: c["Peer ID"].parse().unwrap(),
         cipher: "AES-256-GCM",
         last_ref: r["Last Ref (time_t)"].parse().unwrap(),

@@ -110,10 +110,7 @@ pub fn answer(cmd: &Command, server: &mut Server, v: &View) -> Answer {
         Command::ClientKill { cid: None, .. } => push_line(&mut out, "ERROR: cannot parse CID"),
         Command::ClientKill { cid: Some(cid), message } => {
             let msg = message.as_deref().unwrap_or(KILL_MESSAGE);
-            let n = match u32::try_from(*cid) {
-                Ok(id) => server.kill_sessions(v.now, |s| s.peer_id == id, msg, WHY),
-                Err(_) => 0,
-            };
+            let n = server.kill_sessions(v.now, |s| s.client_id == *cid, msg, WHY);
             push_line(
                 &mut out,
                 if n > 0 { "SUCCESS: client-kill command succeeded" } else { "ERROR: client-kill command failed" },
@@ -128,7 +125,10 @@ pub fn answer(cmd: &Command, server: &mut Server, v: &View) -> Answer {
 /// `state`: the one state of a server, CONNECTED since the engine started,
 /// in manage.c's columns (time, state, reason, tunnel address, remote
 /// address and port, empty on a server, local address and port, and the
-/// tunnel IPv6 address when there is one).
+/// tunnel IPv6 address when there is one). `state on` is acknowledged and
+/// no `>STATE:` line ever follows: the state never changes, and what
+/// monitoring runs does not wait for one (openvpn-monitor sends a plain
+/// `state`, openvpn_exporter reads only the status file).
 fn state(out: &mut String, p: &StateParam, v: &View) {
     match p {
         StateParam::On => push_line(out, "SUCCESS: real-time state notification set to ON"),

@@ -113,11 +113,68 @@ fn kill_by_address_and_client_kill_by_id() {
     assert_eq!(backup.ghost_count(), 0);
 
     let (mut lab, mut backup, _) = cluster("");
-    let id = lab.info().peer_id;
+    let (id, _) = ids(&lab.server, lab.now);
     let line = format!("client-kill {id} HALT");
     assert_eq!(ask(&mut lab.server, now, Role::Master, &line), "SUCCESS: client-kill command succeeded\r\n");
     lab.run(Duration::from_millis(200));
     assert!(lab.client.messages.iter().any(|m| m == "HALT"), "{:?}", lab.client.messages);
     sync(&mut lab.server, &mut backup, lab.now);
     assert_eq!(backup.ghost_count(), 0);
+}
+
+/// The one client's Client ID and peer-id in `server`'s status rows.
+fn ids(server: &Server, now: Now) -> (u64, u32) {
+    let rows = crate::status::rows(server, now);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    (rows[0].client_id, rows[0].peer_id)
+}
+
+/// OpenVPN never reuses a Client ID while it runs, so a `client-kill` of
+/// a client that is gone must not end the later client that got its
+/// peer-id (peer-ids are reused, lowest free first). The status file and
+/// the `status` answer show the same ID, and after a failover an ID read
+/// from the old master's status names nobody on the new one.
+#[test]
+fn client_ids_are_never_reused_and_name_nobody_on_another_member() {
+    let (mut lab, mut backup, _) = cluster("");
+    let (first, peer_id) = ids(&lab.server, lab.now);
+    assert_eq!(first % 8, 0, "member 1's residue class");
+    let cluster = Cluster { role: Role::Master, sync: "ready" };
+    let file = crate::status::render(2, lab.now.unix, &crate::status::rows(&lab.server, lab.now), cluster, "\n");
+    let answer = ask(&mut lab.server, lab.now, Role::Master, "status 2");
+    let columns = |text: &str| -> Vec<String> {
+        let row = text.lines().find(|l| l.starts_with("CLIENT_LIST,")).expect("a client row");
+        row.trim_end().split(',').map(str::to_string).collect()
+    };
+    assert_eq!(columns(&file), columns(&answer), "the status file and the management answer agree");
+    assert_eq!(columns(&file)[10..12], [first.to_string(), peer_id.to_string()], "Client ID, Peer ID");
+
+    let kill = |s: &mut Server, now: Now, role: Role, id: u64| ask(s, now, role, &format!("client-kill {id}"));
+    assert_eq!(kill(&mut lab.server, lab.now, Role::Master, first), "SUCCESS: client-kill command succeeded\r\n");
+    lab.run(Duration::from_millis(200));
+    assert_eq!(lab.server.client_count(), 0);
+    super::reconnect(&mut lab);
+    let (second, again) = ids(&lab.server, lab.now);
+    assert_eq!(again, peer_id, "the new session got the freed peer-id");
+    assert!(second > first && second % 8 == 0, "a new, higher Client ID of member 1: {first} -> {second}");
+    assert_eq!(
+        kill(&mut lab.server, lab.now, Role::Master, first),
+        "ERROR: client-kill command failed\r\n",
+        "the gone client's ID names nobody"
+    );
+    assert_eq!(lab.server.client_count(), 1, "the later client lives on");
+
+    // The backup numbers the ghosts it installs in its own class; after
+    // the takeover the master's IDs name nobody there.
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert_eq!(backup.ghost_count(), 1);
+    backup.set_role(lab.now, Role::Master);
+    let (theirs, _) = ids(&backup, lab.now);
+    assert_eq!(theirs % 8, 1, "member 2's residue class: {theirs}");
+    for old in [first, second] {
+        assert_eq!(kill(&mut backup, lab.now, Role::Master, old), "ERROR: client-kill command failed\r\n");
+    }
+    assert_eq!(backup.client_count(), 1);
+    assert_eq!(kill(&mut backup, lab.now, Role::Master, theirs), "SUCCESS: client-kill command succeeded\r\n");
+    assert_eq!(backup.client_count(), 0);
 }
