@@ -110,12 +110,23 @@ fn unix_listener(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<Owned
     Ok(OwnedFd::from(l))
 }
 
+/// What the sync socket's buffers are asked to hold. A joining member
+/// receives the whole table (10,000 sessions are some 10,000 datagrams), and
+/// a new master sends a record for every session it promotes in one go;
+/// with Linux's default 208 KiB (about 90 datagrams) the receiver's kernel
+/// dropped part of both (docs/BENCHMARKS.md, issue 10). The bulk's window
+/// follows what the socket really got (syncer `window_for`).
+pub const SYNC_BUFFER: usize = 8 << 20;
+/// Below this a smaller buffer is not tried: the system's default stays.
+const SYNC_BUFFER_MIN: usize = 256 << 10;
+
 /// The sync socket: bound to `port`; for multicast, joined to `group` on
 /// `interface` with TTL 1 and no loopback of our own datagrams.
 pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedFd> {
     let what = format!("sync socket port {port}");
     let s = ctx(&what, UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))?;
     s.set_nonblocking(true)?;
+    grow_buffers(&s);
     if let Some((group, ifname)) = multicast {
         let ifindex =
             ctx(format!("sync interface {ifname}"), nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from))?;
@@ -126,6 +137,36 @@ pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedF
         s.set_multicast_loop_v4(false)?;
     }
     Ok(OwnedFd::from(s))
+}
+
+/// Gives the sync socket [`SYNC_BUFFER`] bytes each way: on Linux with
+/// SO_RCVBUFFORCE/SO_SNDBUFFORCE (we are root), past `net.core.rmem_max`;
+/// elsewhere (OpenBSD caps SO_RCVBUF at its socket buffer limit) the
+/// largest power-of-two share of it the system accepts. A failure keeps
+/// the default, and the log says what the socket has.
+fn grow_buffers(s: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    let forced = {
+        let rcv = setsockopt(s, sockopt::RcvBufForce, &SYNC_BUFFER).is_ok();
+        let snd = setsockopt(s, sockopt::SndBufForce, &SYNC_BUFFER).is_ok();
+        rcv && snd
+    };
+    #[cfg(not(target_os = "linux"))]
+    let forced = false;
+    if !forced {
+        let mut size = SYNC_BUFFER;
+        while size >= SYNC_BUFFER_MIN && setsockopt(s, sockopt::RcvBuf, &size).is_err() {
+            size /= 2;
+        }
+        let mut size = SYNC_BUFFER;
+        while size >= SYNC_BUFFER_MIN && setsockopt(s, sockopt::SndBuf, &size).is_err() {
+            size /= 2;
+        }
+    }
+    match (nix::sys::socket::getsockopt(s, sockopt::RcvBuf), nix::sys::socket::getsockopt(s, sockopt::SndBuf)) {
+        (Ok(r), Ok(w)) => log::debug!("sync socket buffers: receive {r} bytes, send {w} bytes"),
+        (Err(e), _) | (_, Err(e)) => log::warn!("sync socket buffers: {e}"),
+    }
 }
 
 /// Joins `group` and makes `ifindex`/`local` the outgoing multicast interface.
@@ -207,6 +248,21 @@ pub fn route_events() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10: the sync socket holds a whole bulk window, past Linux's
+    /// rmem_max when we are root (the lab and the daemon are).
+    #[test]
+    fn the_sync_socket_gets_large_buffers() {
+        let fd = sync(0, None).unwrap();
+        let rcv = nix::sys::socket::getsockopt(&fd, sockopt::RcvBuf).unwrap();
+        if nix::unistd::geteuid().is_root() && cfg!(target_os = "linux") {
+            // Linux reports twice what was set (its bookkeeping share).
+            assert_eq!(rcv, 2 * SYNC_BUFFER);
+            assert_eq!(nix::sys::socket::getsockopt(&fd, sockopt::SndBuf).unwrap(), 2 * SYNC_BUFFER);
+        } else {
+            assert!(rcv > 0, "{rcv}");
+        }
+    }
 
     #[test]
     fn control_socket_is_root_only_and_exclusive() {
