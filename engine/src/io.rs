@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
@@ -44,6 +44,8 @@ struct Engine {
     tx: Vec<crate::train::Train>,
     /// When the timers run and how long poll sleeps (crate::sleep).
     sleep: Sleep,
+    /// Whether a wait leaves the data descriptors out (crate::moderate).
+    moderation: crate::moderate::Moderation,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -110,6 +112,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         rx: Batch::new(),
         tx: listeners.iter().map(|_| crate::train::Train::new()).collect(),
         sleep: Sleep::default(),
+        moderation: crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into())),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
@@ -204,22 +207,35 @@ impl Engine {
                 }
                 slots.extend(m.conns.iter().enumerate().map(|(i, c)| (Slot::Mgmt(i), c.fd(), c.interest())));
             }
-            slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
+            // While holding, the data descriptors are not watched (only
+            // their errors would wake us) and are read after the wait.
+            let hold = self.moderation.holding();
+            let data = if hold { PollFlags::empty() } else { PollFlags::POLLIN };
+            slots.push((Slot::Tun, self.tun.as_fd(), data));
             for (i, l) in self.listeners.iter().enumerate() {
-                slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
+                slots.push((Slot::Link(i), l.as_fd(), data));
             }
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-            let wait = self.sleep.timeout(Instant::now(), &self.deadlines());
-            let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-            match poll(&mut pfds, wait) {
+            let wait = self.moderation.timeout(self.sleep.timeout(Instant::now(), &self.deadlines()));
+            match crate::moderate::wait(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ready: Vec<(Slot, PollFlags)> =
-                slots.iter().zip(&pfds).map(|((s, _, _), p)| (*s, p.revents().unwrap_or(PollFlags::empty()))).collect();
+            let ready: Vec<(Slot, PollFlags)> = slots
+                .iter()
+                .zip(&pfds)
+                .map(|((s, _, _), p)| {
+                    let ev = p.revents().unwrap_or(PollFlags::empty());
+                    match s {
+                        Slot::Tun | Slot::Link(_) if hold => (*s, ev | PollFlags::POLLIN),
+                        _ => (*s, ev),
+                    }
+                })
+                .collect();
             drop(pfds);
             drop(slots);
             let mut dead_conns = Vec::new();
+            let mut moved = 0;
             for (slot, ev) in ready {
                 if ev.is_empty() {
                     continue;
@@ -242,10 +258,10 @@ impl Engine {
                         }
                     }
                     Slot::Listener => self.control.accept(Instant::now()),
-                    Slot::Tun => self.on_tun(),
+                    Slot::Tun => moved += self.on_tun(),
                     Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
                     Slot::Mgmt(i) => self.on_mgmt(i),
-                    Slot::Link(i) => self.on_link(i),
+                    Slot::Link(i) => moved += self.on_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -271,6 +287,7 @@ impl Engine {
                     }
                 }
             }
+            self.moderation.moved(moved);
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
@@ -298,8 +315,9 @@ impl Engine {
     }
 
     /// Datagrams from clients: data to the tun device, control through the
-    /// sessions.
-    fn on_link(&mut self, li: usize) {
+    /// sessions. Returns how many were received.
+    fn on_link(&mut self, li: usize) -> usize {
+        let mut got = 0;
         for _ in 0..8 {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
                 Ok(n) => n,
@@ -310,6 +328,7 @@ impl Engine {
                     break;
                 }
             };
+            got += n;
             let t = now();
             for i in 0..n {
                 let (buf, from) = self.rx.get_mut(i);
@@ -324,11 +343,12 @@ impl Engine {
                 break;
             }
         }
+        got
     }
 
     /// Packets from the tunnel, encrypted and sent to their clients in
-    /// batches.
-    fn on_tun(&mut self) {
+    /// batches. Returns how many tun reads returned a packet.
+    fn on_tun(&mut self) -> usize {
         let mut enc = [0u8; MAX_DATAGRAM];
         let t = now();
         let Engine { tunio, tun, server, tx, listeners, .. } = self;
@@ -338,9 +358,10 @@ impl Engine {
             };
             tx[li].push(listeners[li].as_fd(), to, &enc[..len]);
         };
+        let mut got = 0;
         for _ in 0..BATCH * 4 {
             match tunio.read(tun.as_fd(), &mut each) {
-                Ok(true) => {}
+                Ok(true) => got += 1,
                 Ok(false) => break,
                 Err(e) => {
                     log::debug!("tun read: {e}");
@@ -352,6 +373,7 @@ impl Engine {
             tx.flush(l.as_fd());
         }
         self.send_control();
+        got
     }
 
     /// The control datagrams the sessions queued.
@@ -419,6 +441,8 @@ impl Engine {
                 match crate::settings::build(&conf, &keys) {
                     Ok((session, wrap)) => {
                         self.server.reconfigure(&conf, session, wrap);
+                        self.moderation =
+                            crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into()));
                         self.conf = conf;
                         log::info!("configuration reloaded ({} key files)", keys.len());
                     }
