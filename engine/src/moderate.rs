@@ -8,6 +8,9 @@
 //! added delay for packets that arrive while traffic is flowing. The first
 //! packet after a quiet period is served at once: a wait that finds
 //! nothing ends the holding, and the next poll watches every descriptor.
+//! A wake-up that moved a single packet (a keepalive ping, a lone ACK)
+//! does not start it either, so an idle server's keepalive traffic costs
+//! one wake-up a packet, not two.
 //!
 //! Only on Linux, whose ppoll(2) sleeps with microsecond precision; a
 //! kernel that rounds short sleeps up to its clock tick (OpenBSD's 10 ms)
@@ -16,6 +19,9 @@
 use std::time::Duration;
 
 use nix::poll::PollFd;
+
+/// The packets one wake-up must move to start (or keep) the holding.
+const BURST: usize = 2;
 
 /// The policy: whether the next wait holds the data descriptors.
 pub struct Moderation {
@@ -46,10 +52,10 @@ impl Moderation {
         }
     }
 
-    /// What the data descriptors moved in this wake-up: packets keep the
-    /// holding on, none end it.
+    /// What the data descriptors moved in this wake-up: a burst starts or
+    /// keeps the holding, less ends it.
     pub fn moved(&mut self, packets: usize) {
-        self.busy = packets > 0;
+        self.busy = packets >= BURST;
     }
 }
 
@@ -86,6 +92,10 @@ mod tests {
             assert_eq!(m.timeout(Duration::from_secs(1)), US(100), "the hold bounds the wait");
             assert_eq!(m.timeout(US(40)), US(40), "an earlier timer still wins");
         }
+        m.moved(1);
+        assert!(!m.holding(), "a lone packet is no burst");
+        m.moved(2);
+        assert_eq!(m.holding(), cfg!(target_os = "linux"));
         m.moved(0);
         assert!(!m.holding(), "a wait that found nothing ends the holding");
     }
