@@ -235,7 +235,7 @@ impl Engine {
             drop(pfds);
             drop(slots);
             let mut dead_conns = Vec::new();
-            let mut moved = 0;
+            let mut segments = 0;
             for (slot, ev) in ready {
                 if ev.is_empty() {
                     continue;
@@ -258,10 +258,10 @@ impl Engine {
                         }
                     }
                     Slot::Listener => self.control.accept(Instant::now()),
-                    Slot::Tun => moved += self.on_tun(),
+                    Slot::Tun => self.on_tun(),
                     Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
                     Slot::Mgmt(i) => self.on_mgmt(i),
-                    Slot::Link(i) => moved += self.on_link(i),
+                    Slot::Link(i) => segments += self.on_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -287,7 +287,7 @@ impl Engine {
                     }
                 }
             }
-            self.moderation.moved(moved);
+            self.moderation.saw(segments);
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
@@ -315,9 +315,9 @@ impl Engine {
     }
 
     /// Datagrams from clients: data to the tun device, control through the
-    /// sessions. Returns how many were received.
+    /// sessions. Returns how many TCP data segments went to the coalescer.
     fn on_link(&mut self, li: usize) -> usize {
-        let mut got = 0;
+        let mut segments = 0;
         for _ in 0..8 {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
                 Ok(n) => n,
@@ -328,13 +328,12 @@ impl Engine {
                     break;
                 }
             };
-            got += n;
             let t = now();
             for i in 0..n {
                 let (buf, from) = self.rx.get_mut(i);
                 let Some(from) = from else { continue };
                 if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
-                    self.tunio.write(self.tun.as_fd(), ip);
+                    segments += usize::from(self.tunio.write(self.tun.as_fd(), ip));
                 }
             }
             self.tunio.flush(self.tun.as_fd());
@@ -343,12 +342,12 @@ impl Engine {
                 break;
             }
         }
-        got
+        segments
     }
 
     /// Packets from the tunnel, encrypted and sent to their clients in
-    /// batches. Returns how many tun reads returned a packet.
-    fn on_tun(&mut self) -> usize {
+    /// batches.
+    fn on_tun(&mut self) {
         let mut enc = [0u8; MAX_DATAGRAM];
         let t = now();
         let Engine { tunio, tun, server, tx, listeners, .. } = self;
@@ -358,10 +357,9 @@ impl Engine {
             };
             tx[li].push(listeners[li].as_fd(), to, &enc[..len]);
         };
-        let mut got = 0;
         for _ in 0..BATCH * 4 {
             match tunio.read(tun.as_fd(), &mut each) {
-                Ok(true) => got += 1,
+                Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
                     log::debug!("tun read: {e}");
@@ -373,7 +371,6 @@ impl Engine {
             tx.flush(l.as_fd());
         }
         self.send_control();
-        got
     }
 
     /// The control datagrams the sessions queued.

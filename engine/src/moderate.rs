@@ -1,16 +1,21 @@
 //! Receive moderation: the software form of a NIC's interrupt coalescing
-//! (ethtool's rx-usecs). While data flows, the engine does not wake for
-//! every datagram or tun packet: after a wake-up that moved packets, it
-//! waits up to [`Moderation::hold`] without watching the data descriptors,
-//! then reads whatever arrived meanwhile in one batch. Fewer wake-ups, fuller
-//! recvmmsg batches, and longer TCP super-packets to the tun (the coalescer
-//! works per batch) are what it buys; what it costs is at most `hold` of
-//! added delay for packets that arrive while traffic is flowing. The first
-//! packet after a quiet period is served at once: a wait that finds
-//! nothing ends the holding, and the next poll watches every descriptor.
-//! A wake-up that moved a single packet (a keepalive ping, a lone ACK)
-//! does not start it either, so an idle server's keepalive traffic costs
-//! one wake-up a packet, not two.
+//! (ethtool's rx-usecs). While clients send TCP data, the engine does not
+//! wake for every few datagrams: after a wake-up whose receive batches gave
+//! the coalescer (crate::offload) a burst of TCP data segments, it waits up
+//! to the hold without watching the tun and the listeners, then reads
+//! whatever arrived meanwhile. Fewer wake-ups, fuller recvmmsg batches and
+//! longer TCP super-packets to the tun (the coalescer works per batch) are
+//! what it buys; what it costs is at most the hold (plus the kernel's
+//! timer slack) of added delay while such a flow lasts.
+//!
+//! Only TCP data from the clients starts it, because that is where it
+//! pays. Measured in the lab (docs/DATAPATH.md), holding for the clients'
+//! pure ACKs of a download (which nothing merges) or for the tun's
+//! super-packets only delayed the ACK clock of the inside host's TCP, which
+//! then sent smaller bursts: more CPU per GB, not less. A wake-up with
+//! fewer than [`BURST`] segments ends the holding, so the first packet
+//! after a quiet moment, keepalives, and interactive traffic are served at
+//! once.
 //!
 //! Only on Linux, whose ppoll(2) sleeps with microsecond precision; a
 //! kernel that rounds short sleeps up to its clock tick (OpenBSD's 10 ms)
@@ -20,7 +25,8 @@ use std::time::Duration;
 
 use nix::poll::PollFd;
 
-/// The packets one wake-up must move to start (or keep) the holding.
+/// The TCP data segments one wake-up must coalesce to start (or keep) the
+/// holding.
 const BURST: usize = 2;
 
 /// The policy: whether the next wait holds the data descriptors.
@@ -52,10 +58,10 @@ impl Moderation {
         }
     }
 
-    /// What the data descriptors moved in this wake-up: a burst starts or
-    /// keeps the holding, less ends it.
-    pub fn moved(&mut self, packets: usize) {
-        self.busy = packets >= BURST;
+    /// The TCP data segments this wake-up gave the coalescer: a burst
+    /// starts or keeps the holding, less ends it.
+    pub fn saw(&mut self, segments: usize) {
+        self.busy = segments >= BURST;
     }
 }
 
@@ -86,24 +92,24 @@ mod tests {
         let mut m = Moderation::new(US(100));
         assert!(!m.holding(), "the first wait watches every descriptor");
         assert_eq!(m.timeout(Duration::from_secs(1)), Duration::from_secs(1));
-        m.moved(3);
+        m.saw(3);
         assert_eq!(m.holding(), cfg!(target_os = "linux"));
         if m.holding() {
             assert_eq!(m.timeout(Duration::from_secs(1)), US(100), "the hold bounds the wait");
             assert_eq!(m.timeout(US(40)), US(40), "an earlier timer still wins");
         }
-        m.moved(1);
-        assert!(!m.holding(), "a lone packet is no burst");
-        m.moved(2);
+        m.saw(1);
+        assert!(!m.holding(), "a lone segment is no burst");
+        m.saw(2);
         assert_eq!(m.holding(), cfg!(target_os = "linux"));
-        m.moved(0);
+        m.saw(0);
         assert!(!m.holding(), "a wait that found nothing ends the holding");
     }
 
     #[test]
     fn zero_is_off() {
         let mut m = Moderation::new(Duration::ZERO);
-        m.moved(10);
+        m.saw(10);
         assert!(!m.holding());
     }
 
