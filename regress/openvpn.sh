@@ -142,7 +142,8 @@ reneg_case() {
 	say "$label: $tls TLS sessions at the client (first one included)"
 	check "$label: several renegotiations happened ($tls TLS sessions)" test "$tls" -gt $((seconds / 10 - 1))
 	say "$label: server: $(grep -c "key_id [1-7] established" "$LOG") renegotiated keys"
-	kid=$(show_clients | awk '$1 == "alice" {print $9}')
+	# From the JSON form: the table's columns move when one is added.
+	kid=$("$VPNSYNCCTL" -j -s "$SOCK" show clients | jq -r '.[] | select(.common_name == "alice") | .key_id')
 	check "$label: vpnsyncctl shows the key_id advancing (now $kid)" test "${kid:-0}" -gt 0
 	check "$label: no restart at the client" no_restart 1
 }

@@ -108,10 +108,12 @@ fn stdio(r: &mut Rules) -> io::Result<()> {
     ] {
         any(r, nr);
     }
-    // poll(2) is ppoll in glibc where the kernel has no poll (aarch64, riscv64).
+    // poll(2) is ppoll in glibc where the kernel has no poll (aarch64,
+    // riscv64); the engine's receive moderation uses ppoll everywhere for
+    // its microsecond timeout (engine/src/moderate.rs). Both are in
+    // pledge's "stdio".
     #[cfg(target_arch = "x86_64")]
     any(r, SYS_poll);
-    #[cfg(not(target_arch = "x86_64"))]
     any(r, SYS_ppoll);
     // Memory, never executable: nothing is loaded after set-up.
     let no_exec = || arg(2, SeccompCmpOp::MaskedEq(PROT_EXEC as u64), 0);

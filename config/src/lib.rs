@@ -216,6 +216,9 @@ pub struct Config {
     /// taken for hung and the node goes down (heartbeats go every second).
     pub watchdog: u32,
     pub reneg_sec: u32,
+    /// Microseconds the engine waits, while data flows, before it reads the
+    /// tun and the listeners again (0: it wakes for every packet).
+    pub rx_moderation: u32,
     pub push_routes: Vec<Ipv4Net>,
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
 use vpnsyncd_common::child::Startup;
 use vpnsyncd_common::codec::{DecodeError, Reader};
@@ -44,6 +44,8 @@ struct Engine {
     tx: Vec<crate::train::Train>,
     /// When the timers run and how long poll sleeps (crate::sleep).
     sleep: Sleep,
+    /// Whether a wait leaves the data descriptors out (crate::moderate).
+    moderation: crate::moderate::Moderation,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -110,6 +112,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         rx: Batch::new(),
         tx: listeners.iter().map(|_| crate::train::Train::new()).collect(),
         sleep: Sleep::default(),
+        moderation: crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into())),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
@@ -204,22 +207,35 @@ impl Engine {
                 }
                 slots.extend(m.conns.iter().enumerate().map(|(i, c)| (Slot::Mgmt(i), c.fd(), c.interest())));
             }
-            slots.push((Slot::Tun, self.tun.as_fd(), PollFlags::POLLIN));
+            // While holding, the data descriptors are not watched (only
+            // their errors would wake us) and are read after the wait.
+            let hold = self.moderation.holding();
+            let data = if hold { PollFlags::empty() } else { PollFlags::POLLIN };
+            slots.push((Slot::Tun, self.tun.as_fd(), data));
             for (i, l) in self.listeners.iter().enumerate() {
-                slots.push((Slot::Link(i), l.as_fd(), PollFlags::POLLIN));
+                slots.push((Slot::Link(i), l.as_fd(), data));
             }
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-            let wait = self.sleep.timeout(Instant::now(), &self.deadlines());
-            let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-            match poll(&mut pfds, wait) {
+            let wait = self.moderation.timeout(self.sleep.timeout(Instant::now(), &self.deadlines()));
+            match crate::moderate::wait(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ready: Vec<(Slot, PollFlags)> =
-                slots.iter().zip(&pfds).map(|((s, _, _), p)| (*s, p.revents().unwrap_or(PollFlags::empty()))).collect();
+            let ready: Vec<(Slot, PollFlags)> = slots
+                .iter()
+                .zip(&pfds)
+                .map(|((s, _, _), p)| {
+                    let ev = p.revents().unwrap_or(PollFlags::empty());
+                    match s {
+                        Slot::Tun | Slot::Link(_) if hold => (*s, ev | PollFlags::POLLIN),
+                        _ => (*s, ev),
+                    }
+                })
+                .collect();
             drop(pfds);
             drop(slots);
             let mut dead_conns = Vec::new();
+            let mut segments = 0;
             for (slot, ev) in ready {
                 if ev.is_empty() {
                     continue;
@@ -245,7 +261,7 @@ impl Engine {
                     Slot::Tun => self.on_tun(),
                     Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
                     Slot::Mgmt(i) => self.on_mgmt(i),
-                    Slot::Link(i) => self.on_link(i),
+                    Slot::Link(i) => segments += self.on_link(i),
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -271,6 +287,7 @@ impl Engine {
                     }
                 }
             }
+            self.moderation.saw(segments);
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
@@ -298,8 +315,9 @@ impl Engine {
     }
 
     /// Datagrams from clients: data to the tun device, control through the
-    /// sessions.
-    fn on_link(&mut self, li: usize) {
+    /// sessions. Returns how many TCP data segments went to the coalescer.
+    fn on_link(&mut self, li: usize) -> usize {
+        let mut segments = 0;
         for _ in 0..8 {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
                 Ok(n) => n,
@@ -315,7 +333,7 @@ impl Engine {
                 let (buf, from) = self.rx.get_mut(i);
                 let Some(from) = from else { continue };
                 if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
-                    self.tunio.write(self.tun.as_fd(), ip);
+                    segments += usize::from(self.tunio.write(self.tun.as_fd(), ip));
                 }
             }
             self.tunio.flush(self.tun.as_fd());
@@ -324,6 +342,7 @@ impl Engine {
                 break;
             }
         }
+        segments
     }
 
     /// Packets from the tunnel, encrypted and sent to their clients in
@@ -419,6 +438,8 @@ impl Engine {
                 match crate::settings::build(&conf, &keys) {
                     Ok((session, wrap)) => {
                         self.server.reconfigure(&conf, session, wrap);
+                        self.moderation =
+                            crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into()));
                         self.conf = conf;
                         log::info!("configuration reloaded ({} key files)", keys.len());
                     }

@@ -18,6 +18,7 @@ pub mod ip6;
 pub mod keys;
 pub mod lease;
 pub mod mgmt;
+pub mod moderate;
 pub mod offload;
 pub mod packet_id;
 pub mod pool;

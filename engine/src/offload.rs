@@ -414,14 +414,16 @@ impl Coalescer {
         Self::default()
     }
 
-    /// Takes one decrypted IP packet.
-    pub fn push(&mut self, pkt: &[u8], write: &mut Write<'_>) {
+    /// Takes one decrypted IP packet. True when it is a TCP data segment,
+    /// held to be merged (what receive moderation waits for,
+    /// crate::moderate); false when it was written as it is.
+    pub fn push(&mut self, pkt: &[u8], write: &mut Write<'_>) -> bool {
         let found = tuple(pkt).and_then(|t| self.flows.iter().position(|f| f.tuple() == Some(t)));
         let seg = candidate(pkt);
         if let (Some(i), Some(s)) = (found, &seg) {
             if self.flows[i].takes(pkt, s) {
                 self.flows[i].append(pkt, s);
-                return;
+                return true;
             }
         }
         if let Some(i) = found {
@@ -429,7 +431,7 @@ impl Coalescer {
         }
         let Some(s) = seg else {
             write(&VnetHdr::default(), pkt);
-            return;
+            return false;
         };
         if self.flows.len() == MAX_FLOWS {
             self.flush_one(0, write);
@@ -448,6 +450,7 @@ impl Coalescer {
             next_id: id.wrapping_add(1),
             closed: s.flags & TCP_PSH != 0,
         });
+        true
     }
 
     fn flush_one(&mut self, i: usize, write: &mut Write<'_>) {

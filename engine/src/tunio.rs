@@ -52,15 +52,15 @@ impl TunIo {
 
     /// Takes one decrypted packet of a receive batch for the tun: written
     /// at once on a plain tun, else possibly held to be coalesced until
-    /// [`TunIo::flush`].
-    pub fn write(&mut self, tun: BorrowedFd<'_>, pkt: &[u8]) {
+    /// [`TunIo::flush`]. True when it was held (a TCP data segment).
+    pub fn write(&mut self, tun: BorrowedFd<'_>, pkt: &[u8]) -> bool {
         if !self.vnet {
             if let Err(e) = nix::unistd::write(tun, pkt) {
                 log::debug!("tun write: {e}");
             }
-            return;
+            return false;
         }
-        self.gro.push(pkt, &mut |h, p| write_vnet(tun, h, p));
+        self.gro.push(pkt, &mut |h, p| write_vnet(tun, h, p))
     }
 
     /// Writes what the batch left held; call once per receive batch.

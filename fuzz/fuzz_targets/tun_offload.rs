@@ -19,7 +19,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut outs = Vec::new();
     let mut c = Coalescer::new();
     for s in &segs {
-        c.push(s, &mut |h, p| outs.push((*h, p.to_vec())));
+        let before = outs.len();
+        let held = c.push(s, &mut |h, p| outs.push((*h, p.to_vec())));
+        // A packet not held was written at once, as the last write.
+        assert!(held || outs.last().is_some_and(|(_, p)| p == s) && outs.len() > before, "not held, not written");
     }
     c.flush(&mut |h, p| outs.push((*h, p.to_vec())));
     let mut big = vec![0u8; 65535];

@@ -142,6 +142,21 @@ fn one_segment_goes_out_unchanged() {
 }
 
 #[test]
+fn push_says_which_packets_it_holds() {
+    let mut c = Coalescer::new();
+    let mut written = 0;
+    let mut w = |_: &VnetHdr, _: &[u8]| written += 1;
+    assert!(c.push(&tcp4(1, 1, TCP_ACK, &data(1000, 1)), &mut w), "a data segment opens a flow");
+    assert!(c.push(&tcp4(1001, 2, TCP_ACK, &data(1000, 2)), &mut w), "and the next joins it");
+    assert!(!c.push(&tcp4(7, 3, TCP_ACK, &[]), &mut w), "a pure ACK is written as it is");
+    let mut udp = tcp4(1, 4, TCP_ACK, &data(100, 3));
+    udp[9] = 17;
+    assert!(!c.push(&udp, &mut w), "not TCP");
+    c.flush(&mut w);
+    assert_eq!(written, 3, "the pure ACK (after the flow it belongs to), the UDP packet, the super-packet");
+}
+
+#[test]
 fn what_breaks_a_flow() {
     let base = flow4(3, 1000);
     // A gap in the sequence numbers.
