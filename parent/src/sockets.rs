@@ -20,10 +20,44 @@ pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     let s = UdpSocket::from(fd);
     s.set_nonblocking(true)?;
     let fd = OwnedFd::from(s);
-    // Room for bursts of handshakes and data while the engine is busy.
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
-    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    listener_buffers(&fd, &what);
     Ok(fd)
+}
+
+/// A client listener's receive buffer: room for a datagram of each of
+/// 10,000 clients (a small datagram is accounted at some 800 bytes), the
+/// burst a new master meets when every waiting client's retry arrives at
+/// once, and for bursts of handshakes while the engine is busy.
+const LISTENER_RCVBUF: usize = 8 << 20;
+/// Its send buffer: room for the engine's send batches to many clients.
+const LISTENER_SNDBUF: usize = 4 << 20;
+
+/// Sets the listener's buffers. On Linux the parent (root) forces them
+/// past net.core.rmem_max/wmem_max, which would otherwise cap them at some
+/// 200 KiB; elsewhere (or unforced) the largest the system allows, halving
+/// from the goal. A receive buffer short of the goal is logged with the fix.
+fn listener_buffers(fd: &OwnedFd, what: &str) {
+    #[cfg(target_os = "linux")]
+    let forced = setsockopt(fd, sockopt::RcvBufForce, &LISTENER_RCVBUF).is_ok()
+        && setsockopt(fd, sockopt::SndBufForce, &LISTENER_SNDBUF).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    let forced = false;
+    if !forced {
+        let largest = |goal: usize, set: &dyn Fn(usize) -> bool| {
+            let _ = std::iter::successors(Some(goal), |n| (*n > 1 << 16).then_some(n / 2)).find(|&n| set(n));
+        };
+        largest(LISTENER_RCVBUF, &|n| setsockopt(fd, sockopt::RcvBuf, &n).is_ok());
+        largest(LISTENER_SNDBUF, &|n| setsockopt(fd, sockopt::SndBuf, &n).is_ok());
+    }
+    // Linux reports twice what was set (its bookkeeping share included).
+    match nix::sys::socket::getsockopt(fd, sockopt::RcvBuf) {
+        Ok(n) if n < LISTENER_RCVBUF => log::warn!(
+            "{what}: receive buffer {n} bytes, {LISTENER_RCVBUF} wanted: a burst of client datagrams may be \
+             dropped (run the parent as root, or raise the system's socket buffer limit, net.core.rmem_max on Linux)"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("{what}: cannot read the receive buffer size: {e}"),
+    }
 }
 
 /// A UDP socket bound to `addr` even when this machine does not hold the
