@@ -11,6 +11,13 @@ use nix::sys::socket::SockaddrStorage;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
+/// Packets the loop reads from each source (every listener, the tun
+/// device) per turn, so that none starves the others. The tun device gets
+/// the same share as a listener: what the listeners write to it is often
+/// answered through it (an echo, a TCP ACK), and reading it less than they
+/// wrote can fill its queue (500 packets on Linux), past which the kernel
+/// drops.
+pub const PER_TURN: usize = 8 * BATCH;
 /// Largest datagram we handle (control packets are ≤ 1250, data ≤ tun MTU + overhead).
 pub const MAX_DATAGRAM: usize = 2048;
 

@@ -19,7 +19,7 @@ use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{Config, SyncTransport};
 
-use crate::batch::{Batch, BATCH, MAX_DATAGRAM};
+use crate::batch::{Batch, BATCH, MAX_DATAGRAM, PER_TURN};
 use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
@@ -216,7 +216,11 @@ impl Engine {
                 slots.push((Slot::Link(i), l.as_fd(), data));
             }
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-            let wait = self.moderation.timeout(self.sleep.timeout(Instant::now(), &self.deadlines()));
+            // A takeover under way only looks for what arrived meanwhile.
+            let wait = match self.server.promoting() {
+                true => Duration::ZERO,
+                false => self.moderation.timeout(self.sleep.timeout(Instant::now(), &self.deadlines())),
+            };
             match crate::moderate::wait(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -294,6 +298,11 @@ impl Engine {
             if let Some(m) = &mut self.mgmt {
                 m.sweep(Instant::now());
             }
+            // Between the reads of two turns: the next ghosts of a takeover.
+            if self.server.promoting() {
+                self.server.promote_slice(now());
+                self.send_control();
+            }
             // After the parent's messages, so a heartbeat that arrived
             // with this wake-up counts.
             self.watch.check(Instant::now())?;
@@ -318,7 +327,7 @@ impl Engine {
     /// sessions. Returns how many TCP data segments went to the coalescer.
     fn on_link(&mut self, li: usize) -> usize {
         let mut segments = 0;
-        for _ in 0..8 {
+        for _ in 0..PER_TURN / BATCH {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
                 Ok(n) => n,
                 Err(e) => {
@@ -357,7 +366,7 @@ impl Engine {
             };
             tx[li].push(listeners[li].as_fd(), to, &enc[..len]);
         };
-        for _ in 0..BATCH * 4 {
+        for _ in 0..PER_TURN {
             match tunio.read(tun.as_fd(), &mut each) {
                 Ok(true) => {}
                 Ok(false) => break,

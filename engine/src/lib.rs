@@ -34,6 +34,7 @@ pub mod settings;
 pub mod sleep;
 pub mod status;
 pub mod syncglue;
+pub mod takeover;
 #[cfg(test)]
 mod testclient;
 pub mod timers;

@@ -476,10 +476,12 @@ impl Session {
     /// reported. Lame ducks keep their expiry (at most the transition
     /// window), the control channel continues with a replay time that no
     /// other member uses, and the copied keys are replaced `reneg_in` from
-    /// now, at once if one of them cannot send.
-    pub fn promote(&mut self, now: Now, reneg_in: Duration) {
+    /// now, at once if one of them cannot send: then it returns true. It
+    /// logs nothing: a takeover promotes thousands, and the caller says
+    /// what it did in one line.
+    pub fn promote(&mut self, now: Now, reneg_in: Duration) -> bool {
         if !self.ghost {
-            return;
+            return false;
         }
         let member = self.conf.member;
         let space = SendSpace::Member { member, creator: false };
@@ -515,11 +517,7 @@ impl Session {
         self.record_dirty = true;
         self.last_recv = now.mono;
         self.reneg_at = Some(if renegotiate_now { now.mono } else { now.mono + reneg_in });
-        log::info!(
-            "{}: taken over{}",
-            self.label(),
-            if renegotiate_now { ", its keys are replaced at once" } else { "" }
-        );
+        renegotiate_now
     }
 
     /// Back to a ghost, when another member became master: keys and

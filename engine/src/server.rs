@@ -98,6 +98,10 @@ pub struct Server {
     /// Indexed by peer-id: this member hands out the lowest free one of
     /// its residue class, others' come from their records.
     pub(crate) sessions: Vec<Option<Box<Session>>>,
+    /// How many of `sessions` are `Some`: the table limit is checked on
+    /// every record, and counting 10,000 sessions over their slots for
+    /// each of a bulk's records made a rejoin quadratic.
+    held: usize,
     by_addr: HashMap<SocketAddr, u32>,
     pub(crate) by_vip: HashMap<Ipv4Addr, u32>,
     /// With `client network6`: at most one entry per session, like by_vip.
@@ -137,6 +141,9 @@ pub struct Server {
     pub(crate) by_cn: HashMap<String, u32>,
     /// Client IDs handed out so far (see [`Server::next_client_id`]).
     client_ids: u64,
+    /// The ghosts a role change to MASTER made ours, promoted in slices
+    /// (crate::takeover).
+    takeover: crate::takeover::Takeover,
 }
 
 /// IPv4 source address of a packet from the tunnel.
@@ -159,6 +166,7 @@ impl Server {
             listeners: conf.listen.len(),
             role: Role::Init,
             sessions: Vec::new(),
+            held: 0,
             by_addr: HashMap::new(),
             by_vip: HashMap::new(),
             by_vip6: HashMap::new(),
@@ -184,6 +192,7 @@ impl Server {
             network: conf.network,
             by_cn: HashMap::new(),
             client_ids: 0,
+            takeover: Default::default(),
         }
     }
 
@@ -303,7 +312,9 @@ impl Server {
         while self.sessions.len() <= id as usize {
             self.sessions.push(None);
         }
-        self.sessions[id as usize] = Some(Box::new(s));
+        if self.sessions[id as usize].replace(Box::new(s)).is_none() {
+            self.held += 1;
+        }
         self.timers.touch(id);
     }
 
@@ -679,7 +690,14 @@ impl Server {
             }
         };
         // A ghost never sends, and tunnel traffic proves nothing: every
-        // member routes the pool to its own tun device.
+        // member routes the pool to its own tun device. Only a ghost that
+        // the role change made ours, still queued, is promoted by it.
+        let s = self.session_mut(id)?;
+        if s.is_ghost() {
+            let sid = s.local_sid;
+            let delay = self.takeover.claim(id, &sid)?;
+            self.promote_queued(now, id, delay);
+        }
         let s = self.session_mut(id)?;
         let n = s.encrypt(now, packet, out)?;
         Some((s.listener, s.peer, n))
@@ -702,6 +720,7 @@ impl Server {
     /// Runs the timers of the sessions that are due or changed since the
     /// last tick (crate::timers), then queues each one's next deadline.
     pub fn on_timer(&mut self, now: Now) {
+        self.promote_slice(now);
         for session in self.checks.expired(now.mono) {
             self.auth_verdict(now, session, false, "the check timed out");
         }
@@ -764,6 +783,7 @@ impl Server {
         let Some(mut s) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        self.held -= 1;
         let last_seen = s.last_seen();
         self.sent.note_all(s.take_sent(true), last_seen);
         if s.is_ghost() {
@@ -819,10 +839,11 @@ impl Server {
 
     /// Whether session `id`, whose packet just authenticated, is served
     /// here: a live session is; a ghost only while we are MASTER, and
-    /// then it is promoted by this packet (a record that arrived after the
-    /// role change, for instance from a split-brain peer).
+    /// then it is promoted by this packet: one the takeover has queued
+    /// (out of turn), or one whose record arrived after the role change
+    /// (for instance from a split-brain peer).
     fn serves(&mut self, now: Now, id: u32) -> bool {
-        let (master, delay) = (self.role == Role::Master, self.conf.rekey_window / 2);
+        let master = self.role == Role::Master;
         let Some(s) = self.session_mut(id) else { return false };
         if !s.is_ghost() {
             return true;
@@ -830,10 +851,31 @@ impl Server {
         if !master {
             return false;
         }
-        s.promote(now, delay);
-        log::info!("promoted: 1 ghost session now live (its packet authenticated)");
-        self.settle(now, id);
+        let sid = s.local_sid;
+        match self.takeover.claim(id, &sid) {
+            Some(delay) => self.promote_queued(now, id, delay),
+            None => {
+                let replaced = self.promote(now, id, self.conf.rekey_window / 2);
+                let keys = if replaced { ", its keys are replaced at once" } else { "" };
+                log::info!("promoted: 1 ghost session now live (its packet authenticated){keys}");
+            }
+        }
         true
+    }
+
+    /// Promotes ghost `id` (crate::replication) and hands its record to
+    /// the syncer; true when its keys are replaced at once.
+    fn promote(&mut self, now: Now, id: u32, reneg_in: std::time::Duration) -> bool {
+        let replaced = self.session_mut(id).is_some_and(|s| s.promote(now, reneg_in));
+        self.settle(now, id);
+        replaced
+    }
+
+    /// [`Server::promote`] for a ghost of the takeover, which counts it.
+    fn promote_queued(&mut self, now: Now, id: u32, reneg_in: std::time::Duration) {
+        if self.promote(now, id, reneg_in) {
+            self.takeover.note_replaced_now();
+        }
     }
 
     /// A record of another member's session: a new ghost, or a newer state
@@ -920,7 +962,7 @@ impl Server {
         if conflicts.iter().flatten().any(|&id| self.session_mut(id).is_some_and(|s| !s.is_ghost())) {
             return Err(Refusal::Conflict);
         }
-        if self.sessions.iter().flatten().count().saturating_sub(self.admission.half_open()) >= self.table_limit() {
+        if self.held.saturating_sub(self.admission.half_open()) >= self.table_limit() {
             return Err(Refusal::Full);
         }
         for id in conflicts {
@@ -986,30 +1028,58 @@ impl Server {
             (Role::Master, Role::Master) => {}
             (_, Role::Master) => {
                 self.role = role;
-                self.promote_all(now);
+                self.start_takeover(now);
             }
             (Role::Master, _) => {
                 self.role = role;
+                let left = self.takeover.abandon();
+                if left > 0 {
+                    log::info!("takeover: {left} ghost session(s) left unpromoted: no longer master");
+                }
                 self.demote_all(now);
             }
             _ => self.role = role,
         }
     }
 
-    /// We became master: every ghost is live; their renegotiations are
+    /// We became master: every ghost is ours, promoted in slices
+    /// (crate::takeover), the first one at once; their renegotiations are
     /// spread evenly over the rekey window.
-    fn promote_all(&mut self, now: Now) {
-        let ghosts: Vec<u32> = self.sessions.iter().flatten().filter(|s| s.is_ghost()).map(|s| s.peer_id).collect();
-        let n = ghosts.len() as u32;
-        for (i, id) in ghosts.iter().enumerate() {
-            let delay = self.conf.rekey_window * (i as u32 + 1) / n.max(1);
-            if let Some(s) = self.session_mut(*id) {
-                s.promote(now, delay);
-            }
-            self.settle(now, *id);
+    fn start_takeover(&mut self, now: Now) {
+        let ghosts: Vec<(u32, [u8; 8])> =
+            self.sessions.iter().flatten().filter(|s| s.is_ghost()).map(|s| (s.peer_id, s.local_sid)).collect();
+        if ghosts.is_empty() {
+            return;
         }
-        if n > 0 {
-            log::info!("promoted: {n} ghost session(s) now live");
+        log::info!("takeover: promoting {} ghost session(s), a slice per loop turn", ghosts.len());
+        self.takeover.start(now.mono, ghosts, self.conf.rekey_window);
+        self.promote_slice(now);
+    }
+
+    /// Tests only: promote `n` ghosts per slice, so that a few sessions
+    /// make a takeover of several slices.
+    #[cfg(test)]
+    pub fn set_takeover_slice(&mut self, n: usize) {
+        self.takeover.set_slice(n);
+    }
+
+    /// Whether a takeover still has ghosts to promote: the I/O loop then
+    /// calls [`Server::promote_slice`] every turn instead of sleeping.
+    pub fn promoting(&self) -> bool {
+        self.takeover.under_way()
+    }
+
+    /// Promotes the takeover's next slice of ghosts (a ghost that is gone,
+    /// or whose slot now holds another session, is skipped).
+    pub fn promote_slice(&mut self, now: Now) {
+        for (id, sid, delay) in self.takeover.next_slice() {
+            let ours = self.sessions.get(id as usize).and_then(Option::as_ref);
+            if ours.is_some_and(|s| s.is_ghost() && s.local_sid == sid) {
+                self.promote_queued(now, id, delay);
+            }
+        }
+        if let Some(line) = self.takeover.finished(now.mono) {
+            log::info!("{line}");
         }
     }
 

@@ -417,6 +417,9 @@ mod mgmt;
 /// The idle cost of many sessions under the timer queue (issue 10).
 mod idle;
 
+/// A takeover of many sessions in slices (issue 10).
+mod takeover;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

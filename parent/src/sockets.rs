@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -20,11 +20,50 @@ pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     let s = UdpSocket::from(fd);
     s.set_nonblocking(true)?;
     let fd = OwnedFd::from(s);
-    // Room for bursts of handshakes and data while the engine is busy.
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
-    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    grow_buffers(&fd, &what, LISTENER_RCVBUF, LISTENER_SNDBUF);
     Ok(fd)
 }
+
+/// A client listener's receive buffer: room for a datagram of each of
+/// 10,000 clients (a small datagram is accounted at some 800 bytes), the
+/// burst a new master meets when every waiting client's retry arrives at
+/// once, and for bursts of handshakes while the engine is busy.
+const LISTENER_RCVBUF: usize = 8 << 20;
+/// Its send buffer: room for the engine's send batches to many clients.
+const LISTENER_SNDBUF: usize = 4 << 20;
+
+/// Asks for `rcv` and `snd` bytes of socket buffer. On Linux the parent
+/// (root) forces them past net.core.rmem_max/wmem_max, which would
+/// otherwise cap them at some 200 KiB; elsewhere (OpenBSD caps SO_RCVBUF at
+/// its socket buffer limit), or unforced, the largest the system allows,
+/// halving from the goal down to [`BUFFER_MIN`]. A receive buffer short of
+/// the goal is logged with the fix; `what` names the socket.
+fn grow_buffers(fd: &impl AsFd, what: &str, rcv: usize, snd: usize) {
+    #[cfg(target_os = "linux")]
+    let forced =
+        setsockopt(fd, sockopt::RcvBufForce, &rcv).is_ok() && setsockopt(fd, sockopt::SndBufForce, &snd).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    let forced = false;
+    if !forced {
+        let largest = |goal: usize, set: &dyn Fn(usize) -> bool| {
+            let _ = std::iter::successors(Some(goal), |n| (*n > BUFFER_MIN).then_some(n / 2)).find(|&n| set(n));
+        };
+        largest(rcv, &|n| setsockopt(fd, sockopt::RcvBuf, &n).is_ok());
+        largest(snd, &|n| setsockopt(fd, sockopt::SndBuf, &n).is_ok());
+    }
+    // Linux reports twice what was set (its bookkeeping share included).
+    match nix::sys::socket::getsockopt(fd, sockopt::RcvBuf) {
+        Ok(n) if n < rcv => log::warn!(
+            "{what}: receive buffer {n} bytes, {rcv} wanted: a burst of datagrams may be dropped (run the \
+             parent as root, or raise the system's socket buffer limit, net.core.rmem_max on Linux)"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("{what}: cannot read the receive buffer size: {e}"),
+    }
+}
+
+/// Below this a smaller buffer is not tried: the system's default stays.
+const BUFFER_MIN: usize = 64 << 10;
 
 /// A UDP socket bound to `addr` even when this machine does not hold the
 /// address yet: backups listen on the virtual IP before CARP/VRRP gives it
@@ -114,11 +153,8 @@ fn unix_listener(path: &Path, gid: Option<nix::unistd::Gid>) -> io::Result<Owned
 /// receives the whole table (10,000 sessions are some 10,000 datagrams), and
 /// a new master sends a record for every session it promotes in one go;
 /// with Linux's default 208 KiB (about 90 datagrams) the receiver's kernel
-/// dropped part of both (docs/BENCHMARKS.md, issue 10). The bulk's window
-/// follows what the socket really got (syncer `window_for`).
-pub const SYNC_BUFFER: usize = 8 << 20;
-/// Below this a smaller buffer is not tried: the system's default stays.
-const SYNC_BUFFER_MIN: usize = 256 << 10;
+/// dropped part of both (docs/BENCHMARKS.md, issue 10).
+const SYNC_BUFFER: usize = 8 << 20;
 
 /// The sync socket: bound to `port`; for multicast, joined to `group` on
 /// `interface` with TTL 1 and no loopback of our own datagrams.
@@ -126,7 +162,7 @@ pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedF
     let what = format!("sync socket port {port}");
     let s = ctx(&what, UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))?;
     s.set_nonblocking(true)?;
-    grow_buffers(&s);
+    grow_buffers(&s, &what, SYNC_BUFFER, SYNC_BUFFER);
     if let Some((group, ifname)) = multicast {
         let ifindex =
             ctx(format!("sync interface {ifname}"), nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from))?;
@@ -137,36 +173,6 @@ pub fn sync(port: u16, multicast: Option<(Ipv4Addr, &str)>) -> io::Result<OwnedF
         s.set_multicast_loop_v4(false)?;
     }
     Ok(OwnedFd::from(s))
-}
-
-/// Gives the sync socket [`SYNC_BUFFER`] bytes each way: on Linux with
-/// SO_RCVBUFFORCE/SO_SNDBUFFORCE (we are root), past `net.core.rmem_max`;
-/// elsewhere (OpenBSD caps SO_RCVBUF at its socket buffer limit) the
-/// largest power-of-two share of it the system accepts. A failure keeps
-/// the default, and the log says what the socket has.
-fn grow_buffers(s: &UdpSocket) {
-    #[cfg(target_os = "linux")]
-    let forced = {
-        let rcv = setsockopt(s, sockopt::RcvBufForce, &SYNC_BUFFER).is_ok();
-        let snd = setsockopt(s, sockopt::SndBufForce, &SYNC_BUFFER).is_ok();
-        rcv && snd
-    };
-    #[cfg(not(target_os = "linux"))]
-    let forced = false;
-    if !forced {
-        let mut size = SYNC_BUFFER;
-        while size >= SYNC_BUFFER_MIN && setsockopt(s, sockopt::RcvBuf, &size).is_err() {
-            size /= 2;
-        }
-        let mut size = SYNC_BUFFER;
-        while size >= SYNC_BUFFER_MIN && setsockopt(s, sockopt::SndBuf, &size).is_err() {
-            size /= 2;
-        }
-    }
-    match (nix::sys::socket::getsockopt(s, sockopt::RcvBuf), nix::sys::socket::getsockopt(s, sockopt::SndBuf)) {
-        (Ok(r), Ok(w)) => log::debug!("sync socket buffers: receive {r} bytes, send {w} bytes"),
-        (Err(e), _) | (_, Err(e)) => log::warn!("sync socket buffers: {e}"),
-    }
 }
 
 /// Joins `group` and makes `ifindex`/`local` the outgoing multicast interface.

@@ -196,6 +196,11 @@ struct Scenario {
     faults_for_ms: u64,
     /// Per-mille chance per 100 ms that the switch flips between masters.
     flap: u32,
+    /// Ghosts a takeover promotes per engine loop turn (`None`: the
+    /// daemon's slice, which holds every session of the simulation): with
+    /// one, packets, tunnel traffic, records and role changes reach a
+    /// takeover half done (crate::takeover).
+    slice: Option<usize>,
 }
 
 impl Scenario {
@@ -239,6 +244,10 @@ impl Scenario {
             faults,
             faults_for_ms,
             flap: rng.below(400) as u32,
+            // From a stream of its own, so that every other choice of a
+            // seed stays what it was before this one existed (a sliced
+            // seed's schedule still diverges after its first takeover).
+            slice: Rng::new(rng.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)).chance(500).then_some(1),
         }
     }
 }
@@ -459,11 +468,15 @@ impl Cluster {
         let boot_id = vpnsyncd_syncer::proto::boot_id(member, u64::from(boot), random);
         let params = vpnsyncd_syncer::core::Params { member, lifetime: Duration::from_secs(120), limit: 100_000 };
         let transport = Transport::Multicast { group: group(), interface: "sim0".into() };
+        let mut server = server(
+            &self.conf.replace(" rekey-window", &format!(" member {member}\n rekey-window")),
+            Some(&static_key(7)),
+        );
+        if let Some(n) = self.scen.slice {
+            server.set_takeover_slice(n);
+        }
         Member {
-            server: server(
-                &self.conf.replace(" rekey-window", &format!(" member {member}\n rekey-window")),
-                Some(&static_key(7)),
-            ),
+            server,
             core: Core::new(Some((transport, sync_key())), params, boot_id, now.mono, now.unix),
             role: Role::Init,
             alive: true,
@@ -718,6 +731,9 @@ impl Cluster {
             }
             if (t + phase).is_multiple_of(ENGINE_TICK_MS) {
                 self.on_server(i, |s, now| s.on_timer(now));
+            } else if self.members[i].server.promoting() {
+                // The engine's loop turns between its timer runs.
+                self.on_server(i, |s, now| s.promote_slice(now));
             }
             self.pump(i);
         }

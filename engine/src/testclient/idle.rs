@@ -10,12 +10,13 @@ use crate::sleep::{Sleep, MAX_SLEEP};
 
 const N: usize = 40;
 
-fn addr(i: usize) -> SocketAddr {
+/// Client `i`'s address.
+pub(super) fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([198, 18, 1, i as u8 + 1], 40000))
 }
 
 /// What the server handed to which client; returns how many datagrams.
-fn deliver(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
+pub(super) fn deliver(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
     let mut n = 0;
     for (_, to, mut p) in server.outbox.drain(..) {
         let i = clients.iter().enumerate().position(|(i, _)| addr(i) == to).expect("a datagram to one of ours");
@@ -26,7 +27,7 @@ fn deliver(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
 }
 
 /// The clients' queued datagrams to the server; returns how many.
-fn send_all(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
+pub(super) fn send_all(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
     let mut n = 0;
     for (i, c) in clients.iter_mut().enumerate() {
         for mut p in c.outbox.drain(..) {
@@ -37,6 +38,31 @@ fn send_all(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
     n
 }
 
+/// `n` clients connected to `server` in lockstep, as the other labs do,
+/// and a quiet second for the handshakes' last acknowledgements.
+pub(super) fn connect_all(server: &mut Server, opts: &ClientOptions, n: usize, now: &mut Now) -> Vec<TestClient> {
+    let start = now.mono;
+    let mut clients: Vec<TestClient> = (0..n).map(|_| TestClient::new(opts.clone(), *now)).collect();
+    let limit = now.mono + Duration::from_secs(20);
+    let step = |server: &mut Server, clients: &mut [TestClient], now: &mut Now| {
+        now.mono += STEP;
+        now.unix = UNIX0 + now.mono.duration_since(start).as_secs();
+        send_all(server, clients, *now);
+        server.on_timer(*now);
+        deliver(server, clients, *now);
+    };
+    while !(clients.iter().all(TestClient::connected) && server.client_count() == n) {
+        assert!(now.mono < limit, "{} of {n} connected", server.client_count());
+        step(server, &mut clients, now);
+        clients.iter_mut().for_each(|c| c.on_timer(*now));
+    }
+    let settle = now.mono + Duration::from_secs(1);
+    while now.mono < settle {
+        step(server, &mut clients, now);
+    }
+    clients
+}
+
 #[test]
 fn idle_wake_ups_follow_the_keepalive_traffic_not_the_sessions() {
     let k = static_key(9);
@@ -44,25 +70,7 @@ fn idle_wake_ups_follow_the_keepalive_traffic_not_the_sessions() {
     let opts = ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1));
     let start = Instant::now();
     let mut now = Now { mono: start, unix: UNIX0 };
-    let mut clients: Vec<TestClient> = (0..N).map(|_| TestClient::new(opts.clone(), now)).collect();
-    // Connect all in lockstep, as the other labs do.
-    let limit = now.mono + Duration::from_secs(20);
-    while !(clients.iter().all(TestClient::connected) && server.client_count() == N) {
-        assert!(now.mono < limit, "{} of {N} connected", server.client_count());
-        now.mono += STEP;
-        send_all(&mut server, &mut clients, now);
-        server.on_timer(now);
-        deliver(&mut server, &mut clients, now);
-        clients.iter_mut().for_each(|c| c.on_timer(now));
-    }
-    // A quiet second for the handshakes' last acknowledgements.
-    let settle = now.mono + Duration::from_secs(1);
-    while now.mono < settle {
-        now.mono += STEP;
-        send_all(&mut server, &mut clients, now);
-        server.on_timer(now);
-        deliver(&mut server, &mut clients, now);
-    }
+    let mut clients = connect_all(&mut server, &opts, N, &mut now);
 
     // The idle minute, event-driven: the server wakes at its next deadline
     // (or its poll cap) or when datagrams arrive; the clients' timers run
