@@ -109,6 +109,35 @@ fn plan(ours: &BTreeSet<Ipv4Net>, wanted: &BTreeSet<Ipv4Net>) -> (Vec<Ipv4Net>, 
     (wanted.difference(ours).copied().collect(), ours.difference(wanted).copied().collect())
 }
 
+/// A raw routing socket (`domain`, `protocol`) whose reads give up after
+/// 2 s: a kernel that never answers does not hang the parent.
+#[cfg(any(target_os = "linux", target_os = "openbsd"))]
+fn routing_socket(domain: libc::c_int, protocol: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let s = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if s == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: s is a fresh descriptor we own.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    // SAFETY: SO_RCVTIMEO takes a timeval of this size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
 /// An error of the route socket, with what was asked.
 fn failed(what: &str, net: Ipv4Net, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {net}: {e}"))

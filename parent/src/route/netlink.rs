@@ -142,7 +142,7 @@ pub mod sys {
     use super::*;
     use crate::route::{failed, Added, Device};
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     static SEQ: AtomicU32 = AtomicU32::new(1);
@@ -167,28 +167,7 @@ pub mod sys {
     }
 
     fn socket() -> io::Result<OwnedFd> {
-        // SAFETY: plain socket(2) call; the fd is owned right away.
-        let s = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-        if s == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: s is a fresh descriptor we own.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        // SAFETY: SO_RCVTIMEO takes a timeval of this size.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(s)
+        crate::route::routing_socket(libc::AF_NETLINK, libc::NETLINK_ROUTE)
     }
 
     /// Sends one request and waits (2 s at most a read) for its answer.
