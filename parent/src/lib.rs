@@ -424,8 +424,13 @@ impl Parent {
                     let kind = self.children[i].kind;
                     log::error!("{}: {e}", kind.name());
                     // The child is gone or broken: find out how and stop.
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.reap();
+                    // Its channel closes before it can be reaped (a
+                    // signal's core dump, a loaded machine), so wait a
+                    // little for its exit status to say why.
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    while !self.reap() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     return Exit::ChildDied;
                 }
             }
