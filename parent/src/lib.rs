@@ -424,13 +424,8 @@ impl Parent {
                     let kind = self.children[i].kind;
                     log::error!("{}: {e}", kind.name());
                     // The child is gone or broken: find out how and stop.
-                    // Its channel closes before it can be reaped (a
-                    // signal's core dump, a loaded machine), so wait a
-                    // little for its exit status to say why.
-                    let deadline = Instant::now() + Duration::from_secs(1);
-                    while !self.reap() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.reap();
                     return Exit::ChildDied;
                 }
             }
