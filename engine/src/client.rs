@@ -418,16 +418,24 @@ impl Client {
         if !p.body.acks.is_empty() && p.body.remote_session_id != Some(self.sid) {
             return;
         }
-        let idx = match self.keys.iter().position(|k| k.key_id == p.key_id) {
-            Some(i) => i,
-            // The server renegotiates: follow.
-            None if p.opcode == Opcode::SoftResetV1
-                && p.key_id == next_key_id(self.key_id())
-                && self.keys.last().is_some_and(|k| k.data.is_some()) =>
-            {
-                self.new_key_state(p.key_id)
+        // The server renegotiates: follow as a stock client does
+        // (ssl.c: tls_pre_decrypt()). Any SOFT_RESET while our newest key
+        // works moves our key_id one on, whatever key_id it carries; one
+        // under another key_id is then dropped ("local/remote key IDs out
+        // of sync") and our own SOFT_RESET goes out.
+        let idx = if p.opcode == Opcode::SoftResetV1 && self.keys.last().is_some_and(|k| k.data.is_some()) {
+            let id = next_key_id(self.key_id());
+            let idx = self.new_key_state(id);
+            if p.key_id != id {
+                self.flush(idx, now);
+                return;
             }
-            None => return,
+            idx
+        } else {
+            match self.keys.iter().position(|k| k.key_id == p.key_id) {
+                Some(i) => i,
+                None => return,
+            }
         };
         let ks = &mut self.keys[idx];
         ks.rel.acked(&p.body.acks);

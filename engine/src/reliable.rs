@@ -81,6 +81,11 @@ impl Reliable {
         }
     }
 
+    /// Whether the peer sent anything in this sequence yet.
+    pub fn heard(&self) -> bool {
+        self.next_recv > 0 || !self.incoming.is_empty()
+    }
+
     /// The next packet in msg_pid order, if it has arrived.
     pub fn deliver(&mut self) -> Option<(Opcode, Vec<u8>)> {
         let p = self.incoming.remove(&self.next_recv)?;

@@ -517,6 +517,7 @@ impl Session {
         self.record_dirty = true;
         self.last_recv = now.mono;
         self.reneg_at = Some(if renegotiate_now { now.mono } else { now.mono + reneg_in });
+        self.maybe_behind = true;
         renegotiate_now
     }
 
@@ -536,6 +537,7 @@ impl Session {
         self.gen = Gen::YIELDED;
         self.synced_at = now.mono;
         self.reneg_at = None;
+        self.maybe_behind = false;
     }
 }
 

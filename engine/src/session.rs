@@ -235,6 +235,11 @@ pub struct Session {
     retired: Vec<(u64, u32)>,
     /// After a takeover: when to replace the copied keys.
     reneg_at: Option<Instant>,
+    /// After a takeover, until a key is negotiated here: the copied keys
+    /// may be one renegotiation behind the client's (the old master
+    /// finished one and died before its record replicated), so the client
+    /// may already use the key_id after ours. [`Session::skip_key_id`].
+    maybe_behind: bool,
     /// The password check and the user it accepted (crate::auth).
     pub auth: crate::auth::SessionAuth,
 }
@@ -315,6 +320,7 @@ impl Session {
             progress_sent: now.mono,
             retired: Vec::new(),
             reneg_at: None,
+            maybe_behind: false,
             auth: crate::auth::SessionAuth::default(),
         }
     }
@@ -397,6 +403,14 @@ impl Session {
                     None => return,
                 }
             }
+            // The client answered our soft reset from a key we never had,
+            // or ignored one we skipped to.
+            None if opcode == Opcode::SoftResetV1 => {
+                match self.skip_key_id(key_id, now, false).or_else(|| self.yield_to_client(key_id, now)) {
+                    Some(i) => i,
+                    None => return,
+                }
+            }
             None => {
                 log::debug!("{}: packet for unknown key_id {key_id} dropped", self.label());
                 return;
@@ -422,9 +436,63 @@ impl Session {
     fn start_key_state(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
         let expected = next_key_id(self.key_id());
         if key_id != expected {
+            if let Some(i) = self.skip_key_id(key_id, now, initiate) {
+                return Some(i);
+            }
             log::debug!("{}: soft reset with key_id {key_id}, expected {expected}", self.label());
             return None;
         }
+        self.open_key_state(key_id, now, initiate)
+    }
+
+    /// After a takeover the client may hold a key this member never heard
+    /// of: the old master finished a renegotiation (key_id = ours + 1) and
+    /// died before that record reached us. Our soft reset with that same
+    /// key_id means nothing to the client (it is its current key), and a
+    /// stock client answering any soft reset moves its counter one past
+    /// its own key. So when the client shows it holds ours + 1 (data under
+    /// it, or a soft reset with ours + 2), this renegotiates with ours + 2,
+    /// dropping our own unfinished try. The key_id of a packet we cannot
+    /// decrypt is not authenticated, so only exactly that value is taken,
+    /// and only once per takeover (`maybe_behind`): a forger can cost the
+    /// client one renegotiation, never more.
+    fn skip_key_id(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
+        let newest = self.keys.iter().rev().find(|k| k.data.is_some())?.key_id;
+        if !self.maybe_behind || self.ghost || key_id != next_key_id(next_key_id(newest)) {
+            return None;
+        }
+        self.maybe_behind = false;
+        self.reneg_at = None;
+        log::info!("{}: the client is a key ahead of the copied state, key_id {key_id} replaces it", self.label());
+        self.drop_unfinished();
+        self.open_key_state(key_id, now, initiate)
+    }
+
+    /// The client's soft reset with the key_id after our newest key, while
+    /// our own renegotiation under another key_id has heard nothing from
+    /// it: ours was a skip the client did not need (a forged packet made
+    /// it, see `skip_key_id`), so the client's renegotiation goes ahead.
+    fn yield_to_client(&mut self, key_id: u8, now: Now) -> Option<usize> {
+        let newest = self.keys.iter().rev().find(|k| k.data.is_some())?.key_id;
+        let last = self.keys.last()?;
+        if key_id != next_key_id(newest) || last.phase != Phase::Negotiating || last.rel.heard() {
+            return None;
+        }
+        self.drop_unfinished();
+        self.open_key_state(key_id, now, false)
+    }
+
+    /// Ends an unfinished renegotiation: our newest key is the primary again.
+    fn drop_unfinished(&mut self) {
+        self.retire_keys(|k| k.data.is_some());
+        if let Some(k) = self.keys.last_mut() {
+            k.expires = None;
+        }
+    }
+
+    /// Opens key state `key_id` (its SOFT_RESET queued); the primary stays
+    /// as the lame duck, anything older or unfinished goes.
+    fn open_key_state(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
         let mut ks = match KeyState::new(key_id, &self.conf.tls, now.mono) {
             Ok(k) => k,
             Err(e) => {
@@ -637,6 +705,7 @@ impl Session {
             );
         } else {
             log::info!("{label}: key_id {} established", ks.key_id);
+            self.maybe_behind = false;
             self.last_rekey = now.unix;
             self.record_dirty = true;
             if by_token {
@@ -861,10 +930,7 @@ impl Session {
                     return;
                 }
                 log::warn!("{}: renegotiation of key_id {key_id} timed out", self.label());
-                self.retire_keys(|k| k.key_id != key_id);
-                if let Some(k) = self.keys.last_mut() {
-                    k.expires = None;
-                }
+                self.drop_unfinished();
             }
         }
         self.retire_keys(|k| k.expires.is_none_or(|t| t > now.mono));
@@ -908,7 +974,12 @@ impl Session {
     /// signs of life.
     pub fn decrypt<'a>(&mut self, now: Now, packet: &'a mut [u8]) -> Option<&'a [u8]> {
         let key_id = packet.first()? & 7;
-        let ks = self.keys.iter_mut().find(|k| k.key_id == key_id && k.data.is_some())?;
+        let Some(ks) = self.keys.iter_mut().find(|k| k.key_id == key_id && k.data.is_some()) else {
+            if let Some(idx) = self.skip_key_id(next_key_id(key_id), now, true) {
+                self.flush(idx, now);
+            }
+            return None;
+        };
         let data = ks.data.as_mut()?;
         let len = packet.len() as u64;
         let payload = match data.decrypt(packet) {

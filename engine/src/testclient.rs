@@ -1042,6 +1042,104 @@ fn twenty_renegotiations_after_a_takeover() {
     assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
 }
 
+/// The known liveness gap of the takeover (issue 10): A finishes a
+/// renegotiation and dies before its record reaches B, so the client is a
+/// key ahead of B's copy. B must not wait for the rekey window nor offer
+/// the key_id the client already uses: the client's first data packet
+/// under the key B never had makes it renegotiate with the one after, and
+/// the session goes on within a second, refusing nothing. Once that is
+/// done, a forged packet under the next key_id does not start another.
+#[test]
+fn a_client_a_key_ahead_of_the_copy_is_caught_up_at_once() {
+    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
+    lab.run(Duration::from_secs(1));
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert_eq!(backup.client_infos()[0].key_id, 0);
+    // A renegotiates (reneg-sec 10); none of it reaches B.
+    assert!(lab.run_until(Duration::from_secs(15), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)));
+    assert_eq!(lab.exchange(10, 2), (10, 10));
+    lab.server.sync_out.clear();
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    let takeover = lab.elapsed();
+    assert!(
+        lab.run_until(takeover + Duration::from_secs(1), |l| {
+            l.info().key_id == 2 && l.client.send_key_id() == Some(2)
+        }),
+        "caught up with key_id 2 within a second of the takeover (key_id now {})",
+        lab.info().key_id
+    );
+    lab.run(Duration::from_millis(500));
+    assert_eq!(lab.exchange(20, 3), (20, 20), "data both ways on B's own key");
+    // A forged data packet under the next key_id costs nothing now.
+    let peer_id = lab.info().peer_id;
+    let mut forged = vec![(9 << 3) | 3, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
+    forged.extend_from_slice(&[0x5a; 60]);
+    let addr = lab.addr;
+    assert!(lab.server.on_datagram(lab.now, 0, addr, &mut forged).is_none());
+    lab.run(Duration::from_secs(2));
+    assert_eq!(lab.info().key_id, 2, "no renegotiation for a forged key_id");
+    assert_eq!(lab.exchange(20, 4), (20, 20));
+    assert_eq!(lab.client.data_rejected, 0);
+    assert_eq!(lab.client.control_rejected, 0);
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+/// The same gap when the client stays silent: B's own soft reset comes
+/// first, under the key_id the client already holds. The client moves one
+/// past it (what a stock client's answer does) and B follows.
+#[test]
+fn a_silent_client_a_key_ahead_is_followed_to_the_next_key_id() {
+    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
+    lab.run(Duration::from_secs(1));
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert!(lab.run_until(Duration::from_secs(15), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)));
+    lab.server.sync_out.clear();
+    std::mem::swap(&mut lab.server, &mut backup);
+    // The copied key is past reneg-sec: B renegotiates at its first timer.
+    lab.server.set_role(lab.now, Role::Master);
+    let start = lab.elapsed();
+    assert!(
+        lab.run_until(start + Duration::from_secs(1), |l| l.info().key_id == 2 && l.client.send_key_id() == Some(2)),
+        "B followed the client to key_id 2 (key_id now {})",
+        lab.info().key_id
+    );
+    lab.run(Duration::from_millis(500));
+    assert_eq!(lab.exchange(20, 3), (20, 20));
+    assert_eq!(lab.client.data_rejected, 0);
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
+/// A forged data packet under the next key_id right after a takeover
+/// (the client was not ahead): B skips to the key_id after it, the client
+/// answers with the one it expects, and B takes the client's: one
+/// renegotiation, done within a second, not a hand-window timeout.
+#[test]
+fn a_forged_key_id_after_a_takeover_costs_one_renegotiation() {
+    let (mut lab, mut backup, _) = cluster("");
+    lab.run(Duration::from_secs(1));
+    sync(&mut lab.server, &mut backup, lab.now);
+    lab.server.sync_out.clear();
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    assert_eq!(lab.exchange(10, 2), (10, 10), "B serves on the copied key");
+    let peer_id = lab.info().peer_id;
+    let mut forged = vec![(9 << 3) | 1, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
+    forged.extend_from_slice(&[0x5a; 60]);
+    let addr = lab.addr;
+    assert!(lab.server.on_datagram(lab.now, 0, addr, &mut forged).is_none());
+    let start = lab.elapsed();
+    assert!(
+        lab.run_until(start + Duration::from_secs(1), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)),
+        "on key_id 1 within a second (key_id now {})",
+        lab.info().key_id
+    );
+    lab.run(Duration::from_millis(500));
+    assert_eq!(lab.exchange(20, 3), (20, 20));
+    assert_eq!(lab.client.data_rejected, 0);
+    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+}
+
 /// Issue 7, finding 7: records that do not fit this member's configuration
 /// are refused and counted, never indexed.
 #[test]

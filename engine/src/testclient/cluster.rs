@@ -29,7 +29,8 @@
 //! master serves, not behind the master's last report, and no ghost the
 //! master does not serve. A failure on a fair schedule fails the test; on
 //! a hard one (`Scenario::hard`: a split brain, two masters at once, over
-//! 20 % sync loss) it is counted and printed.
+//! 20 % sync loss, or a master that fails while no member left is sync
+//! ready) it is counted and printed.
 //!
 //! `SIM_SEED=N cargo test -p vpnsyncd-engine cluster_simulation -- --nocapture`
 //! replays one seed with its whole trace; `SIM_SEEDS=N` sets how many seeds
@@ -381,6 +382,10 @@ struct Cluster {
     /// No client or inside traffic (while the convergence is checked: the
     /// master's counters hold still).
     quiet: bool,
+    /// A master failed while no member left was sync ready (it had not
+    /// said it holds every session yet): liveness cannot be promised, the
+    /// seed counts as hard.
+    unready_takeover: bool,
     fig: Figures,
 }
 
@@ -421,6 +426,7 @@ impl Cluster {
             trace: Vec::new(),
             verbose,
             quiet: false,
+            unready_takeover: false,
             fig: Figures::default(),
         };
         c.note(format!("seed {seed}: {:?}", c.scen));
@@ -846,6 +852,11 @@ impl Cluster {
                 }
                 let detect = 100 + self.rng.below(1400);
                 let cands = self.candidates();
+                if !self.members[cands[0]].ready {
+                    // Nobody left has said it holds every session.
+                    self.unready_takeover = true;
+                    self.note(format!("member {} takes over before its sync is ready: a hard schedule", cands[0]));
+                }
                 let two = cands.len() >= 2 && f == Fault::TwoPromote;
                 self.schedule(detect, Action::Role(cands[0], Role::Master));
                 if two {
@@ -1117,7 +1128,7 @@ fn run_scenario(seed: u64, scen: Option<Scenario>, verbose: bool) -> Outcome {
         }
     }
     sent::stop();
-    let hard = c.scen.hard();
+    let hard = c.scen.hard() || c.unready_takeover;
     c.fig.hard = u64::from(hard);
     c.fig.hard_liveness_lost = u64::from(hard && !c.liveness.is_empty());
     Outcome { violations: c.violations, liveness: c.liveness, hard, trace: c.trace, fig: c.fig }
@@ -1198,7 +1209,7 @@ fn cluster_simulation_keeps_every_invariant() {
     println!(
         "cluster simulation: {n} seeds in {:.1} s, {} data packets checked, {} takeovers, {} split brains \
          ({} refusals during split brains excused), {} seeds failed; liveness lost in {} of {} hard seeds \
-         (split brains, two masters, over 20 % sync loss)",
+         (split brains, two masters, over 20 % sync loss, a takeover before sync was ready)",
         t0.elapsed().as_secs_f64(),
         fig.packets,
         fig.takeovers,
