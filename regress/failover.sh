@@ -17,6 +17,8 @@
 #  10  a takeover, then 20 renegotiations (reneg-sec 3): no reconnect
 #  11  the master's whole vpnsyncd hangs (SIGSTOP): the VIP moves within the
 #      watchdog time plus the VIP move; continued, the daemon goes down
+#  12  the master renegotiates with its sync cut, then fails: the client is a
+#      key ahead of every copy, and is caught up at once
 #
 # Every case also captures (tcpdump in the client namespaces) what the
 # servers send to each client and checks that no (key, packet id) pair
@@ -27,7 +29,7 @@
 . "$(dirname "$0")/lib.sh"
 lab_start openvpn keepalived tcpdump iperf3 python3
 
-CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10 11}
+CASES=${FAILOVER_CASES:-1 1k 2 3 4 4k 5 6 7 8 9 10 11 12}
 PCAP=$REGRESS_DIR/pcap.py
 make_pki "$PKI"
 # The packet-id checker must be able to fail: on a synthetic capture with
@@ -76,7 +78,7 @@ ghosts_on_backups() {
 }
 
 # fail LABEL HOW: the master fails (HOW: cut or kill); a backup takes over.
-# Sets OLD, NEW, T_FAIL.
+# Sets OLD, NEW, T_FAIL, TOOK (seconds until the VIPs were seen moved).
 fail() {
 	local label=$1 how=$2
 	OLD=$(master_of)
@@ -91,7 +93,8 @@ fail() {
 	check "$label: a backup takes both VIPs over from s$OLD" wait_for 15 taken_over "$OLD" ||
 		ha_explain
 	NEW=$(master_of)
-	say "$label: s$NEW is master after $(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}') s"
+	TOOK=$(awk -v a="$T_FAIL" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
+	say "$label: s$NEW is master after $TOOK s"
 	check "$label: s$NEW promoted the ghost sessions (\"promoted: N ghost session(s) now live\")" \
 		wait_for 5 has_line "$(ha_log "$NEW")" "promoted: [1-9][0-9]* ghost session"
 }
@@ -356,29 +359,33 @@ case_rejoin() {
 	case_end "$label"
 }
 
-# 7: 30 % loss on the sync traffic (UDP port 1196 only, so that the inside
-# traffic on the same eth1 is not touched), on every server's egress,
-# during traffic, then failover. With tc netem and a u32 filter where the
-# kernel has them; else nftables (numgen) or iptables (statistic) on the
-# OUTPUT hook, which sees every sync datagram a server sends. Sets LOSS_HOW.
-netem_sync_loss() {
-	local i ns
+# sync_loss PCT [I...]: PCT % loss on the sync traffic (UDP port 1196
+# only, so that the inside traffic on the same eth1 is not touched), on the
+# egress of servers I... (every server by default). With tc netem and a u32
+# filter where the kernel has them; else nftables (numgen) or iptables
+# (statistic) on the OUTPUT hook, which sees every sync datagram a server
+# sends. Sets LOSS_HOW.
+sync_loss() {
+	local pct=$1 i ns servers
+	shift
+	servers=${*:-$(seq 1 "$HA_SERVERS")}
 	LOSS_HOW=""
-	for i in $(seq 1 "$HA_SERVERS"); do
+	for i in $servers; do
 		ns="ip netns exec $LAB-s$i"
 		if $ns tc qdisc add dev eth1 root handle 1: prio bands 3 priomap 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 2>/dev/null &&
-			$ns tc qdisc add dev eth1 parent 1:3 handle 30: netem loss 30% 2>/dev/null &&
+			$ns tc qdisc add dev eth1 parent 1:3 handle 30: netem loss "$pct%" 2>/dev/null &&
 			$ns tc filter add dev eth1 parent 1: protocol ip prio 1 u32 \
 				match ip protocol 17 0xff match ip dport 1196 0xffff flowid 1:3 2>/dev/null; then
-			LOSS_HOW="tc netem loss 30% + u32 filter udp dport 1196"
+			LOSS_HOW="tc netem loss $pct% + u32 filter udp dport 1196"
 		elif command -v nft >/dev/null &&
 			$ns nft add table ip vslab &&
 			$ns nft add chain ip vslab out '{ type filter hook output priority 0; }' &&
-			$ns nft add rule ip vslab out oifname eth1 udp dport 1196 numgen random mod 100 lt 30 counter drop; then
-			LOSS_HOW="nft: oifname eth1 udp dport 1196 numgen random mod 100 lt 30 drop"
+			$ns nft add rule ip vslab out oifname eth1 udp dport 1196 numgen random mod 100 le $((pct - 1)) counter drop; then
+			LOSS_HOW="nft: oifname eth1 udp dport 1196 numgen random mod 100 le $((pct - 1)) drop"
 		elif command -v iptables >/dev/null &&
-			$ns iptables -A OUTPUT -o eth1 -p udp --dport 1196 -m statistic --mode random --probability 0.3 -j DROP; then
-			LOSS_HOW="iptables -m statistic --probability 0.3 on udp dport 1196"
+			$ns iptables -A OUTPUT -o eth1 -p udp --dport 1196 -m statistic --mode random \
+				--probability "$(awk -v p="$pct" 'BEGIN { print p / 100 }')" -j DROP; then
+			LOSS_HOW="iptables -m statistic --probability $pct/100 on udp dport 1196"
 		else
 			$ns tc qdisc del dev eth1 root 2>/dev/null
 			LOSS_HOW=""
@@ -395,10 +402,12 @@ loss_stats() {
 	iptables*) $ns iptables -vnL OUTPUT | awk '/statistic/ { print $1 " packets dropped" }' ;;
 	esac
 }
+# 7: 30 % loss on the sync traffic of every server, during traffic, then
+# failover.
 case_sync_loss() {
 	local label=7 ip1 loss
 	lab_up "$label" 3 1 || return
-	if ! netem_sync_loss; then
+	if ! sync_loss 30; then
 		not_ok "$label: 30 % loss on the sync traffic (this kernel has no netem qdisc or u32 classifier, and neither nft nor iptables is installed)"
 		ha_teardown
 		return
@@ -635,6 +644,39 @@ case_hang() {
 	case_end "$label"
 }
 
+# 12: the master renegotiates while its sync traffic is cut, and dies
+# before the new key reaches a backup: the client is a key ahead of every
+# copy. The new master must catch up at once (it renegotiates past the
+# client's key_id, docs/SYNC.md), not leave the client's data unread
+# until its renegotiation times out (60 s) and the client restarts.
+case_key_ahead() {
+	local label=12 n0 gap
+	HA_CONF_EXTRA="reneg-sec 8"
+	one_client_up "$label"
+	local up=$?
+	HA_CONF_EXTRA=""
+	[ $up = 0 ] || return
+	OLD=$(master_of)
+	n0=$(handshakes_since 1 0)
+	if ! sync_loss 100 "$OLD"; then
+		not_ok "$label: the master's sync traffic cut (no netem, nft or iptables)"
+		ha_teardown
+		return
+	fi
+	say "$label: s$OLD's sync traffic cut: $LOSS_HOW"
+	check "$label: the master renegotiates with its sync cut (client handshakes $n0 -> more)" \
+		wait_for 15 handshakes_at_least 1 $((n0 + 1))
+	sleep 1
+	fail "$label" cut
+	continued "$label" 1 "$LAB_TMP/ping-c1"
+	check "$label: s$NEW caught the client up (\"a key ahead of the copied state\")" \
+		wait_for 5 has_line "$(ha_log "$NEW")" "a key ahead of the copied state"
+	gap=$(longest_gap "$LAB_TMP/ping-c1")
+	check "$label: the ping's longest gap is within the VIP move + 2 s ($gap s, VIPs moved after $TOOK s)" \
+		awk -v g="$gap" -v t="$TOOK" 'BEGIN { exit !(g <= t + 2) }'
+	case_end "$label"
+}
+
 T_ALL=$SECONDS
 for c in $CASES; do
 	t0=$SECONDS
@@ -653,6 +695,7 @@ for c in $CASES; do
 	9) case_forged ;;
 	10) case_reneg ;;
 	11) case_hang ;;
+	12) case_key_ahead ;;
 	*) say "unknown case $c" ;;
 	esac
 	say "=== case $c: $((SECONDS - t0)) s"
