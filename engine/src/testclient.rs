@@ -1042,6 +1042,54 @@ fn twenty_renegotiations_after_a_takeover() {
     assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
 }
 
+/// Member 2 takes over from member 1 (the lab's server is then member 2,
+/// MASTER). With `ahead`, member 1 renegotiated the client to key_id 1
+/// first (`reneg-sec 10` in `extra`: its own; else the client's), and none
+/// of it reached member 2.
+fn takeover_behind(extra: &str, ahead: bool) -> Lab {
+    let (mut lab, mut backup, _) = cluster(extra);
+    lab.run(Duration::from_secs(1));
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert_eq!(backup.client_infos()[0].key_id, 0);
+    if ahead {
+        if extra.is_empty() {
+            lab.client.renegotiate(lab.now);
+        }
+        assert!(lab.run_until(Duration::from_secs(15), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)));
+    }
+    lab.server.sync_out.clear();
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.server.set_role(lab.now, Role::Master);
+    lab
+}
+
+impl Lab {
+    /// A junk DATA_V2 under `key_id` with the session's peer-id, from the
+    /// client's address: nothing comes out of it.
+    fn forge_data(&mut self, key_id: u8) {
+        let peer_id = self.info().peer_id;
+        let mut forged = vec![(9 << 3) | key_id, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
+        forged.extend_from_slice(&[0x5a; 60]);
+        let addr = self.addr;
+        assert!(self.server.on_datagram(self.now, 0, addr, &mut forged).is_none());
+    }
+
+    /// Server and client both use `key_id` within a second; then the last
+    /// acknowledgements settle.
+    fn on_key_within_a_second(&mut self, key_id: u8) {
+        let limit = self.elapsed() + Duration::from_secs(1);
+        let done = self.run_until(limit, |l| l.info().key_id == key_id && l.client.send_key_id() == Some(key_id));
+        assert!(done, "on key_id {key_id} within a second (key_id now {})", self.info().key_id);
+        self.run(Duration::from_millis(500));
+    }
+
+    fn client_refused_nothing(&self) {
+        assert_eq!(self.client.data_rejected, 0);
+        assert_eq!(self.client.control_rejected, 0);
+        assert!(self.client.errors.is_empty(), "{:?}", self.client.errors);
+    }
+}
+
 /// The known liveness gap of the takeover (issue 10): A finishes a
 /// renegotiation and dies before its record reaches B, so the client is a
 /// key ahead of B's copy. B must not wait for the rekey window nor offer
@@ -1051,63 +1099,30 @@ fn twenty_renegotiations_after_a_takeover() {
 /// done, a forged packet under the next key_id does not start another.
 #[test]
 fn a_client_a_key_ahead_of_the_copy_is_caught_up_at_once() {
-    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
-    lab.run(Duration::from_secs(1));
-    sync(&mut lab.server, &mut backup, lab.now);
-    assert_eq!(backup.client_infos()[0].key_id, 0);
-    // A renegotiates (reneg-sec 10); none of it reaches B.
-    assert!(lab.run_until(Duration::from_secs(15), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)));
-    assert_eq!(lab.exchange(10, 2), (10, 10));
-    lab.server.sync_out.clear();
-    std::mem::swap(&mut lab.server, &mut backup);
-    lab.server.set_role(lab.now, Role::Master);
-    let takeover = lab.elapsed();
-    assert!(
-        lab.run_until(takeover + Duration::from_secs(1), |l| {
-            l.info().key_id == 2 && l.client.send_key_id() == Some(2)
-        }),
-        "caught up with key_id 2 within a second of the takeover (key_id now {})",
-        lab.info().key_id
-    );
-    lab.run(Duration::from_millis(500));
+    let mut lab = takeover_behind("", true);
+    // The first packet under key_id 1 starts it (B's own renegotiation
+    // would come within the rekey window, 60 s).
+    let me = lab.client.address().unwrap();
+    assert!(lab.client_sends(&ipv4(me, LAN_HOST, 1, 2)));
+    lab.on_key_within_a_second(2);
     assert_eq!(lab.exchange(20, 3), (20, 20), "data both ways on B's own key");
-    // A forged data packet under the next key_id costs nothing now.
-    let peer_id = lab.info().peer_id;
-    let mut forged = vec![(9 << 3) | 3, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
-    forged.extend_from_slice(&[0x5a; 60]);
-    let addr = lab.addr;
-    assert!(lab.server.on_datagram(lab.now, 0, addr, &mut forged).is_none());
+    lab.forge_data(3);
     lab.run(Duration::from_secs(2));
     assert_eq!(lab.info().key_id, 2, "no renegotiation for a forged key_id");
     assert_eq!(lab.exchange(20, 4), (20, 20));
-    assert_eq!(lab.client.data_rejected, 0);
-    assert_eq!(lab.client.control_rejected, 0);
-    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    lab.client_refused_nothing();
 }
 
 /// The same gap when the client stays silent: B's own soft reset comes
-/// first, under the key_id the client already holds. The client moves one
-/// past it (what a stock client's answer does) and B follows.
+/// first (the copied key is past reneg-sec), under the key_id the client
+/// already holds. The client moves one past it (what a stock client's
+/// answer does) and B follows.
 #[test]
 fn a_silent_client_a_key_ahead_is_followed_to_the_next_key_id() {
-    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
-    lab.run(Duration::from_secs(1));
-    sync(&mut lab.server, &mut backup, lab.now);
-    assert!(lab.run_until(Duration::from_secs(15), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)));
-    lab.server.sync_out.clear();
-    std::mem::swap(&mut lab.server, &mut backup);
-    // The copied key is past reneg-sec: B renegotiates at its first timer.
-    lab.server.set_role(lab.now, Role::Master);
-    let start = lab.elapsed();
-    assert!(
-        lab.run_until(start + Duration::from_secs(1), |l| l.info().key_id == 2 && l.client.send_key_id() == Some(2)),
-        "B followed the client to key_id 2 (key_id now {})",
-        lab.info().key_id
-    );
-    lab.run(Duration::from_millis(500));
+    let mut lab = takeover_behind("reneg-sec 10\n", true);
+    lab.on_key_within_a_second(2);
     assert_eq!(lab.exchange(20, 3), (20, 20));
-    assert_eq!(lab.client.data_rejected, 0);
-    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    lab.client_refused_nothing();
 }
 
 /// A forged data packet under the next key_id right after a takeover
@@ -1116,28 +1131,11 @@ fn a_silent_client_a_key_ahead_is_followed_to_the_next_key_id() {
 /// renegotiation, done within a second, not a hand-window timeout.
 #[test]
 fn a_forged_key_id_after_a_takeover_costs_one_renegotiation() {
-    let (mut lab, mut backup, _) = cluster("");
-    lab.run(Duration::from_secs(1));
-    sync(&mut lab.server, &mut backup, lab.now);
-    lab.server.sync_out.clear();
-    std::mem::swap(&mut lab.server, &mut backup);
-    lab.server.set_role(lab.now, Role::Master);
-    assert_eq!(lab.exchange(10, 2), (10, 10), "B serves on the copied key");
-    let peer_id = lab.info().peer_id;
-    let mut forged = vec![(9 << 3) | 1, (peer_id >> 16) as u8, (peer_id >> 8) as u8, peer_id as u8];
-    forged.extend_from_slice(&[0x5a; 60]);
-    let addr = lab.addr;
-    assert!(lab.server.on_datagram(lab.now, 0, addr, &mut forged).is_none());
-    let start = lab.elapsed();
-    assert!(
-        lab.run_until(start + Duration::from_secs(1), |l| l.info().key_id == 1 && l.client.send_key_id() == Some(1)),
-        "on key_id 1 within a second (key_id now {})",
-        lab.info().key_id
-    );
-    lab.run(Duration::from_millis(500));
+    let mut lab = takeover_behind("", false);
+    lab.forge_data(1);
+    lab.on_key_within_a_second(1);
     assert_eq!(lab.exchange(20, 3), (20, 20));
-    assert_eq!(lab.client.data_rejected, 0);
-    assert!(lab.client.errors.is_empty(), "{:?}", lab.client.errors);
+    lab.client_refused_nothing();
 }
 
 /// Issue 7, finding 7: records that do not fit this member's configuration
