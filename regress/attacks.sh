@@ -43,15 +43,7 @@ start_server() {
 	} >"$LAB_TMP/vpnsyncd.conf"
 	STARTS=$((STARTS + 1))
 	LOG=$LAB_TMP/server$STARTS.log
-	ip netns exec "$LAB-s1" "$VPNSYNCD" $flags -f "$LAB_TMP/vpnsyncd.conf" 2>>"$LOG" &
-	SERVER=$!
-	LAB_PIDS+=("$SERVER")
-	wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
-}
-
-stop_server() {
-	kill "$SERVER" 2>/dev/null
-	wait "$SERVER" 2>/dev/null
+	solo_start "$LAB_TMP/vpnsyncd.conf" "$LOG" "$flags"
 }
 
 # summary_field NAME: a field of `vpnsyncctl -j show summary`.
@@ -155,7 +147,7 @@ live_ok 1 "$LAB_TMP/ping1.log" "$T0" "$IP1"
 kill "$PING1"
 stop_client 2
 stop_client 1
-stop_server
+solo_stop
 
 # --- 2. Reset flood without tls-auth ------------------------------------
 # Before: 100,000 resets from 5,000 ports locked real clients out in 1.3 s.
@@ -252,7 +244,7 @@ check "4: after the second round RSS is within 1 MB of after the first" test $((
 check "4: vpnsyncctl works again afterwards" test "$(summary_field clients)" = 2
 stop_client 2
 stop_client 1
-stop_server
+solo_stop
 
 # --- 5. Hostile configurations: vpnsyncd -n ------------------------------
 # Before: /dev/zero as ca/include/sync key grew without bound, a FIFO CA

@@ -303,13 +303,20 @@ solo_lab() {
 	SOCK=$LAB_TMP/vpnsyncd.sock
 }
 
-# solo_start CONF [LOG]: vpnsyncd -d -v on s1 with CONF, its stderr added
-# to LOG ($LAB_TMP/server.log); true once its control socket answers
-# (within 10 s).
+# solo_start CONF [LOG [FLAGS]]: vpnsyncd FLAGS (-dv) on s1 with CONF, its
+# stderr added to LOG ($LAB_TMP/server.log), its pid in SERVER; true once
+# its control socket answers (within 10 s).
 solo_start() {
-	ip netns exec "$LAB-s1" "$VPNSYNCD" -d -v -f "$1" 2>>"${2:-$LAB_TMP/server.log}" &
-	LAB_PIDS+=("$!")
+	ip netns exec "$LAB-s1" "$VPNSYNCD" "${3:--dv}" -f "$1" 2>>"${2:-$LAB_TMP/server.log}" &
+	SERVER=$!
+	LAB_PIDS+=("$SERVER")
 	wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
+}
+
+# solo_stop: SIGTERM to the vpnsyncd solo_start started, and its exit.
+solo_stop() {
+	kill "$SERVER" 2>/dev/null
+	wait "$SERVER" 2>/dev/null
 }
 
 # solo_ctl ARGS...: vpnsyncctl on s1's control socket.

@@ -26,15 +26,7 @@ server_conf() {
 start_server() {
 	server_conf "$@" >"$LAB_TMP/vpnsyncd.conf"
 	: >"$LOG"
-	ip netns exec "$LAB-s1" "$VPNSYNCD" -d -v -f "$LAB_TMP/vpnsyncd.conf" 2>>"$LOG" &
-	SERVER=$!
-	LAB_PIDS+=("$SERVER")
-	wait_for 10 "$VPNSYNCCTL" -s "$SOCK" show summary >/dev/null
-}
-
-stop_server() {
-	kill "$SERVER" 2>/dev/null
-	wait "$SERVER" 2>/dev/null
+	solo_start "$LAB_TMP/vpnsyncd.conf" "$LOG"
 }
 
 # start_client N NAME [openvpn options...]: client N connects as NAME.
@@ -79,7 +71,7 @@ case_connect() {
 finish_case() {
 	stop_client 1
 	stop_client 2
-	stop_server
+	solo_stop
 }
 
 # a. tls-auth and default negotiation (AES-256-GCM), iperf3 10 s.
