@@ -697,6 +697,11 @@ ha_pair() {
 # has_line FILE ERE: FILE has a line matching ERE.
 has_line() { grep -Eq "$2" "$1"; }
 
+# file_holds FILE TEXT: FILE holds TEXT (one line). Read on each call, so
+# that wait_for polls the file: in `wait_for 5 test "$(cat FILE)" = TEXT`
+# the shell reads it once, before the wait begins.
+file_holds() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
+
 # ping_inside N [COUNT]: client N pings the inside host through the tunnel
 # (COUNT, 3, pings; true if one is answered).
 ping_inside() { ip netns exec "$LAB-c$1" ping -c "${2:-3}" -i 0.2 -W 1 "$INSIDE_IP" >/dev/null 2>&1; }

@@ -156,6 +156,15 @@ pub fn describe_exit(status: nix::sys::wait::WaitStatus) -> String {
     }
 }
 
+/// Whether a child ended as the parent's teardown asks it to: by that
+/// SIGTERM or with status 0. Any other end is an error worth the log's
+/// attention even while stopping (it died on its own, e.g. of a sibling's
+/// death, before the SIGTERM reached it).
+pub fn stopped_as_told(status: nix::sys::wait::WaitStatus) -> bool {
+    use nix::sys::wait::WaitStatus;
+    matches!(status, WaitStatus::Exited(_, 0) | WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGTERM, _))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +181,15 @@ mod tests {
             describe_exit(WaitStatus::Signaled(p, Signal::SIGSEGV, true)),
             "killed by signal 11 (SIGSEGV), core dumped"
         );
+    }
+
+    #[test]
+    fn only_sigterm_or_status_0_is_a_stop_as_told() {
+        let p = Pid::from_raw(1);
+        assert!(stopped_as_told(WaitStatus::Exited(p, 0)));
+        assert!(stopped_as_told(WaitStatus::Signaled(p, Signal::SIGTERM, false)));
+        assert!(!stopped_as_told(WaitStatus::Exited(p, 1)));
+        assert!(!stopped_as_told(WaitStatus::Signaled(p, Signal::SIGSYS, false)));
+        assert!(!stopped_as_told(WaitStatus::Signaled(p, Signal::SIGKILL, false)));
     }
 }

@@ -400,7 +400,7 @@ impl Parent {
             drop(fds);
             if !ready[2].is_empty() {
                 drain(&sig.chld);
-                if self.reap() {
+                if !self.reap(false).is_empty() {
                     return Exit::ChildDied;
                 }
             }
@@ -421,11 +421,10 @@ impl Parent {
                     continue;
                 }
                 if let Err(e) = self.handle_child(i, *ev) {
-                    let kind = self.children[i].kind;
-                    log::error!("{}: {e}", kind.name());
-                    // The child is gone or broken: find out how and stop.
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.reap();
+                    log::error!("{}: {e}", self.children[i].kind.name());
+                    // The child is gone or broken: stop at once, so that
+                    // the demotion is not delayed. Its channel closes
+                    // before it can be reaped; teardown logs how it ended.
                     return Exit::ChildDied;
                 }
             }
@@ -435,7 +434,7 @@ impl Parent {
             if let Some((i, why)) = watchdog.hung(now, &self.children) {
                 // Continued after a stop of our own, we may find the
                 // children gone rather than hung: say so.
-                if self.reap() {
+                if !self.reap(false).is_empty() {
                     return Exit::ChildDied;
                 }
                 log::error!("{why}; demoting and stopping");
@@ -463,23 +462,29 @@ impl Parent {
         Ok(())
     }
 
-    /// Collects dead children. Returns true when one of ours died. Each
-    /// is waited for by its pid: password scripts (crate::auth) collect
-    /// their own exit status.
-    fn reap(&mut self) -> bool {
-        let mut died = false;
+    /// Collects the children that ended and logs how each did; returns
+    /// their pids and statuses. Each is waited for by its pid: password
+    /// scripts (crate::auth) collect their own exit status. `stopping`:
+    /// teardown asked them to end, so an end by its SIGTERM is no error.
+    fn reap(&mut self, stopping: bool) -> Vec<(i32, WaitStatus)> {
+        let mut ended = Vec::new();
         let mut i = 0;
         while i < self.children.len() {
             match waitpid(Pid::from_raw(self.children[i].pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => i += 1,
                 Ok(status) => {
                     let c = self.children.remove(i);
-                    log::error!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
-                    died = true;
+                    let line = format!("{} (pid {}) {}", c.kind.name(), c.pid, children::describe_exit(status));
+                    if stopping && children::stopped_as_told(status) {
+                        log::info!("{line}");
+                    } else {
+                        log::error!("{line}");
+                    }
+                    ended.push((c.pid, status));
                 }
             }
         }
-        died
+        ended
     }
 
     fn handle_child(&mut self, i: usize, ev: PollFlags) -> io::Result<()> {
@@ -619,6 +624,37 @@ impl Parent {
         Ok(format!("reloaded {}", self.opts.file.display()))
     }
 
+    /// Sends every child SIGTERM and collects them all (SIGKILL after
+    /// 3 s), logging how each ended; returns that. A child that died on
+    /// its own may become reapable only now: its channel closes before
+    /// the kernel lets it be reaped (a dying engine first takes its tun
+    /// device down, which on a loaded machine takes longer than any fixed
+    /// wait, while the syncer, seeing the engine's channel close, exits at
+    /// once). A SIGTERM to a process already exiting does not change how
+    /// it ends, so its own end is what is logged.
+    fn stop_children(&mut self) -> Vec<(i32, WaitStatus)> {
+        for c in &self.children {
+            let _ = kill(Pid::from_raw(c.pid), Signal::SIGTERM);
+        }
+        let mut ended = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            ended.extend(self.reap(true));
+            if self.children.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in self.children.drain(..) {
+            log::warn!("{} (pid {}) did not stop; killing it", c.kind.name(), c.pid);
+            let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
+            if let Ok(status) = waitpid(Pid::from_raw(c.pid), None) {
+                ended.push((c.pid, status));
+            }
+        }
+        ended
+    }
+
     /// Stops the children and removes what we created. `failed`: demote so
     /// that another cluster member takes over.
     fn teardown(&mut self, failed: bool) {
@@ -629,21 +665,7 @@ impl Parent {
         }
         // While the device is there (the engine holds it).
         self.routes.clear();
-        for c in &self.children {
-            let _ = kill(Pid::from_raw(c.pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !self.children.is_empty() && Instant::now() < deadline {
-            self.children.retain(|c| {
-                !matches!(waitpid(Pid::from_raw(c.pid), Some(WaitPidFlag::WNOHANG)), Ok(s) if s != WaitStatus::StillAlive)
-            });
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for c in self.children.drain(..) {
-            log::warn!("{} (pid {}) did not stop; killing it", c.kind.name(), c.pid);
-            let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(c.pid), None);
-        }
+        self.stop_children();
         let _ = std::fs::remove_file(&self.control_path);
         if let Some(m) = &self.management_path {
             let _ = std::fs::remove_file(m);
@@ -690,6 +712,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
     use vpnsyncd_common::imsg::{Imsg, ImsgBuf, ImsgHdr};
 
     /// A parent with three children whose other ends are returned.
@@ -769,6 +792,34 @@ mod tests {
         assert!(p.dispatch(ChildKind::Syncer, msg(ImsgType::AuthCheck, &check(3).encode())).is_err());
         assert!(p.dispatch(ChildKind::Engine, msg(ImsgType::AuthCheck, b"junk")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Teardown collects every child with its own end: one that ended
+    /// before it, one stopped by its SIGTERM, and one that dies of its own
+    /// signal only 300 ms later (past the 50 ms the parent once waited
+    /// before reaping once) while its SIGTERM changes nothing, as for an
+    /// engine killed by its seccomp filter that is still taking its tun
+    /// device down.
+    #[test]
+    fn teardown_collects_every_child_with_its_own_end() {
+        let (mut p, _ends) = parent();
+        let spawn = |script: &str| Command::new("sh").args(["-c", script]).spawn().unwrap().id() as i32;
+        let dying = spawn("trap '' TERM; sleep 0.3; kill -USR1 $$");
+        let (running, ended) = (spawn("exec sleep 30"), spawn("exit 3"));
+        for (c, pid) in p.children.iter_mut().zip([dying, running, ended]) {
+            c.pid = pid;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut got = p.stop_children();
+        got.sort_by_key(|(pid, _)| *pid);
+        let mut want = vec![
+            (dying, WaitStatus::Signaled(Pid::from_raw(dying), Signal::SIGUSR1, false)),
+            (running, WaitStatus::Signaled(Pid::from_raw(running), Signal::SIGTERM, false)),
+            (ended, WaitStatus::Exited(Pid::from_raw(ended), 3)),
+        ];
+        want.sort_by_key(|(pid, _)| *pid);
+        assert_eq!(got, want);
+        assert!(p.children.is_empty());
     }
 
     /// A child that asks for the role gets the current one, whenever it
