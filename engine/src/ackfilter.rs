@@ -8,8 +8,9 @@
 //! (docs/DATAPATH.md). An ACK whose cumulative ack number a later one of
 //! the batch passes tells the sender nothing that the later one does not.
 //!
-//! The rules are those of sch_cake's `ack-filter`, narrowed (an ACK that
-//! cake would look at twice is simply kept here):
+//! The rules are those of sch_cake's `ack-filter`, narrowed: where cake
+//! weighs SACK blocks or ECN flags against each other, the packet is
+//! simply kept here.
 //! - Both the ACK dropped and the one that supersedes it are "pure": IPv4
 //!   (options allowed, no fragment) or IPv6 without extension headers, not
 //!   CE-marked, TCP flags exactly ACK (no SYN/FIN/RST/PSH/URG/ECE/CWR, no
