@@ -30,6 +30,8 @@ pub struct Summary {
     /// Sync records refused: stale, for a session served here, not
     /// fitting the configuration, in conflict, or beyond the table's size.
     pub refused_records: u64,
+    /// Clients' pure TCP ACKs dropped by the ACK filter (`ack-filter`).
+    pub acks_filtered: u64,
     /// The `watchdog` setting, seconds.
     pub watchdog: u32,
     /// Unix milliseconds of the engine's last heartbeat from the parent.
@@ -107,6 +109,7 @@ impl Summary {
             w.str(l);
         }
         w.str(&self.sync).u32(self.ghosts).u64(self.refused_packets).u64(self.refused_records);
+        w.u64(self.acks_filtered);
         w.u32(self.watchdog).u64(self.parent_heard).bytes(&self.heartbeats.encode());
         w.finish()
     }
@@ -121,6 +124,7 @@ impl Summary {
         let listen = (0..n).map(|_| r.str().map(str::to_owned)).collect::<Result<_, _>>()?;
         let sync = r.str()?.to_owned();
         let (ghosts, refused_packets, refused_records) = (r.u32()?, r.u64()?, r.u64()?);
+        let acks_filtered = r.u64()?;
         let (watchdog, parent_heard) = (r.u32()?, r.u64()?);
         let heartbeats = Beats::decode(&mut Reader::new(r.bytes()?))?;
         r.end()?;
@@ -137,6 +141,7 @@ impl Summary {
             ghosts,
             refused_packets,
             refused_records,
+            acks_filtered,
             watchdog,
             parent_heard,
             heartbeats,
@@ -275,6 +280,7 @@ mod tests {
             ghosts: 4,
             refused_packets: 5,
             refused_records: 6,
+            acks_filtered: 8,
             watchdog: 3,
             parent_heard: 1_700_000_000_500,
             heartbeats: Beats(vec![("engine".into(), 1_700_000_000_400), ("carpwatch".into(), 0)]),

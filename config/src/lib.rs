@@ -21,7 +21,7 @@ pub use lexer::{MAX_EXPANDED, MAX_STRING};
 pub use net::Ipv4Net;
 pub use net6::Ipv6Net;
 pub use parser::{
-    DEFAULT_BSDAUTH_TYPE, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL,
+    DEFAULT_ACK_FILTER, DEFAULT_BSDAUTH_TYPE, DEFAULT_PAM_SERVICE, DEFAULT_PASSWORD_TIMEOUT, DEFAULT_STATUS_INTERVAL,
     DEFAULT_TOKEN_LIFETIME, DEFAULT_WATCHDOG, MAX_PUSH_DNS, MAX_PUSH_ROUTES,
 };
 pub use pushopt::{MAX_PUSH_OPTION, MAX_PUSH_OPTIONS};
@@ -219,6 +219,9 @@ pub struct Config {
     /// Microseconds the engine waits, while data flows, before it reads the
     /// tun and the listeners again (0: it wakes for every packet).
     pub rx_moderation: u32,
+    /// Whether a client's pure TCP ACK that a later one of the same receive
+    /// batch supersedes is dropped (`ack-filter`, engine/src/ackfilter.rs).
+    pub ack_filter: bool,
     pub push_routes: Vec<Ipv4Net>,
     pub push_dns: Vec<IpAddr>,
     pub push_domain: Option<String>,

@@ -61,6 +61,11 @@ impl Batch {
         (&mut self.bufs[i][..self.lens[i]], addr)
     }
 
+    /// Datagram `i`, as [`Batch::get_mut`] left it.
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.lens[i]]
+    }
+
     /// Appends a datagram to send: `fill` writes into the buffer and returns
     /// the length. Returns false (and adds nothing) when the batch is full.
     pub fn push(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {

@@ -36,6 +36,8 @@ struct Engine {
     tun: OwnedFd,
     /// Buffers of the tun side, and the coalescer of the receive batches.
     tunio: crate::tunio::TunIo,
+    /// Thins the clients' pure TCP ACKs of each receive batch (`ack-filter`).
+    acks: crate::ackfilter::AckFilter,
     listeners: Vec<OwnedFd>,
     server: Server,
     /// Datagrams received from the listeners.
@@ -121,6 +123,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         mgmt,
         tun,
         tunio: crate::tunio::TunIo::new(vnet),
+        acks: crate::ackfilter::AckFilter::new(),
         listeners,
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
@@ -338,12 +341,27 @@ impl Engine {
                 }
             };
             let t = now();
-            for i in 0..n {
+            // Where each datagram's decrypted packet lies in its buffer: the
+            // whole batch is decrypted before any of it goes to the tun, so
+            // the ACK filter sees the batch at once.
+            let mut plain = [None; BATCH];
+            for (i, p) in plain.iter_mut().enumerate().take(n) {
                 let (buf, from) = self.rx.get_mut(i);
                 let Some(from) = from else { continue };
+                let start = buf.as_ptr() as usize;
                 if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
-                    segments += usize::from(self.tunio.write(self.tun.as_fd(), ip));
+                    *p = (ip.as_ptr() as usize).checked_sub(start).map(|off| (off, ip.len()));
                 }
+            }
+            let mut pkts: [Option<&[u8]>; BATCH] = [None; BATCH];
+            for (i, (p, at)) in pkts.iter_mut().zip(&plain).enumerate().take(n) {
+                *p = at.and_then(|(off, len)| self.rx.get(i).get(off..off + len));
+            }
+            if self.conf.ack_filter {
+                self.acks.filter(&mut pkts[..n]);
+            }
+            for ip in pkts[..n].iter().flatten() {
+                segments += usize::from(self.tunio.write(self.tun.as_fd(), ip));
             }
             self.tunio.flush(self.tun.as_fd());
             self.send_control();
@@ -558,6 +576,7 @@ impl Engine {
             ghosts: self.server.ghost_count() as u32,
             refused_packets: self.server.refused_first_packets(),
             refused_records: self.server.refusals().total(),
+            acks_filtered: self.acks.dropped(),
             watchdog: self.watch.limit_secs(),
             parent_heard: self.watch.heard_ms(),
             heartbeats: self.beats.clone(),

@@ -3,6 +3,7 @@
 //! event loop (`io`), with the session table (`server`) and the control
 //! socket (`control`).
 
+pub mod ackfilter;
 pub mod admission;
 mod assign;
 pub mod auth;

@@ -32,11 +32,11 @@ pub const MAX_SUPER: usize = 65535;
 /// the oldest one first.
 pub const MAX_FLOWS: usize = 8;
 
-const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_ACK: u8 = 0x10;
 const TCP_CWR: u8 = 0x80;
 
 /// Why a packet was not handled.
@@ -107,15 +107,15 @@ pub fn fold(mut acc: u64) -> u16 {
 /// The IP layer of a packet: where its transport header starts, and the
 /// addresses the pseudo-header sums.
 #[derive(Clone, Copy, Debug)]
-struct Ip {
-    v6: bool,
-    hlen: usize,
-    proto: u8,
+pub(crate) struct Ip {
+    pub(crate) v6: bool,
+    pub(crate) hlen: usize,
+    pub(crate) proto: u8,
 }
 
 /// Parses an IPv4 (no fragment) or IPv6 (no extension header) header whose
 /// length field matches `pkt` exactly.
-fn ip(pkt: &[u8]) -> Result<Ip, Refused> {
+pub(crate) fn ip(pkt: &[u8]) -> Result<Ip, Refused> {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let hlen = usize::from(pkt[0] & 0x0f) * 4;
@@ -145,7 +145,7 @@ fn ip(pkt: &[u8]) -> Result<Ip, Refused> {
 
 impl Ip {
     /// The addresses and the ports (TCP or UDP) of `pkt`.
-    fn tuple<'a>(&self, pkt: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+    pub(crate) fn tuple<'a>(&self, pkt: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
         let addrs = if self.v6 { pkt.get(8..40)? } else { pkt.get(12..20)? };
         Some((addrs, pkt.get(self.hlen..self.hlen + 4)?))
     }
