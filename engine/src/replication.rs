@@ -114,7 +114,7 @@ impl KeyState {
             phase: Phase::Established,
             data: Some(data),
             key2: Some(Box::new(k.key2)),
-            send_ok: true,
+            send_ok: client_has(k.recv),
             established: Some(now.mono.checked_sub(age).unwrap_or(now.mono)),
             expires: (k.expires_in > 0).then(|| now.mono + Duration::from_secs(k.expires_in.into())),
             senders: k.senders,
@@ -144,6 +144,30 @@ impl KeyState {
         if let Some(d) = self.data.as_mut() {
             d.advance_send_counter(send);
             d.merge_recv_state(recv);
+        }
+        self.send_ok |= client_has(recv);
+    }
+}
+
+/// Whether a copied key is known to be the client's too: the master
+/// received under it. A renegotiated key the master finished may not be
+/// finished at the client (the master died before the client read its last
+/// key-method message); sending under it would be lost, so a new master
+/// sends under the older key until the client's first packet under the new
+/// one (`Session::decrypt` then allows it), as the original master did.
+/// The master's send counter is no proof: a takeover jumps it without
+/// sending.
+fn client_has((_, highest, _): Window) -> bool {
+    highest > 0
+}
+
+/// A copy of which no key is known to be the client's sends under its
+/// newest, as the original master would (a first key, or a client that
+/// has been silent since its last renegotiation).
+fn allow_newest(keys: &mut [KeyState]) {
+    if !keys.iter().any(|k| k.send_ok) {
+        if let Some(k) = keys.last_mut() {
+            k.send_ok = true;
         }
     }
 }
@@ -247,7 +271,9 @@ impl Session {
         sent: &SentKeys,
         now: Now,
     ) -> Session {
-        let keys = rec.keys.iter().map(|k| KeyState::copied(k, &conf, rec.negotiated.cipher, sent, now)).collect();
+        let mut keys: Vec<KeyState> =
+            rec.keys.iter().map(|k| KeyState::copied(k, &conf, rec.negotiated.cipher, sent, now)).collect();
+        allow_newest(&mut keys);
         let sids = (rec.local_sid, rec.remote_sid);
         let mut s = Session {
             common_name: Some(rec.common_name.clone()),
@@ -296,6 +322,7 @@ impl Session {
         }
         // What the record no longer has is gone on the master too.
         self.retire_keys(|_| false);
+        allow_newest(&mut keys);
         self.keys = keys;
         self.peer = rec.peer;
         self.listener = rec.listener.into();
@@ -529,9 +556,11 @@ impl Session {
         for k in &mut self.keys {
             k.tls = None;
             k.rel = Reliable::new();
-            k.send_ok = true;
             k.tls_out.clear();
         }
+        // A key the client has not confirmed stays unconfirmed (see
+        // `client_has`): its acknowledgement went with the TLS session.
+        allow_newest(&mut self.keys);
         self.outbox.clear();
         self.ghost = true;
         self.gen = Gen::YIELDED;

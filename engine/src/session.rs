@@ -855,7 +855,16 @@ impl Session {
             let part: Vec<u8> = ks.tls_out.drain(..n).collect();
             ks.rel.send(Opcode::ControlV1, part);
         }
-        if ks.phase == Phase::Established && !ks.send_ok && ks.rel.all_acked() && ks.tls_out.is_empty() {
+        // Only a key negotiated here: a copied one (no TLS) has nothing to
+        // acknowledge, and waits for the client's first packet under it
+        // (crate::replication, `client_has`).
+        let negotiated_here = ks.tls.is_some();
+        if negotiated_here
+            && ks.phase == Phase::Established
+            && !ks.send_ok
+            && ks.rel.all_acked()
+            && ks.tls_out.is_empty()
+        {
             ks.send_ok = true;
         }
         self.transmit(idx, now);

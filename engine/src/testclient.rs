@@ -1113,6 +1113,34 @@ fn a_client_a_key_ahead_of_the_copy_is_caught_up_at_once() {
     lab.client_refused_nothing();
 }
 
+/// The other side of that gap: A finishes a renegotiation on its side and
+/// dies before the client has read A's last key-method message, so the
+/// client still sends (and receives) under key_id 0 while B's copy holds
+/// key_id 1 too. B must send under the key the client has, not under the
+/// newer one it merely copied (the simulation's seed 2704 found it: every
+/// packet the new master sent was dropped by the client).
+#[test]
+fn a_client_a_key_behind_the_copy_gets_its_packets_under_the_old_key() {
+    let (mut lab, mut backup, _) = cluster("reneg-sec 10\n");
+    lab.run(Duration::from_secs(1));
+    sync(&mut lab.server, &mut backup, lab.now);
+    // A renegotiates; the moment its side is done, what it sent to the
+    // client is lost, and A dies with its record of key_id 1 out.
+    let upsert = |l: &Lab| l.server.sync_out.iter().any(|o| matches!(o, crate::server::SyncOut::Upsert(..)));
+    assert!(lab.run_until(Duration::from_secs(15), upsert), "A finished key_id 1");
+    lab.down.queue.clear();
+    lab.set_network(CLEAN, Impair { loss: 1000, ..CLEAN });
+    lab.run(Duration::from_millis(500));
+    sync(&mut lab.server, &mut backup, lab.now);
+    assert_eq!(backup.client_infos()[0].key_id, 1, "B holds key_id 1");
+    std::mem::swap(&mut lab.server, &mut backup);
+    lab.set_network(CLEAN, CLEAN);
+    lab.server.set_role(lab.now, Role::Master);
+    lab.run(Duration::from_millis(200));
+    assert_eq!(lab.client.send_key_id(), Some(0), "the client never finished key_id 1");
+    assert_eq!(lab.exchange(10, 2), (10, 10), "data both ways under key_id 0");
+}
+
 /// The same gap when the client stays silent: B's own soft reset comes
 /// first (the copied key is past reneg-sec), under the key_id the client
 /// already holds. The client moves one past it (what a stock client's
