@@ -469,4 +469,4 @@ impl Coalescer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

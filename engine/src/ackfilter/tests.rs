@@ -49,15 +49,8 @@ impl Seg {
         let total = l3 + tcp + self.payload;
         let mut p = vec![0u8; total];
         if self.v6 {
-            p[0] = 0x60;
+            crate::offload::tests::ipv6_tcp_header(&mut p);
             p[1] = self.ecn << 4;
-            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-            p[6] = PROTO_TCP;
-            p[7] = 64;
-            p[8] = 0xfd;
-            p[23] = 2;
-            p[24] = 0xfd;
-            p[39] = 10;
         } else {
             p[0] = 0x45;
             p[1] = self.ecn;

@@ -25,16 +25,23 @@ fn tcp4(seq: u32, id: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
 fn tcp6(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let total = 40 + 32 + payload.len();
     let mut p = vec![0u8; total];
+    ipv6_tcp_header(&mut p);
+    tcp_fill(&mut p, 40, seq, flags, payload);
+    p
+}
+
+/// The fixed IPv6 header of a TCP packet fd00::2 -> fd00::10 that fills
+/// `p` (hop limit 64), for this module's tests and crate::ackfilter's.
+pub(crate) fn ipv6_tcp_header(p: &mut [u8]) {
+    let payload_len = (p.len() - 40) as u16;
     p[0] = 0x60;
-    p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&payload_len.to_be_bytes());
     p[6] = PROTO_TCP;
     p[7] = 64;
     p[8] = 0xfd;
     p[23] = 2;
     p[24] = 0xfd;
     p[39] = 10;
-    tcp_fill(&mut p, 40, seq, flags, payload);
-    p
 }
 
 fn tcp_fill(p: &mut [u8], l4: usize, seq: u32, flags: u8, payload: &[u8]) {
