@@ -457,8 +457,7 @@ impl Session {
     /// and only once per takeover (`maybe_behind`): a forger can cost the
     /// client one renegotiation, never more.
     fn skip_key_id(&mut self, key_id: u8, now: Now, initiate: bool) -> Option<usize> {
-        let newest = self.keys.iter().rev().find(|k| k.data.is_some())?.key_id;
-        if !self.maybe_behind || self.ghost || key_id != next_key_id(next_key_id(newest)) {
+        if !self.maybe_behind || self.ghost || key_id != next_key_id(next_key_id(self.newest_key_id()?)) {
             return None;
         }
         self.maybe_behind = false;
@@ -473,13 +472,18 @@ impl Session {
     /// it: ours was a skip the client did not need (a forged packet made
     /// it, see `skip_key_id`), so the client's renegotiation goes ahead.
     fn yield_to_client(&mut self, key_id: u8, now: Now) -> Option<usize> {
-        let newest = self.keys.iter().rev().find(|k| k.data.is_some())?.key_id;
+        let newest = self.newest_key_id()?;
         let last = self.keys.last()?;
         if key_id != next_key_id(newest) || last.phase != Phase::Negotiating || last.rel.heard() {
             return None;
         }
         self.drop_unfinished();
         self.open_key_state(key_id, now, false)
+    }
+
+    /// The key_id of our newest key that has data keys.
+    fn newest_key_id(&self) -> Option<u8> {
+        self.keys.iter().rev().find(|k| k.data.is_some()).map(|k| k.key_id)
     }
 
     /// Ends an unfinished renegotiation: our newest key is the primary again.
