@@ -254,6 +254,27 @@ lab_topology() {
 	ip -n "$LAB-in" route add 10.8.0.0/24 via "$IN_VIP"
 }
 
+# lab_bench_net CC: for the benchmarks, the lab's own costs made the same on
+# every machine. A kernel with br_netfilter built in (or loaded) runs every
+# bridged frame through the IPv4/IPv6/ARP netfilter hooks of the switch, in
+# the context of the process that sent it (a server's engine too): a cost of
+# the lab, not of any host in it, which Debian's default kernel (no
+# br_netfilter loaded) does not have. And the senders' TCP congestion
+# control is CC whatever this host's default: in a download the inside
+# host's TCP runs in the context of the server that writes the client's ACKs
+# to its tun, so a paced one (bbr arms a timer per burst) is charged there.
+lab_bench_net() {
+	local nf ns
+	for nf in iptables ip6tables arptables; do
+		[ ! -e /proc/sys/net/bridge/bridge-nf-call-$nf ] ||
+			ip netns exec "$LAB-sw" sysctl -qw "net.bridge.bridge-nf-call-$nf=0"
+	done
+	for ns in "$LAB-in" "${LAB_NETNS[@]}"; do
+		case $ns in "$LAB-in" | "$LAB"-c*) ;; *) continue ;; esac
+		ip netns exec "$ns" sysctl -qw "net.ipv4.tcp_congestion_control=$1" || return 1
+	done
+}
+
 # server_base_conf SOCKET: what every lab server's vpnsyncd.conf holds: the
 # VIP listener, the tunnel, the lab PKI with its CRL, the pushed inside route.
 # LAB_CLIENT_NETWORK replaces the client network 10.8.0.0/24 (its 253
