@@ -266,7 +266,7 @@ lab_topology() {
 lab_bench_net() {
 	local nf ns
 	for nf in iptables ip6tables arptables; do
-		[ ! -e /proc/sys/net/bridge/bridge-nf-call-$nf ] ||
+		[ "${BENCH_BRNF:-0}" = 0 ] && [ -e /proc/sys/net/bridge/bridge-nf-call-$nf ] || continue
 			ip netns exec "$LAB-sw" sysctl -qw "net.bridge.bridge-nf-call-$nf=0"
 	done
 	for ns in "$LAB-in" "${LAB_NETNS[@]}"; do
