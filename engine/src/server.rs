@@ -122,6 +122,9 @@ pub struct Server {
     refusals: Refusals,
     /// First packets refused (bad wrapping, full server): logged quietly.
     refused: crate::quiet::Quiet,
+    /// Clients' soft resets refused for coming too often
+    /// (crate::reneglimit): logged quietly.
+    reneg_refused: crate::quiet::Quiet,
     /// What this run sent under keys it no longer holds (invariant (a)).
     sent: crate::sentkeys::SentKeys,
     /// Password checks waiting for the parent (crate::auth).
@@ -179,6 +182,7 @@ impl Server {
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
+            reneg_refused: crate::quiet::Quiet::default(),
             checks: crate::auth::Checks::default(),
             sent: crate::sentkeys::SentKeys::new(
                 4 * conf.max_clients as usize * usize::from(MEMBERS),
@@ -272,6 +276,12 @@ impl Server {
     /// First packets refused so far (see [`crate::quiet`]).
     pub fn refused_first_packets(&self) -> u64 {
         self.refused.total
+    }
+
+    /// Clients' soft resets refused so far for coming too often
+    /// (crate::reneglimit); every resend of one counts.
+    pub fn refused_renegotiations(&self) -> u64 {
+        self.reneg_refused.total
     }
 
     /// Sessions of other members held here.
@@ -764,6 +774,19 @@ impl Server {
             let who = (s.common_name.as_deref().unwrap_or(""), s.peer);
             if !self.checks.submit((id, s.local_sid), c, who, now.mono + timeout) {
                 s.auth_verdict(false, "too many password checks under way", now);
+            }
+        }
+        if s.take_reneg_refused() {
+            if let Some(n) = self.reneg_refused.event(now.mono) {
+                log::warn!(
+                    "{}: soft reset refused: the client renegotiates more often than {} back to back, then one \
+                     every {} s; its resend after that starts it (the client's reneg-sec, reneg-bytes or \
+                     reneg-pkts is too small){}",
+                    s.label(),
+                    crate::reneglimit::BURST,
+                    crate::reneglimit::EVERY.as_secs(),
+                    crate::quiet::more(n)
+                );
             }
         }
         if let Some((gen, rec)) = s.take_record(now) {

@@ -420,6 +420,9 @@ mod idle;
 /// A takeover of many sessions in slices (issue 10).
 mod takeover;
 
+/// Clients that renegotiate too often (crate::reneglimit).
+mod reneg;
+
 // ---------------------------------------------------------------------------
 // The tests.
 
