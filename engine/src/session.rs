@@ -585,7 +585,12 @@ impl Session {
         // A ghost's old key has no TLS session: its data is dropped.
         let Some(tls) = self.keys[idx].tls.as_mut() else { return Ok(()) };
         while !payload.is_empty() {
-            tls.read_tls(&mut payload).map_err(|e| e.to_string())?;
+            // After the client's close_notify rustls reads nothing more
+            // (0 bytes, not an error): offering the rest again would spin
+            // the engine for good.
+            if tls.read_tls(&mut payload).map_err(|e| e.to_string())? == 0 {
+                return Err("the client closed its TLS session (close_notify) and sent more".into());
+            }
             tls.process_new_packets().map_err(|e| crate::tls::describe(&e))?;
         }
         Ok(())

@@ -423,6 +423,9 @@ mod takeover;
 /// Clients that renegotiate too often (crate::reneglimit).
 mod reneg;
 
+/// Clients with valid certificates abusing the control channel or the tunnel.
+mod abuse;
+
 // ---------------------------------------------------------------------------
 // The tests.
 
