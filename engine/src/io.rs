@@ -577,6 +577,7 @@ impl Engine {
             refused_packets: self.server.refused_first_packets(),
             refused_records: self.server.refusals().total(),
             refused_renegotiations: self.server.refused_renegotiations(),
+            wrong_source: self.server.wrong_source_packets(),
             acks_filtered: self.acks.dropped(),
             watchdog: self.watch.limit_secs(),
             parent_heard: self.watch.heard_ms(),

@@ -49,7 +49,7 @@ pub fn summary(s: &Summary, now_ms: u64) -> String {
         })
         .collect();
     format!(
-        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records, {} renegotiations\nFiltered: {} TCP ACKs (ack-filter)\nWatchdog: {} s; last heartbeat: {}\n",
+        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records, {} renegotiations\nDropped:  {} tunnel packets from a wrong source\nFiltered: {} TCP ACKs (ack-filter)\nWatchdog: {} s; last heartbeat: {}\n",
         s.version,
         s.role.name(),
         timeframe(now.saturating_sub(s.started)),
@@ -63,6 +63,7 @@ pub fn summary(s: &Summary, now_ms: u64) -> String {
         s.refused_packets,
         s.refused_records,
         s.refused_renegotiations,
+        s.wrong_source,
         s.acks_filtered,
         s.watchdog,
         beats.join(", ")
@@ -87,7 +88,7 @@ pub fn summary_json(s: &Summary, now_ms: u64) -> Value {
         "server_address": s.server_address, "listen": s.listen, "clients": s.clients,
         "max_clients": s.max_clients, "sync": s.sync, "ghosts": s.ghosts,
         "refused_packets": s.refused_packets, "refused_records": s.refused_records,
-        "refused_renegotiations": s.refused_renegotiations,
+        "refused_renegotiations": s.refused_renegotiations, "wrong_source": s.wrong_source,
         "acks_filtered": s.acks_filtered,
         "watchdog": s.watchdog, "heartbeats": beats,
     })
@@ -325,6 +326,7 @@ mod tests {
             refused_packets: 7,
             refused_records: 2,
             refused_renegotiations: 4,
+            wrong_source: 5,
             acks_filtered: 3,
             watchdog: 3,
             parent_heard: 3_699_600,
@@ -335,7 +337,7 @@ mod tests {
         assert!(t.contains("Clients:  0 of 1024, 3 of other members\n"), "{t}");
         assert!(
             t.contains(
-                "Refused:  7 first packets, 2 sync records, 4 renegotiations\nFiltered: 3 TCP ACKs (ack-filter)\n"
+                "Refused:  7 first packets, 2 sync records, 4 renegotiations\nDropped:  5 tunnel packets from a wrong source\nFiltered: 3 TCP ACKs (ack-filter)\n"
             ),
             "{t}"
         );
@@ -348,6 +350,7 @@ mod tests {
         assert_eq!(j["watchdog"], 3);
         assert_eq!(j["acks_filtered"], 3);
         assert_eq!(j["refused_renegotiations"], 4);
+        assert_eq!(j["wrong_source"], 5);
         assert_eq!(j["heartbeats"]["engine"]["age_ms"], 250);
         assert_eq!(j["heartbeats"]["parent"]["last_ms"], 3_699_600);
         assert_eq!(j["heartbeats"]["syncer"], Value::Null);

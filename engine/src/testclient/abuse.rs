@@ -149,3 +149,41 @@ fn acknowledgements_of_ids_never_sent_and_huge_packet_ids_change_nothing() {
         assert!(lab.client.errors.is_empty(), "seed {seed}: {:?}", lab.client.errors);
     }
 }
+
+/// Client 0 sends tunnel packets whose source is client 1's tunnel
+/// address, or a host of an iroute of another common name, or not IP at
+/// all: each is dropped and counted; its own packets and those of client
+/// 1 pass.
+#[test]
+fn a_tunnel_packet_from_another_clients_address_or_iroute_is_dropped_and_counted() {
+    use super::idle::{addr, connect_all};
+    let k = static_key(7);
+    let mut server = server("tls-auth \"/k/ta.key\" direction 0\nclient-config-dir \"/ccd\"\n", Some(&k));
+    let mut l = crate::ccd::Loading::default();
+    let bob = vpnsyncd_config::ccd::CcdFile { name: "bob".into(), text: "iroute 192.168.70.0 255.255.255.0\n".into() };
+    l.add(&bob.encode(), "10.8.0.0/24".parse().unwrap()).unwrap();
+    server.set_client_configs(l.finish());
+    let opts = ClientOptions::v26(ClientWrap::TlsAuth(k, Digest::Sha1));
+    let mut now = Now { mono: Instant::now(), unix: UNIX0 };
+    let mut clients = connect_all(&mut server, &opts, 2, &mut now);
+    let (me, other) = (clients[0].address().unwrap(), clients[1].address().unwrap());
+    assert_ne!(me, other);
+    let mut up = |server: &mut Server, clients: &mut [TestClient], i: usize, ip: &[u8]| -> bool {
+        assert!(clients[i].send_data(now, ip));
+        now.mono += Duration::from_millis(1);
+        let mut p = clients[i].outbox.pop().unwrap();
+        server.on_datagram(now, 0, addr(i), &mut p) == Some(ip)
+    };
+    let bobs_host = Ipv4Addr::new(192, 168, 70, 9);
+    // Version 6, but shorter than an IPv6 header.
+    let not_ip = [0x65u8; 20];
+    for n in 0..100u16 {
+        assert!(!up(&mut server, &mut clients, 0, &ipv4(other, LAN_HOST, n, 1)), "another client's address");
+        assert!(!up(&mut server, &mut clients, 0, &ipv4(bobs_host, LAN_HOST, n, 2)), "another name's iroute");
+        assert!(!up(&mut server, &mut clients, 0, &not_ip), "neither IPv4 nor IPv6");
+        assert!(up(&mut server, &mut clients, 0, &ipv4(me, LAN_HOST, n, 3)), "its own address");
+        assert!(up(&mut server, &mut clients, 1, &ipv4(other, LAN_HOST, n, 4)), "the other's own");
+    }
+    assert_eq!(server.wrong_source_packets(), 300);
+    assert_eq!(server.client_count(), 2, "dropping the packets ends no session");
+}
