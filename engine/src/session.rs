@@ -596,13 +596,16 @@ impl Session {
         Ok(())
     }
 
-    /// A TLS failure ends the key state (and the session, on key_id 0).
-    /// The alert TLS queued still goes out, so the client learns why.
+    /// A TLS failure ends the key state's TLS session (and the session,
+    /// on key_id 0). The alert TLS queued still goes out, so the client
+    /// learns why. The TLS session goes: rustls would fail every later
+    /// packet of this key_id again, a log line each, as fast as the
+    /// client sends them; its data keys, if any, stay until replaced.
     fn tls_failed(&mut self, idx: usize, e: &str) {
         log::warn!("{}: TLS handshake failed: {e}", self.label());
         let ks = &mut self.keys[idx];
         let mut alert = Vec::new();
-        if let Some(tls) = ks.tls.as_mut() {
+        if let Some(mut tls) = ks.tls.take() {
             while tls.wants_write() && tls.write_tls(&mut alert).is_ok() {}
         }
         ks.tls_out.extend_from_slice(&alert);
