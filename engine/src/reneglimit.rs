@@ -16,9 +16,10 @@
 //! that is the resend at 6 s, far inside the client's 60 s
 //! `hand-window`; meanwhile it keeps sending under its established key,
 //! and its key_id stays in step with ours (it moved to the refused one,
-//! which is the one we then accept). Answering the soft reset and failing
-//! the handshake instead would leave a stock client's key_id one ahead
-//! of ours for good.
+//! which is the one we then accept). A refusal that outlasted the
+//! hand-window would not be safe: the client gives that key_id up but
+//! keeps its counter, so its next soft reset comes with our key_id + 2,
+//! which the server never takes (crate::session, `start_key_state`).
 //!
 //! A flooding client gets at most `BURST + 60 s / EVERY` = 15 handshakes
 //! in its first minute and 12 a minute after that: about 12 ms of CPU a
