@@ -30,6 +30,12 @@ pub struct Summary {
     /// Sync records refused: stale, for a session served here, not
     /// fitting the configuration, in conflict, or beyond the table's size.
     pub refused_records: u64,
+    /// Clients' soft resets refused for coming too often (each resend
+    /// counts): a client renegotiating faster than the engine allows.
+    pub refused_renegotiations: u64,
+    /// Tunnel packets dropped for a source address that is not their
+    /// client's (its tunnel address or an iroute of it).
+    pub wrong_source: u64,
     /// Clients' pure TCP ACKs dropped by the ACK filter (`ack-filter`).
     pub acks_filtered: u64,
     /// The `watchdog` setting, seconds.
@@ -109,7 +115,7 @@ impl Summary {
             w.str(l);
         }
         w.str(&self.sync).u32(self.ghosts).u64(self.refused_packets).u64(self.refused_records);
-        w.u64(self.acks_filtered);
+        w.u64(self.refused_renegotiations).u64(self.wrong_source).u64(self.acks_filtered);
         w.u32(self.watchdog).u64(self.parent_heard).bytes(&self.heartbeats.encode());
         w.finish()
     }
@@ -124,7 +130,7 @@ impl Summary {
         let listen = (0..n).map(|_| r.str().map(str::to_owned)).collect::<Result<_, _>>()?;
         let sync = r.str()?.to_owned();
         let (ghosts, refused_packets, refused_records) = (r.u32()?, r.u64()?, r.u64()?);
-        let acks_filtered = r.u64()?;
+        let (refused_renegotiations, wrong_source, acks_filtered) = (r.u64()?, r.u64()?, r.u64()?);
         let (watchdog, parent_heard) = (r.u32()?, r.u64()?);
         let heartbeats = Beats::decode(&mut Reader::new(r.bytes()?))?;
         r.end()?;
@@ -141,6 +147,8 @@ impl Summary {
             ghosts,
             refused_packets,
             refused_records,
+            refused_renegotiations,
+            wrong_source,
             acks_filtered,
             watchdog,
             parent_heard,
@@ -280,6 +288,8 @@ mod tests {
             ghosts: 4,
             refused_packets: 5,
             refused_records: 6,
+            refused_renegotiations: 7,
+            wrong_source: 9,
             acks_filtered: 8,
             watchdog: 3,
             parent_heard: 1_700_000_000_500,

@@ -576,6 +576,8 @@ impl Engine {
             ghosts: self.server.ghost_count() as u32,
             refused_packets: self.server.refused_first_packets(),
             refused_records: self.server.refusals().total(),
+            refused_renegotiations: self.server.refused_renegotiations(),
+            wrong_source: self.server.wrong_source_packets(),
             acks_filtered: self.acks.dropped(),
             watchdog: self.watch.limit_secs(),
             parent_heard: self.watch.heard_ms(),

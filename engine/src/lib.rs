@@ -27,6 +27,7 @@ pub mod push;
 pub mod quiet;
 pub mod record;
 pub mod reliable;
+pub mod reneglimit;
 pub mod sendspace;
 pub mod sentkeys;
 pub mod server;

@@ -208,6 +208,26 @@ mod tests {
         assert_eq!(sent(&mut r, t0 + Duration::from_secs(14)), vec![2, 3, 4, 5]);
     }
 
+    /// What a hostile peer may name: ids we never sent acknowledge
+    /// nothing (nor count toward a fast resend), and ids far ahead, up to
+    /// u32::MAX, are neither stored nor acknowledged.
+    #[test]
+    fn ids_never_sent_and_huge_ids_change_nothing() {
+        let t0 = Instant::now();
+        let mut r = Reliable::new();
+        r.send(Opcode::ControlV1, vec![1]);
+        r.send(Opcode::ControlV1, vec![2]);
+        sent(&mut r, t0);
+        r.acked(&[2, 3, 100, 0x7fff_ffff, u32::MAX, u32::MAX, 2, 2]);
+        assert!(!r.all_acked(), "nothing we sent was acknowledged");
+        assert!(sent(&mut r, t0).is_empty(), "and nothing is resent early");
+        assert_eq!(sent(&mut r, t0 + INITIAL_TIMEOUT), vec![0, 1]);
+        for pid in [RECV_WINDOW, 1 << 20, u32::MAX - 1, u32::MAX] {
+            assert_eq!(r.receive(pid, Opcode::ControlV1, vec![0; 1000]), Received::OutOfWindow, "{pid}");
+        }
+        assert!(!r.has_acks() && !r.heard(), "none stored, none acknowledged");
+    }
+
     #[test]
     fn three_later_acks_resend_early() {
         let t0 = Instant::now();

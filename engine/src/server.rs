@@ -122,6 +122,12 @@ pub struct Server {
     refusals: Refusals,
     /// First packets refused (bad wrapping, full server): logged quietly.
     refused: crate::quiet::Quiet,
+    /// Clients' soft resets refused for coming too often
+    /// (crate::reneglimit): logged quietly.
+    reneg_refused: crate::quiet::Quiet,
+    /// Tunnel packets dropped for their source address: neither the
+    /// client's tunnel address nor in its iroutes. Logged quietly.
+    wrong_source: crate::quiet::Quiet,
     /// What this run sent under keys it no longer holds (invariant (a)).
     sent: crate::sentkeys::SentKeys,
     /// Password checks waiting for the parent (crate::auth).
@@ -179,6 +185,8 @@ impl Server {
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
+            reneg_refused: crate::quiet::Quiet::default(),
+            wrong_source: crate::quiet::Quiet::default(),
             checks: crate::auth::Checks::default(),
             sent: crate::sentkeys::SentKeys::new(
                 4 * conf.max_clients as usize * usize::from(MEMBERS),
@@ -272,6 +280,18 @@ impl Server {
     /// First packets refused so far (see [`crate::quiet`]).
     pub fn refused_first_packets(&self) -> u64 {
         self.refused.total
+    }
+
+    /// Clients' soft resets refused so far for coming too often
+    /// (crate::reneglimit); every resend of one counts.
+    pub fn refused_renegotiations(&self) -> u64 {
+        self.reneg_refused.total
+    }
+
+    /// Tunnel packets dropped so far for a source address that is not
+    /// their client's (its tunnel address or an iroute of it).
+    pub fn wrong_source_packets(&self) -> u64 {
+        self.wrong_source.total
     }
 
     /// Sessions of other members held here.
@@ -637,7 +657,10 @@ impl Server {
             Payload::Ip if vip.is_some() && ipv4_src(payload) == vip => Some(payload),
             Payload::Ip if vip6.is_some() && crate::ip6::src(payload) == vip6 => Some(payload),
             Payload::Ip if self.iroute_source(id, payload) => Some(payload),
-            Payload::Ip => None,
+            Payload::Ip => {
+                self.drop_wrong_source(now, id, payload);
+                None
+            }
             Payload::OccExit => {
                 let label = self.session_mut(id)?.label();
                 log::info!("{label}: client announced its exit");
@@ -646,6 +669,25 @@ impl Server {
             }
             Payload::Ping | Payload::Occ => None,
         }
+    }
+
+    /// A tunnel packet of session `id` from another source than its
+    /// client's: another client's address (spoofing) or a LAN behind it
+    /// without an iroute (a configuration mistake). Counted for `show
+    /// summary`, logged at most once a second, whatever the rate.
+    fn drop_wrong_source(&mut self, now: Now, id: u32, packet: &[u8]) {
+        let Some(n) = self.wrong_source.event(now.mono) else { return };
+        let src = match (ipv4_src(packet), crate::ip6::src(packet)) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => "a packet that is neither IPv4 nor IPv6".to_string(),
+        };
+        let label = self.session_mut(id).map(|s| s.label()).unwrap_or_default();
+        log::warn!(
+            "{label}: tunnel packet from {src} dropped: not the client's tunnel address nor in its iroutes \
+             (a network behind the client needs an iroute in its client-config-dir file){}",
+            crate::quiet::more(n)
+        );
     }
 
     /// Whether an IPv4 packet of session `id` comes from a host of one of
@@ -764,6 +806,19 @@ impl Server {
             let who = (s.common_name.as_deref().unwrap_or(""), s.peer);
             if !self.checks.submit((id, s.local_sid), c, who, now.mono + timeout) {
                 s.auth_verdict(false, "too many password checks under way", now);
+            }
+        }
+        if s.take_reneg_refused() {
+            if let Some(n) = self.reneg_refused.event(now.mono) {
+                log::warn!(
+                    "{}: soft reset refused: the client renegotiates more often than {} back to back, then one \
+                     every {} s; its resend after that starts it (the client's reneg-sec, reneg-bytes or \
+                     reneg-pkts is too small){}",
+                    s.label(),
+                    crate::reneglimit::BURST,
+                    crate::reneglimit::EVERY.as_secs(),
+                    crate::quiet::more(n)
+                );
             }
         }
         if let Some((gen, rec)) = s.take_record(now) {

@@ -242,6 +242,11 @@ pub struct Session {
     maybe_behind: bool,
     /// The password check and the user it accepted (crate::auth).
     pub auth: crate::auth::SessionAuth,
+    /// How many more renegotiations the client may start now.
+    reneg_limit: crate::reneglimit::RenegLimit,
+    /// The last control packet was a soft reset refused by `reneg_limit`:
+    /// the server counts and logs it ([`Session::take_reneg_refused`]).
+    reneg_refused: bool,
 }
 
 fn next_key_id(k: u8) -> u8 {
@@ -322,6 +327,8 @@ impl Session {
             reneg_at: None,
             maybe_behind: false,
             auth: crate::auth::SessionAuth::default(),
+            reneg_limit: crate::reneglimit::RenegLimit::new(now.mono),
+            reneg_refused: false,
         }
     }
 
@@ -398,7 +405,7 @@ impl Session {
         let idx = match self.keys.iter().position(|k| k.key_id == key_id) {
             Some(i) => i,
             None if opcode == Opcode::SoftResetV1 && self.can_renegotiate() => {
-                match self.start_key_state(key_id, now, false) {
+                match self.client_renegotiates(key_id, now) {
                     Some(i) => i,
                     None => return,
                 }
@@ -429,6 +436,32 @@ impl Session {
     /// The client may start a renegotiation once its current key works.
     fn can_renegotiate(&self) -> bool {
         self.keys.last().is_some_and(|k| k.phase == Phase::Established)
+    }
+
+    /// The client's soft reset while its key works: its renegotiation, if
+    /// it may start one now (crate::reneglimit). If not, the packet is
+    /// dropped unacknowledged: the client's resends keep asking, and one
+    /// after a token came back starts it. Only the plain case is limited:
+    /// a key_id past the next one is the repair after a takeover
+    /// (`skip_key_id`), at most once per takeover.
+    fn client_renegotiates(&mut self, key_id: u8, now: Now) -> Option<usize> {
+        if key_id == next_key_id(self.key_id()) && !self.reneg_limit.take(now.mono) {
+            self.reneg_refused = true;
+            return None;
+        }
+        self.start_key_state(key_id, now, false)
+    }
+
+    /// Whether the client's soft reset was refused for coming too often
+    /// since the last call (the server counts and logs it quietly).
+    pub fn take_reneg_refused(&mut self) -> bool {
+        std::mem::take(&mut self.reneg_refused)
+    }
+
+    /// Tests: the server's own renegotiation after a takeover is still due.
+    #[cfg(test)]
+    pub(crate) fn takeover_rekey_due(&self) -> bool {
+        self.reneg_at.is_some()
     }
 
     /// Opens key state `key_id` for a renegotiation (ours when `initiate`).
@@ -552,19 +585,27 @@ impl Session {
         // A ghost's old key has no TLS session: its data is dropped.
         let Some(tls) = self.keys[idx].tls.as_mut() else { return Ok(()) };
         while !payload.is_empty() {
-            tls.read_tls(&mut payload).map_err(|e| e.to_string())?;
+            // After the client's close_notify rustls reads nothing more
+            // (0 bytes, not an error): offering the rest again would spin
+            // the engine for good.
+            if tls.read_tls(&mut payload).map_err(|e| e.to_string())? == 0 {
+                return Err("the client closed its TLS session (close_notify) and sent more".into());
+            }
             tls.process_new_packets().map_err(|e| crate::tls::describe(&e))?;
         }
         Ok(())
     }
 
-    /// A TLS failure ends the key state (and the session, on key_id 0).
-    /// The alert TLS queued still goes out, so the client learns why.
+    /// A TLS failure ends the key state's TLS session (and the session,
+    /// on key_id 0). The alert TLS queued still goes out, so the client
+    /// learns why. The TLS session goes: rustls would fail every later
+    /// packet of this key_id again, a log line each, as fast as the
+    /// client sends them; its data keys, if any, stay until replaced.
     fn tls_failed(&mut self, idx: usize, e: &str) {
         log::warn!("{}: TLS handshake failed: {e}", self.label());
         let ks = &mut self.keys[idx];
         let mut alert = Vec::new();
-        if let Some(tls) = ks.tls.as_mut() {
+        if let Some(mut tls) = ks.tls.take() {
             while tls.wants_write() && tls.write_tls(&mut alert).is_ok() {}
         }
         ks.tls_out.extend_from_slice(&alert);

@@ -420,6 +420,12 @@ mod idle;
 /// A takeover of many sessions in slices (issue 10).
 mod takeover;
 
+/// Clients that renegotiate too often (crate::reneglimit).
+mod reneg;
+
+/// Clients with valid certificates abusing the control channel or the tunnel.
+mod abuse;
+
 // ---------------------------------------------------------------------------
 // The tests.
 

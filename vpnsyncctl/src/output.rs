@@ -49,7 +49,7 @@ pub fn summary(s: &Summary, now_ms: u64) -> String {
         })
         .collect();
     format!(
-        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records\nFiltered: {} TCP ACKs (ack-filter)\nWatchdog: {} s; last heartbeat: {}\n",
+        "vpnsyncd {}, role {}, up {}\nTunnel:   {} {}\nListen:   {}\nClients:  {} of {}, {} of other members\nSync:     {}\nRefused:  {} first packets, {} sync records, {} renegotiations\nDropped:  {} tunnel packets from a wrong source\nFiltered: {} TCP ACKs (ack-filter)\nWatchdog: {} s; last heartbeat: {}\n",
         s.version,
         s.role.name(),
         timeframe(now.saturating_sub(s.started)),
@@ -62,6 +62,8 @@ pub fn summary(s: &Summary, now_ms: u64) -> String {
         s.sync,
         s.refused_packets,
         s.refused_records,
+        s.refused_renegotiations,
+        s.wrong_source,
         s.acks_filtered,
         s.watchdog,
         beats.join(", ")
@@ -86,6 +88,7 @@ pub fn summary_json(s: &Summary, now_ms: u64) -> Value {
         "server_address": s.server_address, "listen": s.listen, "clients": s.clients,
         "max_clients": s.max_clients, "sync": s.sync, "ghosts": s.ghosts,
         "refused_packets": s.refused_packets, "refused_records": s.refused_records,
+        "refused_renegotiations": s.refused_renegotiations, "wrong_source": s.wrong_source,
         "acks_filtered": s.acks_filtered,
         "watchdog": s.watchdog, "heartbeats": beats,
     })
@@ -322,6 +325,8 @@ mod tests {
             ghosts: 3,
             refused_packets: 7,
             refused_records: 2,
+            refused_renegotiations: 4,
+            wrong_source: 5,
             acks_filtered: 3,
             watchdog: 3,
             parent_heard: 3_699_600,
@@ -330,7 +335,12 @@ mod tests {
         let t = summary(&s, 3_700_000);
         assert!(t.starts_with("vpnsyncd 0.1.0, role BACKUP, up 01:00:00\n"), "{t}");
         assert!(t.contains("Clients:  0 of 1024, 3 of other members\n"), "{t}");
-        assert!(t.contains("Refused:  7 first packets, 2 sync records\nFiltered: 3 TCP ACKs (ack-filter)\n"), "{t}");
+        assert!(
+            t.contains(
+                "Refused:  7 first packets, 2 sync records, 4 renegotiations\nDropped:  5 tunnel packets from a wrong source\nFiltered: 3 TCP ACKs (ack-filter)\n"
+            ),
+            "{t}"
+        );
         assert!(
             t.ends_with("Watchdog: 3 s; last heartbeat: parent 0.4 s ago, engine 0.2 s ago, syncer never\n"),
             "{t}"
@@ -339,6 +349,8 @@ mod tests {
         assert_eq!(j["uptime"], 3600);
         assert_eq!(j["watchdog"], 3);
         assert_eq!(j["acks_filtered"], 3);
+        assert_eq!(j["refused_renegotiations"], 4);
+        assert_eq!(j["wrong_source"], 5);
         assert_eq!(j["heartbeats"]["engine"]["age_ms"], 250);
         assert_eq!(j["heartbeats"]["parent"]["last_ms"], 3_699_600);
         assert_eq!(j["heartbeats"]["syncer"], Value::Null);
