@@ -486,11 +486,13 @@ impl Client {
             }
             let mut rest = &payload[..];
             while !rest.is_empty() {
-                let r = ks
-                    .tls
-                    .read_tls(&mut rest)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| ks.tls.process_new_packets().map_err(|e| e.to_string()));
+                // After the server's close_notify rustls reads nothing more
+                // (0 bytes, not an error): offering the rest again would spin.
+                let r = match ks.tls.read_tls(&mut rest) {
+                    Ok(0) => Err("the server closed its TLS session (close_notify) and sent more".to_string()),
+                    Ok(_) => ks.tls.process_new_packets().map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
                 if let Err(e) = r {
                     self.errors.push(format!("key_id {}: TLS: {e}", ks.key_id));
                     return;

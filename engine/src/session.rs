@@ -49,6 +49,12 @@ const PIGGYBACK_ACKS: usize = 4;
 const MAX_ACKS: usize = 8;
 /// A control message (after key method 2) never exceeds this.
 const MAX_MESSAGE: usize = 2048;
+/// The key-method message is read whole from one TLS record (the client
+/// writes it at once; a record holds up to 16 KB of plaintext): a 2.x
+/// client keeps it within 2 KB, but the fields may be longer (a 4 KB
+/// password, an OpenVPN 3 client's peer-info), and a cut one would not
+/// parse.
+const MAX_KEY_METHOD: usize = 16 * 1024;
 /// The common name of a client without a certificate (OpenVPN's).
 pub const NO_CERTIFICATE: &str = "UNDEF";
 
@@ -643,15 +649,21 @@ impl Session {
     fn read_plaintext(&mut self, idx: usize, now: Now) {
         let mut buf = [0u8; MAX_MESSAGE];
         loop {
+            let negotiating = self.keys[idx].phase == Phase::Negotiating;
             let Some(tls) = self.keys[idx].tls.as_mut() else { return };
+            if negotiating {
+                let mut km = vec![0u8; MAX_KEY_METHOD];
+                let n = match tls.reader().read(&mut km) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                self.key_exchange(idx, &km[..n], now);
+                continue;
+            }
             let n = match tls.reader().read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if self.keys[idx].phase == Phase::Negotiating {
-                self.key_exchange(idx, &buf[..n], now);
-                continue;
-            }
             let ks = &mut self.keys[idx];
             ks.plain.extend_from_slice(&buf[..n]);
             let mut messages = Vec::new();
@@ -841,6 +853,13 @@ impl Session {
         if let Some(o) = self.auth.push_option(self.conf.password.as_ref(), cn) {
             self.send_message(idx, &format!("PUSH_REPLY,{o}"));
         }
+    }
+
+    /// Key state `idx`'s TLS session, for tests that make the server
+    /// misbehave.
+    #[cfg(test)]
+    pub(crate) fn tls_of(&mut self, idx: usize) -> Option<&mut ServerConnection> {
+        self.keys.get_mut(idx)?.tls.as_mut()
     }
 
     /// One control message: one TLS record, NUL included.

@@ -57,6 +57,23 @@ fn a_close_notify_then_more_tls_ends_the_session_without_spinning() {
     assert_eq!(lab.server.client_count(), 0, "the key_id 0 TLS session is over, and with it the session");
 }
 
+/// The client core (the load generator's) likewise: a server's
+/// close_notify, then more TLS on that key state, is an error there, not a
+/// loop that never ends.
+#[test]
+fn the_client_core_does_not_spin_on_a_close_notify_from_the_server() {
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 34);
+    lab.connect(Duration::from_secs(5));
+    let id = lab.server.sessions().next().unwrap().peer_id;
+    lab.server.session_mut(id).and_then(|s| s.tls_of(0)).unwrap().send_close_notify();
+    lab.run(Duration::from_millis(200));
+    assert!(lab.client.errors.is_empty(), "a close_notify alone is no error: {:?}", lab.client.errors);
+    let tls = lab.server.session_mut(id).and_then(|s| s.tls_of(0)).unwrap();
+    tls.writer().write_all(b"RESTART\0").unwrap();
+    lab.run(Duration::from_millis(500));
+    assert!(lab.client.errors.iter().any(|e| e.contains("close_notify")), "{:?}", lab.client.errors);
+}
+
 /// The log lines at warning level and above, of every test running.
 struct Lines(Mutex<Vec<String>>);
 

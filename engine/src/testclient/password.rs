@@ -61,6 +61,20 @@ fn an_accepted_password_lets_the_client_in_and_names_the_user() {
     assert_eq!(lab.exchange(10, 1), (10, 10));
 }
 
+/// A key-method message over 2 KB (a password of 4,095 bytes, the most the
+/// parser takes with its NUL) is read whole: it used to be cut at 2 KB and
+/// end the session.
+#[test]
+fn a_password_of_4_kb_reaches_the_check() {
+    let mut lab = lab(PASSWORD);
+    let long = "p".repeat(4095);
+    lab.client.opts.user_pass.1 = long.clone();
+    let id = asked_with(&mut lab, &long);
+    answer(&mut lab, id, true);
+    lab.connect(Duration::from_secs(5));
+    assert_eq!(lab.exchange(10, 1), (10, 10));
+}
+
 #[test]
 fn a_refused_password_gets_auth_failed_and_ends_the_session() {
     let mut lab = lab(PASSWORD);
