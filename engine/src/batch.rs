@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sys::socket::SockaddrStorage;
@@ -37,8 +38,14 @@ impl Default for Batch {
 
 impl Batch {
     pub fn new() -> Self {
+        Self::with_capacity(BATCH)
+    }
+
+    /// A batch of `n` buffers (a train holds its singles and its own
+    /// datagrams in one, crate::train). Receiving fills at most [`BATCH`].
+    pub fn with_capacity(n: usize) -> Self {
         let empty = SockaddrStorage::from(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
-        Batch { bufs: vec![[0u8; MAX_DATAGRAM]; BATCH], lens: vec![0; BATCH], addrs: vec![empty; BATCH], count: 0 }
+        Batch { bufs: vec![[0u8; MAX_DATAGRAM]; n], lens: vec![0; n], addrs: vec![empty; n], count: 0 }
     }
 
     /// Number of datagrams held.
@@ -52,7 +59,7 @@ impl Batch {
 
     /// True when no further datagram fits.
     pub fn is_full(&self) -> bool {
-        self.count == BATCH
+        self.count == self.bufs.len()
     }
 
     /// Datagram `i` (mutable, so it can be decrypted in place) and its peer.
@@ -66,14 +73,25 @@ impl Batch {
         &self.bufs[i][..self.lens[i]]
     }
 
-    /// Appends a datagram to send: `fill` writes into the buffer and returns
-    /// the length. Returns false (and adds nothing) when the batch is full.
-    pub fn push(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
-        if self.is_full() {
+    /// The peer of datagram `i`.
+    #[cfg(test)]
+    pub fn addr(&self, i: usize) -> Option<SocketAddr> {
+        to_std(&self.addrs[i])
+    }
+
+    /// Appends a datagram of `len` bytes to send, which `fill` writes in
+    /// place; `fill` returns false when there is nothing to send after all.
+    /// Returns false (and adds nothing) then, when the batch is full or when
+    /// `len` is more than a buffer.
+    pub fn push(&mut self, to: SocketAddr, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        if self.is_full() || len > MAX_DATAGRAM {
             return false;
         }
         let i = self.count;
-        self.lens[i] = fill(&mut self.bufs[i]).min(MAX_DATAGRAM);
+        if !fill(&mut self.bufs[i][..len]) {
+            return false;
+        }
+        self.lens[i] = len;
         self.addrs[i] = SockaddrStorage::from(to);
         self.count += 1;
         true
@@ -95,9 +113,24 @@ impl Batch {
     /// EAGAIN are dropped (UDP semantics), other errors are reported after
     /// the batch is done. The batch is empty afterwards.
     pub fn send(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
-        let r = sys::send(self, sock.as_raw_fd());
+        let r = self.send_range(sock, 0..self.count);
         self.count = 0;
         r
+    }
+
+    /// Sends the held datagrams `range` as [`Batch::send`] does, [`BATCH`]
+    /// per system call, and keeps them all.
+    pub fn send_range(&mut self, sock: BorrowedFd<'_>, range: Range<usize>) -> io::Result<()> {
+        let range = range.start..range.end.min(self.count);
+        let mut res = Ok(());
+        for start in range.clone().step_by(BATCH) {
+            match sys::send(self, sock.as_raw_fd(), start..(start + BATCH).min(range.end)) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => res = Err(e),
+            }
+        }
+        res
     }
 }
 
@@ -143,29 +176,31 @@ mod sys {
         Ok(())
     }
 
-    pub fn send(b: &mut Batch, fd: i32) -> io::Result<()> {
+    /// Sends datagrams `range` (at most BATCH); false when the socket
+    /// would block (the rest is dropped).
+    pub fn send(b: &mut Batch, fd: i32, range: Range<usize>) -> io::Result<bool> {
         // SAFETY: as in recv.
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..b.count {
-            iov[i] = libc::iovec { iov_base: b.bufs[i].as_mut_ptr().cast(), iov_len: b.lens[i] };
-            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-            hdrs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut SockaddrStorage).cast();
-            hdrs[i].msg_hdr.msg_namelen = b.addrs[i].len();
+        let count = range.len();
+        for (j, i) in range.enumerate() {
+            iov[j] = libc::iovec { iov_base: b.bufs[i].as_mut_ptr().cast(), iov_len: b.lens[i] };
+            hdrs[j].msg_hdr.msg_iov = &mut iov[j];
+            hdrs[j].msg_hdr.msg_iovlen = 1;
+            hdrs[j].msg_hdr.msg_name = (&mut b.addrs[i] as *mut SockaddrStorage).cast();
+            hdrs[j].msg_hdr.msg_namelen = b.addrs[i].len();
         }
         let mut done = 0;
-        while done < b.count {
+        while done < count {
             // SAFETY: headers done..count point at live buffers.
-            let n =
-                unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (b.count - done) as u32, libc::MSG_DONTWAIT) };
+            let n = unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (count - done) as u32, libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
                     io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(()),
+                    io::ErrorKind::WouldBlock => return Ok(false),
                     // One bad destination must not stall the rest.
-                    _ if b.count - done > 1 => {
+                    _ if count - done > 1 => {
                         done += 1;
                         continue;
                     }
@@ -174,7 +209,7 @@ mod sys {
             }
             done += n as usize;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -199,16 +234,16 @@ mod sys {
         Ok(())
     }
 
-    pub fn send(b: &mut Batch, fd: i32) -> io::Result<()> {
+    pub fn send(b: &mut Batch, fd: i32, range: Range<usize>) -> io::Result<bool> {
         let mut first_err = None;
-        for i in 0..b.count {
+        for i in range {
             if let Err(e) = sendto(fd, &b.bufs[i][..b.lens[i]], &b.addrs[i], MsgFlags::MSG_DONTWAIT) {
                 if e != nix::errno::Errno::EAGAIN {
                     first_err.get_or_insert(e);
                 }
             }
         }
-        first_err.map_or(Ok(()), |e| Err(e.into()))
+        first_err.map_or(Ok(true), |e| Err(e.into()))
     }
 }
 
@@ -227,12 +262,12 @@ mod tests {
         let to = b.local_addr().unwrap();
         let mut out = Batch::new();
         for i in 0..BATCH {
-            assert!(out.push(to, |buf| {
+            assert!(out.push(to, 4 + i, |buf| {
                 buf[..4].copy_from_slice(&(i as u32).to_be_bytes());
-                4 + i
+                true
             }));
         }
-        assert!(!out.push(to, |_| 1), "a full batch takes no more");
+        assert!(!out.push(to, 1, |_| true), "a full batch takes no more");
         out.send(a.as_fd()).unwrap();
         assert!(out.is_empty());
         let mut inb = Batch::new();

@@ -2,9 +2,10 @@
 //! framing, AEAD (§13.2) and CBC+HMAC (§13.3) protection, and the
 //! per-direction packet ids with replay protection (§13.4).
 //!
-//! The data path allocates nothing: [`DataKey::encrypt`] builds the wire
-//! packet in the caller's buffer and [`DataKey::decrypt`] works in place and
-//! returns the payload as a subslice of the packet.
+//! The data path allocates nothing and copies nothing here:
+//! [`DataKey::encrypt_with`] builds the wire packet around a payload the
+//! caller writes where it is encrypted in place, and [`DataKey::decrypt`]
+//! works in place and returns the payload as a subslice of the packet.
 
 use std::fmt;
 
@@ -355,18 +356,34 @@ impl DataKey {
     /// Builds the wire packet carrying `payload` in `out` and returns its
     /// length. The packet id is consumed only when the packet is built.
     pub fn encrypt(&mut self, hdr: DataHeader, payload: &[u8], out: &mut [u8]) -> Result<usize, DataError> {
-        if payload.len() > MAX_PAYLOAD {
+        self.encrypt_with(hdr, payload.len(), out, |p| p.copy_from_slice(payload))
+    }
+
+    /// [`DataKey::encrypt`] of a payload of `payload_len` bytes that
+    /// `write` puts straight where it is encrypted in place (exactly
+    /// `payload_len` bytes of `out`): the tun's packets are written once,
+    /// into the datagram that carries them (crate::train), not copied here.
+    pub fn encrypt_with(
+        &mut self,
+        hdr: DataHeader,
+        payload_len: usize,
+        out: &mut [u8],
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, DataError> {
+        if payload_len > MAX_PAYLOAD {
             return Err(DataError::TooLarge);
         }
-        let total = self.packet_len(hdr, payload.len());
+        let total = self.packet_len(hdr, payload_len);
         let out = out.get_mut(..total).ok_or(DataError::BufferTooSmall)?;
         hdr.write(out);
+        let at = self.payload_at(hdr);
+        write(&mut out[at..at + payload_len]);
         match &self.send {
             DirKey::Aead { key, implicit_iv } => {
                 let id = self.send_id.next_in(self.space)?;
                 #[cfg(test)]
                 sent::record(self.send_fingerprint, id);
-                seal_aead(key, implicit_iv, hdr, id, payload, out)?;
+                seal_aead(key, implicit_iv, hdr, id, out)?;
             }
             DirKey::Cbc { aes, hmac } => {
                 let iv_at = hdr.len() + self.auth.output_len();
@@ -374,19 +391,29 @@ impl DataKey {
                 let id = self.send_id.next_in(self.space)?;
                 #[cfg(test)]
                 sent::record(self.send_fingerprint, id);
-                seal_cbc(aes, hmac, hdr.len(), id, payload, out)?;
+                seal_cbc(aes, hmac, hdr.len(), id, payload_len, out)?;
             }
         }
         Ok(total)
     }
 
     /// Exact wire length of a packet with `payload_len` payload bytes.
-    fn packet_len(&self, hdr: DataHeader, payload_len: usize) -> usize {
+    pub fn packet_len(&self, hdr: DataHeader, payload_len: usize) -> usize {
         if self.cipher.is_aead() {
             hdr.len() + PID_LEN + TAG_LEN + payload_len
         } else {
             let padded = (PID_LEN + payload_len) / BLOCK * BLOCK + BLOCK;
             hdr.len() + self.auth.output_len() + BLOCK + padded
+        }
+    }
+
+    /// Where the payload's plaintext lies in the packet: after the tag
+    /// (AEAD), or after the IV and the packet id (CBC).
+    fn payload_at(&self, hdr: DataHeader) -> usize {
+        if self.cipher.is_aead() {
+            hdr.len() + PID_LEN + TAG_LEN
+        } else {
+            hdr.len() + self.auth.output_len() + BLOCK + PID_LEN
         }
     }
 
@@ -473,20 +500,19 @@ fn aead_aad(packet: &[u8], h: usize, id: u32) -> ([u8; 8], usize) {
     (aad, header.len() + PID_LEN)
 }
 
-/// Fills `out` (header already written) as `[hdr][id][tag][ciphertext]`.
+/// Fills `out` (header and plaintext already written) as
+/// `[hdr][id][tag][ciphertext]`, encrypting in place.
 fn seal_aead(
     key: &LessSafeKey,
     implicit_iv: &[u8; IMPLICIT_IV_LEN],
     hdr: DataHeader,
     id: u32,
-    payload: &[u8],
     out: &mut [u8],
 ) -> Result<(), DataError> {
     let h = hdr.len();
     out[h..h + PID_LEN].copy_from_slice(&id.to_be_bytes());
     let (aad, aad_len) = aead_aad(out, h, id);
     let (head, body) = out.split_at_mut(h + PID_LEN + TAG_LEN);
-    body.copy_from_slice(payload);
     let tag = key
         .seal_in_place_separate_tag(aead_nonce(id, implicit_iv), Aad::from(&aad[..aad_len]), body)
         .map_err(|_| DataError::TooLarge)?;
@@ -515,16 +541,23 @@ fn open_aead(
     Ok((id, body_at..packet.len()))
 }
 
-/// Fills `out` (header and IV already written) as
-/// `[hdr][hmac][iv][CBC(id || payload || pad)]`.
-fn seal_cbc(aes: &Aes256, hmac: &HmacKey, h: usize, id: u32, payload: &[u8], out: &mut [u8]) -> Result<(), DataError> {
+/// Fills `out` (header, IV and the `payload_len` bytes of plaintext
+/// after the packet id already written) as
+/// `[hdr][hmac][iv][CBC(id || payload || pad)]`, encrypting in place.
+fn seal_cbc(
+    aes: &Aes256,
+    hmac: &HmacKey,
+    h: usize,
+    id: u32,
+    payload_len: usize,
+    out: &mut [u8],
+) -> Result<(), DataError> {
     let (head, iv_ct) = out.split_at_mut(h + hmac_len(hmac));
     let (iv, ct) = iv_ct.split_at_mut(BLOCK);
     ct[..PID_LEN].copy_from_slice(&id.to_be_bytes());
-    ct[PID_LEN..PID_LEN + payload.len()].copy_from_slice(payload);
     cbc::Encryptor::<Aes256>::inner_iv_slice_init(aes.clone(), iv)
         .map_err(|_| DataError::BufferTooSmall)?
-        .encrypt_padded::<Pkcs7>(ct, PID_LEN + payload.len())
+        .encrypt_padded::<Pkcs7>(ct, PID_LEN + payload_len)
         .map_err(|_| DataError::BufferTooSmall)?;
     hmac.sign(iv_ct, &mut head[h..]);
     Ok(())
@@ -619,6 +652,36 @@ mod tests {
                     let (mut server, mut client) = pair(cipher, auth);
                     round_trip(&mut server, &mut client, hdr);
                     round_trip(&mut client, &mut server, hdr);
+                }
+            }
+        }
+    }
+
+    /// The payload written in place gives the very packet the copying
+    /// form builds: byte for byte with AEAD (same key, same packet id),
+    /// the same plaintext with CBC (whose IV is random). The writer gets
+    /// exactly the payload's bytes.
+    #[test]
+    fn written_in_place_is_what_encrypt_builds() {
+        for cipher in Cipher::ALL {
+            for hdr in [V1, V2] {
+                let (mut a, mut client) = pair(cipher, Digest::Sha256);
+                let (mut b, _) = pair(cipher, Digest::Sha256);
+                for len in [0, 1, 15, 16, 17, 1400] {
+                    let payload: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+                    let (mut copied, mut in_place) = ([0u8; 1600], [0xa5u8; 1600]);
+                    let n = a.encrypt(hdr, &payload, &mut copied).expect("encrypts");
+                    let m = b
+                        .encrypt_with(hdr, len, &mut in_place, |p| {
+                            assert_eq!(p.len(), len);
+                            p.copy_from_slice(&payload);
+                        })
+                        .expect("encrypts");
+                    assert_eq!(m, n);
+                    if cipher.is_aead() {
+                        assert_eq!(&in_place[..m], &copied[..n], "{cipher:?} {len}");
+                    }
+                    assert_eq!(client.decrypt(&mut in_place[..m]), Ok(&payload[..]), "{cipher:?} {len}");
                 }
             }
         }

@@ -19,7 +19,7 @@ use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{Config, SyncTransport};
 
-use crate::batch::{Batch, BATCH, MAX_DATAGRAM, PER_TURN};
+use crate::batch::{Batch, BATCH, PER_TURN};
 use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
@@ -360,10 +360,7 @@ impl Engine {
             if self.conf.ack_filter {
                 self.acks.filter(&mut pkts[..n]);
             }
-            for ip in pkts[..n].iter().flatten() {
-                segments += usize::from(self.tunio.write(self.tun.as_fd(), ip));
-            }
-            self.tunio.flush(self.tun.as_fd());
+            segments += self.tunio.write_batch(self.tun.as_fd(), pkts[..n].iter().flatten().copied());
             self.send_control();
             if n < BATCH {
                 break;
@@ -373,16 +370,19 @@ impl Engine {
     }
 
     /// Packets from the tunnel, encrypted and sent to their clients in
-    /// batches.
+    /// batches. Each packet (a super-packet's segment) is written once,
+    /// straight into the datagram that carries it, and encrypted there:
+    /// the session settles its key and length, the train where it goes.
     fn on_tun(&mut self) {
-        let mut enc = [0u8; MAX_DATAGRAM];
         let t = now();
         let Engine { tunio, tun, server, tx, listeners, .. } = self;
-        let mut each = |pkt: &[u8]| {
-            let Some((li, to, len)) = server.on_tun_packet(t, pkt, &mut enc) else {
+        let mut each = |pkt: &crate::offload::Piece| {
+            let Some(o) = server.on_tun_packet(t, pkt.head(), pkt.size()) else {
                 return;
             };
-            tx[li].push(listeners[li].as_fd(), to, &enc[..len]);
+            let (li, to) = o.to();
+            let len = o.size();
+            tx[li].push(&mut listeners[li].as_fd(), to, len, |buf| o.seal(t, buf, |p| pkt.write(p)).is_some());
         };
         for _ in 0..PER_TURN {
             match tunio.read(tun.as_fd(), &mut each) {
@@ -395,7 +395,7 @@ impl Engine {
             }
         }
         for (tx, l) in tx.iter_mut().zip(listeners.iter()) {
-            tx.flush(l.as_fd());
+            tx.flush(&mut l.as_fd());
         }
         self.send_control();
     }

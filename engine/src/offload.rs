@@ -189,22 +189,89 @@ fn complete_csum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), Refused> {
     Ok(())
 }
 
+/// One plain IP packet of what a tun read returned, not copied anywhere
+/// yet: the caller chooses where it goes (crate::io: where it is encrypted,
+/// in the datagram that carries it) and [`Piece::write`] puts it there,
+/// headers fixed up and checksums complete. That write is the only copy of
+/// a packet between the tun read and the UDP send.
+pub struct Piece<'a> {
+    /// The packet as read, or a super-packet's headers.
+    head: &'a [u8],
+    /// A segment's payload (empty for a packet as read).
+    chunk: &'a [u8],
+    /// How a segment's headers differ from the super-packet's.
+    fix: Option<Fix>,
+}
+
+/// Segment `i` of a super-packet: what its headers get.
+#[derive(Clone, Copy)]
+struct Fix {
+    l3: Ip,
+    tcp: bool,
+    id: u16,
+    seq: u32,
+    /// Not the last segment: FIN and PSH go.
+    more: bool,
+    /// Not the first segment: CWR goes.
+    later: bool,
+}
+
+impl<'a> Piece<'a> {
+    /// A plain packet, as it is.
+    pub fn whole(pkt: &'a [u8]) -> Self {
+        Piece { head: pkt, chunk: &[], fix: None }
+    }
+
+    /// The packet's length.
+    pub fn size(&self) -> usize {
+        self.head.len() + self.chunk.len()
+    }
+
+    /// The start of the packet: its IP header as read (a segment's
+    /// addresses are the super-packet's), which is what routing reads.
+    pub fn head(&self) -> &[u8] {
+        self.head
+    }
+
+    /// Writes the packet into `out`, exactly [`Piece::size`] bytes.
+    pub fn write(&self, out: &mut [u8]) {
+        let hlen = self.head.len();
+        out[..hlen].copy_from_slice(self.head);
+        out[hlen..].copy_from_slice(self.chunk);
+        let Some(f) = self.fix else { return };
+        let (l3, l4, total) = (f.l3, f.l3.hlen, out.len());
+        l3.finish(out, total, Some(f.id));
+        let csum_at = if f.tcp {
+            out[l4 + 4..l4 + 8].copy_from_slice(&f.seq.to_be_bytes());
+            if f.more {
+                out[l4 + 13] &= !(TCP_FIN | TCP_PSH);
+            }
+            if f.later {
+                out[l4 + 13] &= !TCP_CWR;
+            }
+            l4 + 16
+        } else {
+            out[l4 + 4..l4 + 6].copy_from_slice(&((total - l4) as u16).to_be_bytes());
+            l4 + 6
+        };
+        out[csum_at..csum_at + 2].fill(0);
+        let c = !fold(sum(&out[l4..], l3.pseudo(out, total - l4)));
+        let c = if c == 0 && !f.tcp { 0xffff } else { c };
+        out[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 /// Splits what one tun read returned (`pkt`, after its header `hdr`) into
-/// plain IP packets with complete checksums, each handed to `emit`.
-/// `scratch` holds one segment at a time (a segment larger than it is
-/// refused). Returns the number of packets emitted.
-pub fn segment(
-    hdr: &VnetHdr,
-    pkt: &mut [u8],
-    scratch: &mut [u8],
-    emit: &mut dyn FnMut(&[u8]),
-) -> Result<usize, Refused> {
+/// plain IP packets, each handed to `emit` as a [`Piece`] to be written
+/// where the caller wants it. A segment longer than `max` bytes is refused
+/// (the whole read). Returns the number of packets emitted.
+pub fn segment(hdr: &VnetHdr, pkt: &mut [u8], max: usize, emit: &mut dyn FnMut(&Piece)) -> Result<usize, Refused> {
     let gso = hdr.gso_type & !GSO_ECN;
     if gso == GSO_NONE {
         if hdr.flags & F_NEEDS_CSUM != 0 {
             complete_csum(hdr, pkt)?;
         }
-        emit(pkt);
+        emit(&Piece::whole(pkt));
         return Ok(1);
     }
     // Bounded by the 16-bit length fields, which must match the packet.
@@ -232,38 +299,23 @@ pub fn segment(
     if hlen > pkt.len() || mss == 0 {
         return Err(Refused("bad GSO header or size"));
     }
-    if hlen + mss > scratch.len() {
-        return Err(Refused("GSO segment larger than the buffer"));
+    if hlen + mss > max {
+        return Err(Refused("GSO segment larger than a datagram can carry"));
     }
     let (head, payload) = pkt.split_at(hlen);
     let seq0 = if tcp { u32::from_be_bytes([head[l4 + 4], head[l4 + 5], head[l4 + 6], head[l4 + 7]]) } else { 0 };
     let id0 = if l3.v6 { 0 } else { u16::from_be_bytes([head[4], head[5]]) };
     let count = payload.len().div_ceil(mss).max(1);
     for (i, chunk) in payload.chunks(mss).chain(payload.is_empty().then_some(&[][..])).enumerate() {
-        let total = hlen + chunk.len();
-        let seg = &mut scratch[..total];
-        seg[..hlen].copy_from_slice(head);
-        seg[hlen..].copy_from_slice(chunk);
-        l3.finish(seg, total, Some(id0.wrapping_add(i as u16)));
-        let csum_at = if tcp {
-            let seq = seq0.wrapping_add((i * mss) as u32);
-            seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-            if i + 1 < count {
-                seg[l4 + 13] &= !(TCP_FIN | TCP_PSH);
-            }
-            if i > 0 {
-                seg[l4 + 13] &= !TCP_CWR;
-            }
-            l4 + 16
-        } else {
-            seg[l4 + 4..l4 + 6].copy_from_slice(&((total - l4) as u16).to_be_bytes());
-            l4 + 6
+        let fix = Fix {
+            l3,
+            tcp,
+            id: id0.wrapping_add(i as u16),
+            seq: seq0.wrapping_add((i * mss) as u32),
+            more: i + 1 < count,
+            later: i > 0,
         };
-        seg[csum_at..csum_at + 2].fill(0);
-        let c = !fold(sum(&seg[l4..], l3.pseudo(seg, total - l4)));
-        let c = if c == 0 && !tcp { 0xffff } else { c };
-        seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-        emit(seg);
+        emit(&Piece { head, chunk, fix: Some(fix) });
     }
     Ok(count)
 }
@@ -312,25 +364,38 @@ fn tuple(pkt: &[u8]) -> Option<(&[u8], &[u8])> {
     l3.tuple(pkt)
 }
 
-/// One super-packet being built: the first segment's headers and every
-/// segment's payload.
-struct Flow {
-    buf: Vec<u8>,
+/// Most segments one super-packet joins: its tun write has one iovec per
+/// segment (a receive batch holds fewer datagrams anyway, crate::batch).
+pub const MAX_PARTS: usize = 64;
+/// Longest IP and TCP headers of a candidate: IPv6 (IPv4 has no options
+/// here) and a TCP header full of options.
+const MAX_HDR: usize = 40 + 60;
+
+/// One super-packet being built: the first segment, and the payload of
+/// every other one, where they lie in the receive batch (nothing is copied
+/// until the tun write).
+struct Flow<'a> {
+    first: &'a [u8],
     seg: Seg,
+    /// The payloads of the segments after the first.
+    rest: [&'a [u8]; MAX_PARTS],
+    /// How many of `rest` are used.
+    parts: usize,
+    /// Length of the super-packet.
+    len: usize,
     /// Payload size of the first segment: every one but the last has it.
     mss: usize,
-    segs: usize,
     next_seq: u32,
     next_id: u16,
+    /// A segment that joined had PSH (the super-packet gets it).
+    psh: u8,
     /// A short segment or a PSH ended the flow: nothing more joins it.
     closed: bool,
 }
 
-impl Flow {
-    /// Its headers' lengths no longer match once a segment joined: the
-    /// first segment's parse says where the tuple is.
-    fn tuple(&self) -> Option<(&[u8], &[u8])> {
-        self.seg.l3.tuple(&self.buf)
+impl<'a> Flow<'a> {
+    fn tuple(&self) -> Option<(&'a [u8], &'a [u8])> {
+        self.seg.l3.tuple(self.first)
     }
 
     /// Whether `pkt` (segment `s`) continues this flow: same headers but
@@ -341,10 +406,10 @@ impl Flow {
             return false;
         }
         let payload = pkt.len() - s.hlen;
-        if payload > self.mss || self.buf.len() + payload > MAX_SUPER {
+        if payload > self.mss || self.len + payload > MAX_SUPER || self.parts == MAX_PARTS {
             return false;
         }
-        let (a, b) = (&self.buf[..], pkt);
+        let (a, b) = (self.first, pkt);
         let ip_same = if s.l3.v6 {
             a[..4] == b[..4] && a[6..40] == b[6..40]
         } else {
@@ -361,68 +426,87 @@ impl Flow {
             && a[l4 + 18..s.hlen] == b[l4 + 18..s.hlen]
     }
 
-    fn append(&mut self, pkt: &[u8], s: &Seg) {
+    fn append(&mut self, pkt: &'a [u8], s: &Seg) {
         let payload = &pkt[s.hlen..];
-        self.buf.extend_from_slice(payload);
-        self.segs += 1;
+        self.rest[self.parts] = payload;
+        self.parts += 1;
+        self.len += payload.len();
         self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
         self.next_id = self.next_id.wrapping_add(1);
-        let l4 = s.l3.hlen;
-        self.buf[l4 + 13] |= s.flags & TCP_PSH;
+        self.psh |= s.flags & TCP_PSH;
         self.closed = payload.len() < self.mss || s.flags & TCP_PSH != 0;
     }
 
-    /// The virtio_net_hdr for the flow, after fixing up its headers: one
-    /// segment goes out unchanged, several as a TSO packet whose TCP
-    /// checksum holds the pseudo-header sum (`F_NEEDS_CSUM`).
-    fn seal(&mut self) -> VnetHdr {
-        if self.segs == 1 {
-            return VnetHdr::default();
+    /// Hands the flow to `write`: one segment unchanged, several as a TSO
+    /// packet whose headers are the first segment's, fixed up in `hdr`
+    /// (lengths, IPv4 checksum, PSH if any had it, and the TCP checksum
+    /// field holding the pseudo-header sum, `F_NEEDS_CSUM`), followed by
+    /// every payload where it lies.
+    fn write(&self, write: &mut Write<'_>) {
+        if self.parts == 0 {
+            return write(&VnetHdr::default(), &[self.first]);
         }
         let s = self.seg;
-        let total = self.buf.len();
-        s.l3.finish(&mut self.buf, total, None);
+        let mut buf = [0u8; MAX_HDR];
+        let hdr = &mut buf[..s.hlen];
+        hdr.copy_from_slice(&self.first[..s.hlen]);
+        s.l3.finish(hdr, self.len, None);
         let l4 = s.l3.hlen;
-        let ps = fold(s.l3.pseudo(&self.buf, total - l4));
-        self.buf[l4 + 16..l4 + 18].copy_from_slice(&ps.to_be_bytes());
-        VnetHdr {
+        hdr[l4 + 13] |= self.psh;
+        let ps = fold(s.l3.pseudo(hdr, self.len - l4));
+        hdr[l4 + 16..l4 + 18].copy_from_slice(&ps.to_be_bytes());
+        let mut parts: [&[u8]; MAX_PARTS + 2] = [&[]; MAX_PARTS + 2];
+        parts[0] = hdr;
+        parts[1] = &self.first[s.hlen..];
+        parts[2..2 + self.parts].copy_from_slice(&self.rest[..self.parts]);
+        let vnet = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: if s.l3.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             hdr_len: s.hlen as u16,
             gso_size: self.mss as u16,
             csum_start: l4 as u16,
             csum_offset: 16,
-        }
+        };
+        write(&vnet, &parts[..2 + self.parts]);
     }
 }
 
-/// Coalesces the decrypted packets of one receive batch. Packets go in with
-/// [`Coalescer::push`]; `write` gets each packet to write to the tun with
-/// its virtio_net_hdr. Call [`Coalescer::flush`] at the end of the batch.
+/// Where coalesced and plain packets go: (header, the IP packet in parts,
+/// back to back: one writev).
+pub type Write<'w> = dyn FnMut(&VnetHdr, &[&[u8]]) + 'w;
+
+/// Writes the decrypted packets of one receive batch with `write`, TCP
+/// segments of a flow that continue each other joined into one
+/// super-packet, everything else as it is (after the open super-packet of
+/// its own flow). The super-packets refer to the packets where they lie:
+/// everything is written before this returns, while the batch's buffers
+/// still hold them. Returns how many TCP data segments were held to be
+/// merged (what receive moderation waits for, crate::moderate).
+pub fn coalesce<'a>(pkts: impl IntoIterator<Item = &'a [u8]>, write: &mut Write<'_>) -> usize {
+    let mut c = Coalescer::default();
+    let held = pkts.into_iter().filter(|p| c.push(p, write)).count();
+    c.flush(write);
+    held
+}
+
+/// The open flows of one receive batch, oldest first.
 #[derive(Default)]
-pub struct Coalescer {
-    flows: Vec<Flow>,
-    /// Buffers of flushed flows, reused.
-    spare: Vec<Vec<u8>>,
+struct Coalescer<'a> {
+    flows: [Option<Flow<'a>>; MAX_FLOWS],
+    /// How many of `flows` are open (the first ones).
+    open: usize,
 }
 
-/// Where coalesced and plain packets go: (header, IP packet).
-pub type Write<'a> = dyn FnMut(&VnetHdr, &[u8]) + 'a;
-
-impl Coalescer {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl<'a> Coalescer<'a> {
     /// Takes one decrypted IP packet. True when it is a TCP data segment,
-    /// held to be merged (what receive moderation waits for,
-    /// crate::moderate); false when it was written as it is.
-    pub fn push(&mut self, pkt: &[u8], write: &mut Write<'_>) -> bool {
-        let found = tuple(pkt).and_then(|t| self.flows.iter().position(|f| f.tuple() == Some(t)));
+    /// held to be merged; false when it was written as it is.
+    fn push(&mut self, pkt: &'a [u8], write: &mut Write<'_>) -> bool {
+        let found = tuple(pkt)
+            .and_then(|t| self.flows[..self.open].iter().position(|f| f.as_ref().and_then(Flow::tuple) == Some(t)));
         let seg = candidate(pkt);
         if let (Some(i), Some(s)) = (found, &seg) {
-            if self.flows[i].takes(pkt, s) {
-                self.flows[i].append(pkt, s);
+            if let Some(f) = self.flows[i].as_mut().filter(|f| f.takes(pkt, s)) {
+                f.append(pkt, s);
                 return true;
             }
         }
@@ -430,41 +514,47 @@ impl Coalescer {
             self.flush_one(i, write);
         }
         let Some(s) = seg else {
-            write(&VnetHdr::default(), pkt);
+            write(&VnetHdr::default(), &[pkt]);
             return false;
         };
-        if self.flows.len() == MAX_FLOWS {
+        if self.open == MAX_FLOWS {
             self.flush_one(0, write);
         }
-        let mut buf = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(MAX_SUPER));
-        buf.clear();
-        buf.extend_from_slice(pkt);
         let payload = pkt.len() - s.hlen;
         let id = if s.l3.v6 { 0 } else { u16::from_be_bytes([pkt[4], pkt[5]]) };
-        self.flows.push(Flow {
-            buf,
+        self.flows[self.open] = Some(Flow {
+            first: pkt,
             seg: s,
+            rest: [&[]; MAX_PARTS],
+            parts: 0,
+            len: pkt.len(),
             mss: payload,
-            segs: 1,
             next_seq: s.seq.wrapping_add(payload as u32),
             next_id: id.wrapping_add(1),
+            psh: 0,
             closed: s.flags & TCP_PSH != 0,
         });
+        self.open += 1;
         true
     }
 
+    /// Writes flow `i` and closes the gap it leaves (the order stays).
     fn flush_one(&mut self, i: usize, write: &mut Write<'_>) {
-        let mut f = self.flows.remove(i);
-        let hdr = f.seal();
-        write(&hdr, &f.buf);
-        self.spare.push(f.buf);
+        if let Some(f) = self.flows[i].take() {
+            f.write(write);
+        }
+        self.flows[i..self.open].rotate_left(1);
+        self.open -= 1;
     }
 
     /// Writes every open flow, oldest first.
-    pub fn flush(&mut self, write: &mut Write<'_>) {
-        while !self.flows.is_empty() {
-            self.flush_one(0, write);
+    fn flush(&mut self, write: &mut Write<'_>) {
+        for f in self.flows[..self.open].iter_mut() {
+            if let Some(f) = f.take() {
+                f.write(write);
+            }
         }
+        self.open = 0;
     }
 }
 

@@ -18,7 +18,7 @@ use crate::data::{classify, Payload};
 use crate::pool::Pool;
 use crate::record::{Progress, SessionRecord};
 use crate::sendspace::MEMBERS;
-use crate::session::{Gen, Now, Offer, Session, SessionConfig};
+use crate::session::{DataOut, Gen, Now, Offer, Session, SessionConfig};
 use crate::wire::{self, Opcode};
 use crate::wrap::Wrapper;
 
@@ -718,13 +718,15 @@ impl Server {
         self.by_addr.insert(to, id);
     }
 
-    /// A packet from the tun device: encrypted into `out` for the client
-    /// that owns its destination. Returns (listener, client, length).
-    pub fn on_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
-        let id = match crate::ip6::dst(packet) {
+    /// A packet from the tun device for the client that owns its
+    /// destination: `head` is the packet's start (its IP header, which is
+    /// all the routing reads) and `len` its length. The returned packet is
+    /// built where the caller places it ([`DataOut::seal`]).
+    pub fn on_tun_packet(&mut self, now: Now, head: &[u8], len: usize) -> Option<DataOut<'_>> {
+        let id = match crate::ip6::dst(head) {
             Some(d) => *self.by_vip6.get(&d)?,
             None => {
-                let dst = ipv4_dst(packet)?;
+                let dst = ipv4_dst(head)?;
                 match self.by_vip.get(&dst) {
                     Some(&id) => id,
                     None => *self.by_cn.get(self.ccd.route(dst)?)?,
@@ -740,9 +742,17 @@ impl Server {
             let delay = self.takeover.claim(id, &sid)?;
             self.promote_queued(now, id, delay);
         }
-        let s = self.session_mut(id)?;
-        let n = s.encrypt(now, packet, out)?;
-        Some((s.listener, s.peer, n))
+        self.session_mut(id)?.outgoing(len)
+    }
+
+    /// Tests: [`Server::on_tun_packet`] of a whole packet, copied into
+    /// `out`. Returns (listener, client, length).
+    #[cfg(test)]
+    pub fn seal_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
+        let o = self.on_tun_packet(now, packet, packet.len())?;
+        let (li, to) = o.to();
+        let n = o.seal(now, out, |p| p.copy_from_slice(packet))?;
+        Some((li, to, n))
     }
 
     /// The parent's verdict on a password check.

@@ -1076,40 +1076,41 @@ impl Session {
     }
 
     /// Encrypts `payload` for the client with the newest usable key into
-    /// `out`; returns the packet length.
+    /// `out`; returns the packet length. The copying form of
+    /// [`Session::outgoing`], for keepalives and tests.
     pub fn encrypt(&mut self, now: Now, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.outgoing(payload.len())?.seal(now, out, |p| p.copy_from_slice(payload))
+    }
+
+    /// A data packet of `len` payload bytes for the client, not yet built:
+    /// the key is chosen and the packet's length known, so the caller can
+    /// place it (crate::train) before [`DataOut::seal`] writes it there.
+    /// `None`: nothing may be sent (a ghost, no usable key), or the packet
+    /// would not fit a datagram.
+    pub fn outgoing(&mut self, len: usize) -> Option<DataOut<'_>> {
         // A ghost's counters may lag the old master's: sending before the
         // takeover jump could reuse a nonce.
         if self.ghost {
             return None;
         }
-        let v2 = self.negotiated.as_ref()?.data_v2;
-        let framing = self.negotiated.as_ref()?.framing;
+        let n = self.negotiated.as_ref()?;
+        let (v2, lzo) = (n.data_v2, n.framing == Framing::LzoStub);
         let peer_id = self.peer_id;
-        let ks = self.keys.iter_mut().rev().find(|k| k.send_ok && !k.no_send && k.data.is_some())?;
+        let key = self.keys.iter().rposition(|k| k.send_ok && !k.no_send && k.data.is_some())?;
+        let ks = &self.keys[key];
         let hdr = DataHeader { key_id: ks.key_id, peer_id: v2.then_some(peer_id) };
-        let data = ks.data.as_mut()?;
-        let res = if framing == Framing::LzoStub {
-            // The 0xFA "not compressed" byte in front, without allocating.
-            let mut framed = [0u8; crate::batch::MAX_DATAGRAM];
-            let framed = framed.get_mut(..payload.len() + 1)?;
-            framed[0] = 0xFA;
-            framed[1..].copy_from_slice(payload);
-            data.encrypt(hdr, framed, out)
-        } else {
-            data.encrypt(hdr, payload, out)
-        };
-        match res {
-            Ok(n) => {
-                self.last_send = now.mono;
-                self.bytes_out += n as u64;
-                Some(n)
-            }
-            Err(e) => {
-                log::warn!("{}: cannot encrypt: {e}", self.label());
-                None
-            }
+        // `comp-lzo no`: the 0xFA "not compressed" byte in front.
+        let framed = len + usize::from(lzo);
+        let wire = ks.data.as_ref()?.packet_len(hdr, framed);
+        if wire > crate::batch::MAX_DATAGRAM {
+            log::warn!(
+                "{}: cannot encrypt a {len}-byte packet: {wire} bytes is more than a datagram ({}); lower the tun MTU",
+                self.label(),
+                crate::batch::MAX_DATAGRAM
+            );
+            return None;
         }
+        Some(DataOut { session: self, key, hdr, lzo, framed, wire })
     }
 
     /// `kill client`, `kill` and `client-kill`: tell the client `message`
@@ -1165,6 +1166,63 @@ impl Session {
 
     fn talking_key(&self) -> Option<usize> {
         self.keys.iter().rposition(|k| k.phase == Phase::Established && k.tls.is_some())
+    }
+}
+
+/// A data packet for a client whose key and length are settled
+/// ([`Session::outgoing`]), built by [`DataOut::seal`] where the caller
+/// placed it.
+pub struct DataOut<'a> {
+    session: &'a mut Session,
+    /// Index of the key state in `session.keys`.
+    key: usize,
+    hdr: DataHeader,
+    /// The 0xFA byte goes before the payload.
+    lzo: bool,
+    /// Payload length with the framing byte.
+    framed: usize,
+    /// The packet's length on the wire.
+    wire: usize,
+}
+
+impl DataOut<'_> {
+    /// The datagram's length.
+    pub fn size(&self) -> usize {
+        self.wire
+    }
+
+    /// Which listener, and which address, the datagram goes to.
+    pub fn to(&self) -> (usize, SocketAddr) {
+        (self.session.listener, self.session.peer)
+    }
+
+    /// Builds the packet in `out` (at least [`DataOut::size`] bytes):
+    /// `write` puts the payload (exactly the `len` given to
+    /// [`Session::outgoing`]) where it is encrypted in place. Returns the
+    /// packet's length; `None` when it cannot be encrypted (logged).
+    pub fn seal(self, now: Now, out: &mut [u8], write: impl FnOnce(&mut [u8])) -> Option<usize> {
+        let s = self.session;
+        let data = s.keys[self.key].data.as_mut()?;
+        let lzo = self.lzo;
+        let res = data.encrypt_with(self.hdr, self.framed, out, |p| {
+            if lzo {
+                p[0] = 0xFA;
+                write(&mut p[1..]);
+            } else {
+                write(p);
+            }
+        });
+        match res {
+            Ok(n) => {
+                s.last_send = now.mono;
+                s.bytes_out += n as u64;
+                Some(n)
+            }
+            Err(e) => {
+                log::warn!("{}: cannot encrypt: {e}", s.label());
+                None
+            }
+        }
     }
 }
 
@@ -1266,6 +1324,45 @@ mod tests {
             }
         }
         assert!(seen.len() > 1000);
+    }
+
+    /// A packet built in place ([`Session::outgoing`], then
+    /// [`DataOut::seal`] writing the payload where it is encrypted) is
+    /// what the copying [`Session::encrypt`] builds: the `comp-lzo no` byte
+    /// in front, one packet id each, and the length said before it was
+    /// written. One that would not fit a datagram is not started.
+    #[test]
+    fn packets_built_in_place_carry_the_framing_and_their_own_ids() {
+        let t0 = Instant::now();
+        for (cipher, framing) in [
+            (Cipher::Aes256Gcm, Framing::LzoStub),
+            (Cipher::Aes256Cbc, Framing::LzoStub),
+            (Cipher::Aes256Gcm, Framing::None),
+        ] {
+            let mut rec = sample();
+            rec.negotiated.cipher = cipher;
+            rec.negotiated.framing = framing;
+            let mut g = Session::ghost(member_conf(3), Wrapper::none(), &rec, Gen::new(2, 1, 1), &none(), at(t0, 0));
+            assert!(g.outgoing(10).is_none(), "a ghost sends nothing");
+            g.promote(at(t0, 0), Duration::from_secs(60));
+            let auth = g.conf.auth;
+            let mut client = DataKey::new(cipher, auth, &rec.keys[0].key2, false);
+            let payload: Vec<u8> = (0..1400).map(|i| i as u8).collect();
+            let want = [&[0xFA][..], &payload].concat();
+            let want = if framing == Framing::LzoStub { &want[..] } else { &payload[..] };
+            let mut copied = [0u8; 2048];
+            let before = g.bytes_out;
+            let n = g.encrypt(at(t0, 0), &payload, &mut copied).expect("copied");
+            let o = g.outgoing(payload.len()).expect("a key to send with");
+            let size = o.size();
+            let mut in_place = [0u8; 2048];
+            let m = o.seal(at(t0, 0), &mut in_place[..size], |p| p.copy_from_slice(&payload)).expect("in place");
+            assert_eq!((m, n), (size, size), "{cipher:?}: the length is known before the packet is written");
+            assert_eq!(client.decrypt(&mut copied[..n]), Ok(want), "{cipher:?}");
+            assert_eq!(client.decrypt(&mut in_place[..m]), Ok(want), "{cipher:?}");
+            assert_eq!(g.bytes_out - before, (n + m) as u64, "both are counted");
+            assert!(g.outgoing(crate::batch::MAX_DATAGRAM).is_none(), "larger than a datagram");
+        }
     }
 
     /// A restarted member must not trust its own bit in a record: its

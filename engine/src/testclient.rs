@@ -308,7 +308,7 @@ impl Lab {
     /// A packet from the tun device to the client.
     fn server_sends(&mut self, ip: &[u8]) -> bool {
         let mut out = [0u8; 2048];
-        match self.server.on_tun_packet(self.now, ip, &mut out) {
+        match self.server.seal_tun_packet(self.now, ip, &mut out) {
             Some((listener, to, n)) => {
                 assert_eq!((listener, to), (0, self.addr));
                 self.down.send(self.step, out[..n].to_vec());
@@ -428,6 +428,54 @@ mod abuse;
 
 // ---------------------------------------------------------------------------
 // The tests.
+
+/// A super-packet from the tun reaches the client as its segments, each
+/// written once into the datagram that carries it and encrypted there
+/// (crate::io's path: the offload's pieces, the session's packets, the
+/// train), on a socket that records what it is given.
+#[test]
+fn a_super_packet_from_the_tun_reaches_the_client_as_its_segments() {
+    use crate::offload::{segment, VnetHdr, GSO_UDP_L4};
+    use crate::train::tests::{Fake, Sent};
+    use crate::train::Train;
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 41);
+    lab.connect(HAND_WINDOW);
+    let me = lab.client.address().unwrap();
+    let body: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let mut sup = ipv4(LAN_HOST, me, 9, 1)[..28].to_vec();
+    sup[2..4].copy_from_slice(&((28 + body.len()) as u16).to_be_bytes());
+    sup.extend_from_slice(&body);
+    let hdr = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 1200, ..VnetHdr::default() };
+    let mut want = Vec::new();
+    segment(&hdr, &mut sup.clone(), 2048, &mut |p| {
+        let mut v = vec![0; p.size()];
+        p.write(&mut v);
+        want.push(v);
+    })
+    .unwrap();
+    assert_eq!(want.len(), 5);
+    let (mut train, mut sock, now) = (Train::new(), Fake::default(), lab.now);
+    let server = &mut lab.server;
+    segment(&hdr, &mut sup, 2048, &mut |p| {
+        let o = server.on_tun_packet(now, p.head(), p.size()).expect("routed to the client");
+        let ((_, to), len) = (o.to(), o.size());
+        assert!(train.push(&mut sock, to, len, |b| o.seal(now, b, |x| p.write(x)).is_some()));
+    })
+    .unwrap();
+    train.flush(&mut sock);
+    assert_eq!(sock.sent.len(), if cfg!(target_os = "linux") { 1 } else { 5 }, "one UDP_SEGMENT send");
+    for sent in &sock.sent {
+        let (to, datagrams) = match sent {
+            Sent::Train(to, seg, bytes) => (to, bytes.chunks(*seg).map(<[u8]>::to_vec).collect()),
+            Sent::Single(to, d) => (to, vec![d.clone()]),
+        };
+        assert_eq!(*to, lab.addr);
+        for mut d in datagrams {
+            lab.client.on_datagram(now, &mut d);
+        }
+    }
+    assert_eq!(lab.client.received, want, "every segment, in order, decrypted by the client");
+}
 
 #[test]
 fn clean_network_connects_and_passes_data() {
@@ -980,7 +1028,7 @@ fn a_ghost_is_promoted_only_by_the_role_change_on_a_backup() {
     assert!(backup.on_datagram(lab.now, 0, stranger, &mut junk).is_none());
     let me = lab.client.address().unwrap();
     let mut out = [0u8; 2048];
-    assert!(backup.on_tun_packet(lab.now, &ipv4(LAN_HOST, me, 1, 9), &mut out).is_none(), "a ghost never sends");
+    assert!(backup.seal_tun_packet(lab.now, &ipv4(LAN_HOST, me, 1, 9), &mut out).is_none(), "a ghost never sends");
     // The client's real packet reaches the backup too (a stray route).
     assert!(lab.client.send_data(lab.now, &ipv4(me, LAN_HOST, 2, 9)));
     let mut real = lab.client.outbox.last().unwrap().clone();

@@ -61,22 +61,22 @@ fn data(n: usize, salt: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect()
 }
 
-/// Pushes `pkts` as one batch and returns what was written.
-fn coalesce(pkts: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
+/// Coalesces `pkts` as one batch and returns what was written, each
+/// write's parts joined.
+fn coalesced(pkts: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut c = Coalescer::new();
-    let mut w = |h: &VnetHdr, p: &[u8]| out.push((*h, p.to_vec()));
-    for p in pkts {
-        c.push(p, &mut w);
-    }
-    c.flush(&mut w);
+    coalesce(pkts.iter().map(Vec::as_slice), &mut |h, parts| out.push((*h, parts.concat())));
     out
 }
 
+/// Each packet of `p` (read with `h`), written by [`Piece::write`].
 fn split(h: &VnetHdr, p: &[u8]) -> Result<Vec<Vec<u8>>, Refused> {
     let mut out = Vec::new();
-    let mut scratch = vec![0u8; 2048];
-    segment(h, &mut p.to_vec(), &mut scratch, &mut |s| out.push(s.to_vec()))?;
+    segment(h, &mut p.to_vec(), 2048, &mut |s| {
+        let mut v = vec![0xa5; s.size()];
+        s.write(&mut v);
+        out.push(v)
+    })?;
     Ok(out)
 }
 
@@ -111,7 +111,7 @@ fn checksum_of_a_known_header() {
 #[test]
 fn a_flow_becomes_one_tso_packet_and_splits_back() {
     let pkts = flow4(20, 1348);
-    let out = coalesce(&pkts);
+    let out = coalesced(&pkts);
     assert_eq!(out.len(), 1);
     let (h, sup) = &out[0];
     assert_eq!(h.gso_type, GSO_TCPV4);
@@ -135,7 +135,7 @@ fn a_flow_becomes_one_tso_packet_and_splits_back() {
 #[test]
 fn ipv6_flows_coalesce_too() {
     let pkts: Vec<Vec<u8>> = (0..5).map(|i| tcp6(77 + i * 1200, TCP_ACK, &data(1200, i as u8))).collect();
-    let out = coalesce(&pkts);
+    let out = coalesced(&pkts);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0.gso_type, GSO_TCPV6);
     assert_eq!(out[0].0.csum_start, 40);
@@ -145,22 +145,25 @@ fn ipv6_flows_coalesce_too() {
 #[test]
 fn one_segment_goes_out_unchanged() {
     let p = tcp4(5, 1, TCP_ACK, &data(500, 1));
-    assert_eq!(coalesce(std::slice::from_ref(&p)), vec![(VnetHdr::default(), p)]);
+    assert_eq!(coalesced(std::slice::from_ref(&p)), vec![(VnetHdr::default(), p)]);
 }
 
 #[test]
 fn push_says_which_packets_it_holds() {
-    let mut c = Coalescer::new();
-    let mut written = 0;
-    let mut w = |_: &VnetHdr, _: &[u8]| written += 1;
-    assert!(c.push(&tcp4(1, 1, TCP_ACK, &data(1000, 1)), &mut w), "a data segment opens a flow");
-    assert!(c.push(&tcp4(1001, 2, TCP_ACK, &data(1000, 2)), &mut w), "and the next joins it");
-    assert!(!c.push(&tcp4(7, 3, TCP_ACK, &[]), &mut w), "a pure ACK is written as it is");
     let mut udp = tcp4(1, 4, TCP_ACK, &data(100, 3));
     udp[9] = 17;
-    assert!(!c.push(&udp, &mut w), "not TCP");
+    let pkts =
+        [tcp4(1, 1, TCP_ACK, &data(1000, 1)), tcp4(1001, 2, TCP_ACK, &data(1000, 2)), tcp4(7, 3, TCP_ACK, &[]), udp];
+    let mut c = Coalescer::default();
+    let mut written = 0;
+    let mut w = |_: &VnetHdr, _: &[&[u8]]| written += 1;
+    assert!(c.push(&pkts[0], &mut w), "a data segment opens a flow");
+    assert!(c.push(&pkts[1], &mut w), "and the next joins it");
+    assert!(!c.push(&pkts[2], &mut w), "a pure ACK is written as it is");
+    assert!(!c.push(&pkts[3], &mut w), "not TCP");
     c.flush(&mut w);
     assert_eq!(written, 3, "the pure ACK (after the flow it belongs to), the UDP packet, the super-packet");
+    assert_eq!(coalesce(pkts.iter().map(Vec::as_slice), &mut |_, _| {}), 2, "the segments held");
 }
 
 #[test]
@@ -169,23 +172,23 @@ fn what_breaks_a_flow() {
     // A gap in the sequence numbers.
     let mut gap = base.clone();
     gap[2] = tcp4(1000 + 2000 + 1, 42, TCP_ACK, &data(1000, 2));
-    assert_eq!(coalesce(&gap).len(), 3, "before the gap, the odd one, and the next which follows neither");
+    assert_eq!(coalesced(&gap).len(), 3, "before the gap, the odd one, and the next which follows neither");
     // A segment after the PSH one starts a new super-packet.
     let mut after_psh = base.clone();
     after_psh.push(tcp4(1000 + 3000 + 100, 44, TCP_ACK, &data(1000, 4)));
-    assert_eq!(coalesce(&after_psh).len(), 2);
+    assert_eq!(coalesced(&after_psh).len(), 2);
     // A larger segment than the first, and a short one followed by more.
     let grow = vec![tcp4(0, 1, TCP_ACK, &data(500, 0)), tcp4(500, 2, TCP_ACK, &data(600, 0))];
-    assert_eq!(coalesce(&grow).len(), 2);
+    assert_eq!(coalesced(&grow).len(), 2);
     let short = vec![
         tcp4(0, 1, TCP_ACK, &data(500, 0)),
         tcp4(500, 2, TCP_ACK, &data(100, 0)),
         tcp4(600, 3, TCP_ACK, &data(500, 0)),
     ];
-    assert_eq!(coalesce(&short).len(), 2);
+    assert_eq!(coalesced(&short).len(), 2);
     // IP ids that do not follow each other.
     let ids = vec![tcp4(0, 1, TCP_ACK, &data(500, 0)), tcp4(500, 9, TCP_ACK, &data(500, 0))];
-    assert_eq!(coalesce(&ids).len(), 2);
+    assert_eq!(coalesced(&ids).len(), 2);
     // A different window (other header bytes) splits.
     let mut win = tcp4(500, 2, TCP_ACK, &data(500, 0));
     win[20 + 15] ^= 1;
@@ -194,7 +197,7 @@ fn what_breaks_a_flow() {
     let c2 = !fold(sum(&win[20..], Ip { v6: false, hlen: 20, proto: PROTO_TCP }.pseudo(&win, win.len() - 20)));
     assert_ne!(c, c2);
     win[36..38].copy_from_slice(&c2.to_be_bytes());
-    assert_eq!(coalesce(&[tcp4(0, 1, TCP_ACK, &data(500, 0)), win]).len(), 2);
+    assert_eq!(coalesced(&[tcp4(0, 1, TCP_ACK, &data(500, 0)), win]).len(), 2);
 }
 
 #[test]
@@ -202,7 +205,7 @@ fn a_corrupt_segment_stays_alone_and_in_order() {
     let mut pkts = flow4(3, 1000);
     let last = pkts.len() - 1;
     pkts[1][60] ^= 0x55; // payload byte: the TCP checksum no longer matches
-    let out = coalesce(&pkts);
+    let out = coalesced(&pkts);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].1, pkts[0], "the flow before it is flushed first");
     assert_eq!(out[1], (VnetHdr::default(), pkts[1].clone()));
@@ -223,7 +226,7 @@ fn other_packets_pass_plain_and_flows_interleave() {
     let mut udp = tcp4(0, 1, TCP_ACK, &data(10, 0));
     udp[9] = PROTO_UDP;
     let batch = vec![a[0].clone(), b[0].clone(), udp.clone(), a[1].clone(), b[1].clone(), a[2].clone(), b[2].clone()];
-    let out = coalesce(&batch);
+    let out = coalesced(&batch);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0], (VnetHdr::default(), udp));
     assert_eq!(split(&out[1].0, &out[1].1).unwrap(), a);
@@ -246,11 +249,11 @@ fn flows_and_size_are_bounded() {
             p
         })
         .collect();
-    let mut c = Coalescer::new();
+    let mut c = Coalescer::default();
     let mut early = 0;
     for p in &pkts {
         c.push(p, &mut |_, _| early += 1);
-        assert!(c.flows.len() <= MAX_FLOWS);
+        assert!(c.open <= MAX_FLOWS);
     }
     assert_eq!(early, 3);
     let mut rest = 0;
@@ -258,7 +261,7 @@ fn flows_and_size_are_bounded() {
     assert_eq!(rest, MAX_FLOWS);
     // 60 segments of 1400 bytes: no super-packet over 64 KB.
     let big: Vec<Vec<u8>> = (0..60).map(|i| tcp4(i * 1400, i as u16, TCP_ACK, &data(1400, 1))).collect();
-    let out = coalesce(&big);
+    let out = coalesced(&big);
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|(_, p)| p.len() <= MAX_SUPER));
     let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, p)| split(h, p).unwrap()).collect();
@@ -341,14 +344,11 @@ fn truncated_and_mangled_input_never_panics() {
                     hdr_len: 0,
                 };
                 let _ = split(&h, p);
-                let mut c = Coalescer::new();
-                c.push(p, &mut |_, _| {});
-                c.push(p, &mut |_, _| {});
-                c.flush(&mut |_, _| {});
+                coalesce([p, p], &mut |_, _| {});
             }
         }
     }
     let mut odd = sup.clone();
     odd[20 + 12] = 0xf0; // data offset 60, beyond a short packet
-    let _ = coalesce(&[odd[..70].to_vec(), odd.clone()]);
+    let _ = coalesced(&[odd[..70].to_vec(), odd.clone()]);
 }

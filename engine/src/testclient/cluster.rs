@@ -783,7 +783,7 @@ impl Cluster {
         let pkt = ipv4(LAN_HOST, to, seq, tag);
         let sent = self.on_server(m, |s, now| {
             let mut out = [0u8; 2048];
-            s.on_tun_packet(now, &pkt, &mut out).map(|(_, to, n)| (to, out[..n].to_vec()))
+            s.seal_tun_packet(now, &pkt, &mut out).map(|(_, to, n)| (to, out[..n].to_vec()))
         });
         self.pump(m);
         match sent {
@@ -1355,7 +1355,7 @@ fn unauthenticated_traffic_never_promotes_a_ghost() {
     assert!(sessions_of(&backup).iter().all(|s| s.ghost), "a forged packet promoted the ghost");
     let me = lab.client.address().expect("an address");
     let mut out = [0u8; 2048];
-    let sent = backup.on_tun_packet(lab.now, &ipv4(LAN_HOST, me, 1, 1), &mut out);
+    let sent = backup.seal_tun_packet(lab.now, &ipv4(LAN_HOST, me, 1, 1), &mut out);
     assert!(sent.is_none(), "a backup sent a data packet with a copied key");
     assert!(sessions_of(&backup).iter().all(|s| s.ghost), "local traffic promoted the ghost");
 }

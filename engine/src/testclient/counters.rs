@@ -43,7 +43,7 @@ fn datagrams_that_do_not_authenticate_are_not_counted() {
     lab.connect(Duration::from_secs(5));
     let before = status_bytes(&lab);
     let mut out = [0u8; 2048];
-    let n = lab.server.on_tun_packet(lab.now, &ipv4(LAN_HOST, Ipv4Addr::new(10, 8, 0, 2), 1, 1), &mut out).unwrap().2;
+    let n = lab.server.seal_tun_packet(lab.now, &ipv4(LAN_HOST, Ipv4Addr::new(10, 8, 0, 2), 1, 1), &mut out).unwrap().2;
     let (data, addr) = (out[..n].to_vec(), lab.addr);
     assert_eq!(status_bytes(&lab), (before.0, before.1 + n as u64), "a data packet to the client counts");
     // The client's own packet back, a byte flipped, and a control packet

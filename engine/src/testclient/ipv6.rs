@@ -42,7 +42,7 @@ fn ipv6_goes_both_ways_and_a_spoofed_source_is_dropped() {
 
     let mut out = [0u8; 2048];
     assert!(
-        lab.server.on_tun_packet(lab.now, &packet(a6(LAN6), a6("fd00:8::3")), &mut out).is_none(),
+        lab.server.seal_tun_packet(lab.now, &packet(a6(LAN6), a6("fd00:8::3")), &mut out).is_none(),
         "no such client"
     );
     let before = lab.tun.len();

@@ -31,7 +31,7 @@ fn up(server: &mut Server, clients: &mut [TestClient], i: usize, now: Now, tag: 
 fn down(server: &mut Server, clients: &mut [TestClient], i: usize, now: Now, tag: u8) -> bool {
     let ip = ipv4(LAN_HOST, clients[i].address().expect("an address"), i as u16, tag);
     let mut out = [0u8; 2048];
-    let Some((_, to, n)) = server.on_tun_packet(now, &ip, &mut out) else { return false };
+    let Some((_, to, n)) = server.seal_tun_packet(now, &ip, &mut out) else { return false };
     assert_eq!(to, addr(i));
     clients[i].on_datagram(now, &mut out[..n]);
     clients[i].received.last() == Some(&ip)
