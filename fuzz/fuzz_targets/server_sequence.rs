@@ -100,7 +100,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             // A packet from the tun device.
             4 => {
                 let Some(p) = input.bytes(2048) else { break };
-                let _ = server.on_tun_packet(now, p, &mut out);
+                if let Some(o) = server.on_tun_packet(now, p, p.len()) {
+                    let _ = o.seal(now, &mut out, |b| b.copy_from_slice(p));
+                }
             }
             5 => server.on_timer(now),
             // Time passes: up to 655 s, past keepalive and reneg-sec.
