@@ -682,7 +682,8 @@ impl Server {
             (None, Some(a)) => a.to_string(),
             (None, None) => "a packet that is neither IPv4 nor IPv6".to_string(),
         };
-        let label = self.session_mut(id).map(|s| s.label()).unwrap_or_default();
+        // Read only: session_mut would also queue the session's timers.
+        let label = self.sessions.get(id as usize).and_then(Option::as_ref).map(|s| s.label()).unwrap_or_default();
         log::warn!(
             "{label}: tunnel packet from {src} dropped: not the client's tunnel address nor in its iroutes \
              (a network behind the client needs an iroute in its client-config-dir file){}",

@@ -51,9 +51,9 @@ const MAX_ACKS: usize = 8;
 const MAX_MESSAGE: usize = 2048;
 /// The key-method message is read whole from one TLS record (the client
 /// writes it at once; a record holds up to 16 KB of plaintext): a 2.x
-/// client keeps it within 2 KB, but the fields may be longer (a 4 KB
-/// password, an OpenVPN 3 client's peer-info), and a cut one would not
-/// parse.
+/// client keeps it within 2 KB, but the parser takes longer fields (a
+/// password of up to 4,095 bytes, a long peer-info), and a cut message
+/// would not parse.
 const MAX_KEY_METHOD: usize = 16 * 1024;
 /// The common name of a client without a certificate (OpenVPN's).
 pub const NO_CERTIFICATE: &str = "UNDEF";
