@@ -23,11 +23,12 @@ use seccompiler::{
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
-/// The two programs of a child: the allow-list (anything else kills) and
-/// the `EACCES` answers.
+/// The programs of a child: the allow-list (anything else kills), the
+/// `EACCES` answers and the `ENOSYS` ones.
 pub struct Programs {
     allow: BpfProgram,
     refuse: BpfProgram,
+    nosys: BpfProgram,
 }
 
 fn err(e: impl std::fmt::Display) -> io::Error {
@@ -123,6 +124,29 @@ fn stdio(r: &mut Rules) -> io::Result<()> {
     one_of(r, SYS_fcntl, 1, &[F_GETFD as u64, F_SETFD as u64, F_GETFL as u64, F_SETFL as u64])?;
     // glibc's syslog(3) reconnect, answered by the refuse filter.
     when(r, SYS_socket, vec![arg(0, SeccompCmpOp::Eq, AF_UNIX as u64)?])?;
+    threads(r)
+}
+
+/// Threads, which pledge's "stdio" allows (__tfork): the engine's data
+/// threads (engine/src/shard.rs, `data-threads`). glibc's pthread_create
+/// blocks signals around clone, and the new thread registers its robust
+/// futex list and its rseq area, names itself (prctl PR_SET_NAME) and
+/// reads its affinity and thread id (pthread_getattr_np, for its stack
+/// guard).
+/// clone3, whose flags lie in memory a filter cannot read, is answered
+/// ENOSYS (the nosys program), on which glibc falls back to clone, which
+/// is allowed for threads only: a new process (no CLONE_THREAD) kills.
+fn threads(r: &mut Rules) -> io::Result<()> {
+    use libc::*;
+    for nr in [SYS_rt_sigprocmask, SYS_set_robust_list, SYS_rseq, SYS_sched_getaffinity, SYS_gettid, SYS_exit, SYS_sched_yield, SYS_clone3] {
+        any(r, nr);
+    }
+    let thread = CLONE_THREAD as u64;
+    when(r, SYS_clone, vec![arg(0, SeccompCmpOp::MaskedEq(thread), thread)?])?;
+    when(r, SYS_prctl, vec![arg(0, SeccompCmpOp::Eq, PR_SET_NAME as u64)?])?;
+    // The first thread made installs a signal action (measured in the lab
+    // under SECCOMP_RET_LOG); sigaction is in pledge's "stdio" too.
+    any(r, SYS_rt_sigaction);
     Ok(())
 }
 
@@ -176,15 +200,23 @@ pub fn compile(promises: &str) -> io::Result<Programs> {
     let refuse = SeccompFilter::new(refuse, SeccompAction::Allow, SeccompAction::Errno(libc::EACCES as u32), arch)
         .and_then(BpfProgram::try_from)
         .map_err(err)?;
-    Ok(Programs { allow, refuse })
+    let mut nosys = Rules::new();
+    any(&mut nosys, libc::SYS_clone3);
+    let nosys = SeccompFilter::new(nosys, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
+        .and_then(BpfProgram::try_from)
+        .map_err(err)?;
+    Ok(Programs { allow, refuse, nosys })
 }
 
-/// Installs both programs on the calling thread (children have one). From
-/// here on the kernel's verdict for a call is the strictest of the two:
-/// kill for anything not allowed, `EACCES` for an AF_UNIX socket(). The
-/// allow-list goes last, since it forbids seccomp(2) itself.
+/// Installs the programs on the calling thread (children have one when
+/// they install them; the threads they start later inherit them). From
+/// here on the kernel's verdict for a call is the strictest of them: kill
+/// for anything not allowed, `EACCES` for an AF_UNIX socket(), `ENOSYS`
+/// for clone3. The allow-list goes last, since it forbids seccomp(2)
+/// itself.
 pub fn apply(p: &Programs) -> io::Result<()> {
     seccompiler::apply_filter(&p.refuse).map_err(err)?;
+    seccompiler::apply_filter(&p.nosys).map_err(err)?;
     seccompiler::apply_filter(&p.allow).map_err(err)
 }
 
@@ -239,6 +271,29 @@ mod tests {
             }
             ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).unwrap(),
         }
+    }
+
+    /// A confined child may start threads (the engine's data threads),
+    /// not processes.
+    #[test]
+    fn threads_but_no_processes() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let ok = run_confined("stdio inet unix", || {
+            let t = std::thread::Builder::new().name("data1".into()).spawn(|| 7);
+            if !t.is_ok_and(|t| t.join().ok() == Some(7)) {
+                // SAFETY: _exit is always safe to call.
+                unsafe { libc::_exit(3) };
+            }
+        });
+        assert!(matches!(ok, WaitStatus::Exited(_, 0)), "{ok:?}");
+        // SAFETY: fork in a child that then only exits.
+        let killed = run_confined("stdio inet unix", || unsafe {
+            if libc::fork() == 0 {
+                libc::_exit(0);
+            }
+        });
+        assert!(matches!(killed, WaitStatus::Signaled(_, Signal::SIGSYS, _)), "{killed:?}");
     }
 
     #[test]

@@ -219,6 +219,9 @@ pub struct Config {
     /// Microseconds the engine waits, while data flows, before it reads the
     /// tun and the listeners again (0: it wakes for every packet).
     pub rx_moderation: u32,
+    /// Threads that receive and decrypt clients' datagrams (`data-threads`,
+    /// engine/src/shard.rs): 1 is the main thread alone.
+    pub data_threads: u32,
     /// Whether a client's pure TCP ACK that a later one of the same receive
     /// batch supersedes is dropped (`ack-filter`, engine/src/ackfilter.rs).
     pub ack_filter: bool,

@@ -28,6 +28,7 @@ const TOP_KEYWORDS: &[&str] = &[
     "client-config-dir",
     "crl",
     "data-ciphers",
+    "data-threads",
     "duplicate-cn",
     "fallback-cipher",
     "include",
@@ -91,6 +92,10 @@ pub const DEFAULT_ACK_FILTER: bool = false;
 /// round-trip time of a LAN.
 const MAX_RX_MODERATION: u32 = 1000;
 
+/// The most receive threads (`data-threads`): beyond the cores of any
+/// machine a VPN server runs on, and each has its sockets.
+pub const MAX_DATA_THREADS: u32 = 64;
+
 /// One file being read.
 struct Frame {
     name: String,
@@ -136,6 +141,7 @@ struct Draft {
     watchdog: Option<u32>,
     reneg_sec: Option<u32>,
     rx_moderation: Option<u32>,
+    data_threads: Option<u32>,
     ack_filter: Option<bool>,
     push_routes: Vec<Ipv4Net>,
     push_dns: Vec<IpAddr>,
@@ -690,6 +696,16 @@ impl Parser {
                 self.once("rx-moderation", pos)?;
                 self.d.rx_moderation = Some(self.number("rx-moderation", 0, MAX_RX_MODERATION)?);
             }
+            "data-threads" => {
+                self.once("data-threads", pos)?;
+                let n = self.number("data-threads", 1, MAX_DATA_THREADS)?;
+                // SO_REUSEPORT spreads a port's datagrams over its sockets
+                // only on Linux; elsewhere one socket would get them all.
+                if n > 1 && !cfg!(target_os = "linux") {
+                    return Err(self.error(pos, "data-threads above 1 needs Linux (SO_REUSEPORT load balancing)"));
+                }
+                self.d.data_threads = Some(n);
+            }
             "ack-filter" => {
                 self.once("ack-filter", pos)?;
                 let (w, p) = self.word("yes or no")?;
@@ -1120,6 +1136,7 @@ impl Parser {
             watchdog: d.watchdog.unwrap_or(DEFAULT_WATCHDOG),
             reneg_sec: d.reneg_sec.unwrap_or(3600),
             rx_moderation: d.rx_moderation.unwrap_or(DEFAULT_RX_MODERATION),
+            data_threads: d.data_threads.unwrap_or(1),
             ack_filter: d.ack_filter.unwrap_or(DEFAULT_ACK_FILTER),
             push_routes: d.push_routes,
             push_dns: d.push_dns,

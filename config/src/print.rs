@@ -71,6 +71,7 @@ impl Display for Config {
         writeln!(f, "keepalive {} {}", self.keepalive.0, self.keepalive.1)?;
         writeln!(f, "reneg-sec {}", self.reneg_sec)?;
         writeln!(f, "rx-moderation {}", self.rx_moderation)?;
+        writeln!(f, "data-threads {}", self.data_threads)?;
         writeln!(f, "ack-filter {}", if self.ack_filter { "yes" } else { "no" })?;
         writeln!(f, "watchdog {}", self.watchdog)?;
         for r in &self.push_routes {

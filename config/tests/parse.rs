@@ -46,6 +46,7 @@ fn defaults() {
     assert_eq!(c.keepalive, (10, 60));
     assert_eq!(c.reneg_sec, 3600);
     assert_eq!(c.rx_moderation, 100);
+    assert_eq!(c.data_threads, 1);
     assert_eq!(c.ack_filter, vpnsyncd_config::DEFAULT_ACK_FILTER);
     assert_eq!(c.watchdog, 3);
     assert_eq!(c.wrap, None);
@@ -58,7 +59,7 @@ fn every_statement() {
     let c = parse(&with_keys(
         "listen on 198.18.0.10 port 1195\nlisten on ::1\ntun device tun7\nclient network 10.9.0.0/16 pool 10.9.1.1 - 10.9.1.100\n\
          max clients 50\nuser nobody\nsocket \"/tmp/s.sock\"\ncrl \"/k/crl.pem\"\ntls-auth \"/k/ta.key\" direction 1 digest sha512\n\
-         data-ciphers { chacha20-poly1305 aes-128-gcm }\nfallback-cipher aes-256-cbc\nauth sha256\nkeepalive 2 10\nreneg-sec 0\nrx-moderation 0\nack-filter yes\nwatchdog 5\n\
+         data-ciphers { chacha20-poly1305 aes-128-gcm }\nfallback-cipher aes-256-cbc\nauth sha256\nkeepalive 2 10\nreneg-sec 0\nrx-moderation 0\ndata-threads 2\nack-filter yes\nwatchdog 5\n\
          push route 198.19.0.0/24\npush route 192.168.0.0/16\npush dns 198.19.0.53\npush dns 2001:db8::53\npush domain lab.example\n",
     ))
     .unwrap();
@@ -80,6 +81,7 @@ fn every_statement() {
     assert_eq!(c.keepalive, (2, 10));
     assert_eq!(c.reneg_sec, 0);
     assert_eq!(c.rx_moderation, 0);
+    assert_eq!(c.data_threads, 2);
     assert!(c.ack_filter);
     assert_eq!(c.watchdog, 5);
     assert_eq!(c.push_routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["198.19.0.0/24", "192.168.0.0/16"]);
@@ -265,6 +267,7 @@ fn malformed_files() {
         ("watchdog 3\nwatchdog 4", "test.conf:5:1: watchdog is already set on line 4"),
         ("reneg-sec soon", "test.conf:4:11: reneg-sec \"soon\" is not a number from 0 to 604800"),
         ("rx-moderation 5000", "test.conf:4:15: rx-moderation \"5000\" is not a number from 0 to 1000"),
+        ("data-threads 0", "test.conf:4:14: data-threads \"0\" is not a number from 1 to 64"),
         ("ack-filter on", "test.conf:4:12: ack-filter takes yes or no, not \"on\""),
         ("ack-filter no\nack-filter yes", "test.conf:5:1: ack-filter is already set on line 4"),
         ("push route 10.0.0.0", "test.conf:4:12: \"10.0.0.0\" is not a network: write it as a.b.c.d/len"),

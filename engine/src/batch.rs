@@ -74,7 +74,6 @@ impl Batch {
     }
 
     /// The peer of datagram `i`.
-    #[cfg(test)]
     pub fn addr(&self, i: usize) -> Option<SocketAddr> {
         to_std(&self.addrs[i])
     }

@@ -8,6 +8,7 @@
 //! works in place and returns the payload as a subslice of the packet.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
@@ -262,7 +263,7 @@ pub struct DataKey {
     cipher: Cipher,
     auth: Digest,
     send: DirKey,
-    recv: DirKey,
+    recv: Opener,
     send_id: PacketIdSend,
     /// Which ids this member may send under the key (crate::sendspace).
     space: SendSpace,
@@ -297,7 +298,7 @@ impl DataKey {
             cipher,
             auth,
             send: DirKey::new(cipher, auth, send),
-            recv: DirKey::new(cipher, auth, recv),
+            recv: Opener { key: Arc::new(DirKey::new(cipher, auth, recv)), auth },
             send_id: PacketIdSend::new(),
             space: SendSpace::Any,
             replay: ReplayWindow::new(),
@@ -417,17 +418,63 @@ impl DataKey {
         }
     }
 
+    /// The receive key, to authenticate and decrypt with outside the
+    /// session (a data thread, crate::shard) before [`DataKey::accept`].
+    pub fn opener(&self) -> Opener {
+        self.recv.clone()
+    }
+
+    /// Whether `o` is this key's receive key (and not a key that was
+    /// rotated out while a packet was being opened with it).
+    pub fn opens_with(&self, o: &Opener) -> bool {
+        Arc::ptr_eq(&self.recv.key, &o.key)
+    }
+
+    /// The second half of [`DataKey::decrypt`]: the packet id of an
+    /// authenticated packet goes through the replay window; returns the
+    /// payload. Forged packets never get here, so they cannot move the
+    /// window.
+    pub fn accept<'a>(&mut self, opened: Opened, packet: &'a [u8]) -> Result<&'a [u8], DataError> {
+        self.replay.accept(opened.id, 0).map_err(DataError::Replay)?;
+        packet.get(opened.range).ok_or(DataError::Truncated)
+    }
+
     /// Authenticates and decrypts a received wire packet (either opcode) in
     /// place and returns its payload. The packet id is checked and recorded
     /// only after authentication, so forged packets cannot move the window.
     pub fn decrypt<'a>(&mut self, packet: &'a mut [u8]) -> Result<&'a [u8], DataError> {
+        let opened = self.recv.open(packet)?;
+        self.accept(opened, packet)
+    }
+}
+
+/// A receive key on its own: authentication and decryption need nothing
+/// else, and no state changes, so they can run without the session (and
+/// without the server's lock, crate::shard). Cloning shares the key.
+#[derive(Clone)]
+pub struct Opener {
+    key: Arc<DirKey>,
+    auth: Digest,
+}
+
+/// A packet that [`Opener::open`] authenticated and decrypted in place:
+/// its packet id, not yet through the replay window, and where its payload
+/// lies.
+#[derive(Debug)]
+pub struct Opened {
+    id: u32,
+    range: std::ops::Range<usize>,
+}
+
+impl Opener {
+    /// Authenticates and decrypts `packet` (either data opcode) in place.
+    pub fn open(&self, packet: &mut [u8]) -> Result<Opened, DataError> {
         let h = parse_header_len(packet)?;
-        let (id, range) = match &self.recv {
+        let (id, range) = match &*self.key {
             DirKey::Aead { key, implicit_iv } => open_aead(key, implicit_iv, h, packet)?,
             DirKey::Cbc { aes, hmac } => open_cbc(aes, hmac, self.auth, h, packet)?,
         };
-        self.replay.accept(id, 0).map_err(DataError::Replay)?;
-        Ok(&packet[range])
+        Ok(Opened { id, range })
     }
 }
 
@@ -714,6 +761,30 @@ mod tests {
                 }
                 assert!(server.decrypt(&mut buf[..n]).is_ok());
             }
+        }
+    }
+
+    /// Opening apart from the key (a data thread, crate::shard): nothing
+    /// changes until accept, which still refuses a replay, and a key
+    /// rebuilt from the same material is not the key that opened.
+    #[test]
+    fn opened_apart_then_accepted_once() {
+        for cipher in Cipher::ALL {
+            let (mut server, mut client) = pair(cipher, Digest::Sha256);
+            let mut first = [0; 100];
+            let n = client.encrypt(V2, b"once", &mut first).expect("encrypts");
+            let opener = server.opener();
+            assert!(server.opens_with(&opener));
+            let (other, _) = pair(cipher, Digest::Sha256);
+            assert!(!other.opens_with(&opener), "{cipher:?}: another key state's window must not take it");
+            let (mut a, mut b) = (first, first);
+            let oa = opener.open(&mut a[..n]).expect("authentic");
+            let ob = opener.open(&mut b[..n]).expect("opening changes nothing");
+            assert_eq!(server.accept(oa, &a[..n]), Ok(&b"once"[..]));
+            assert_eq!(server.accept(ob, &b[..n]), Err(DataError::Replay(ReplayError::Duplicate)));
+            let mut forged = first;
+            forged[n - 1] ^= 1;
+            assert!(opener.open(&mut forged[..n]).is_err());
         }
     }
 

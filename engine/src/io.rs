@@ -6,6 +6,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
@@ -19,10 +22,11 @@ use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{Config, SyncTransport};
 
-use crate::batch::{Batch, BATCH, PER_TURN};
+use crate::batch::PER_TURN;
 use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
+use crate::shard::{lock, Plane, Shard};
 use crate::sleep::Sleep;
 
 /// Everything the engine process holds.
@@ -33,21 +37,20 @@ struct Engine {
     control: Control,
     /// The management socket (`management`), if configured.
     mgmt: Option<crate::mgmt::Mgmt>,
-    tun: OwnedFd,
-    /// Buffers of the tun side, and the coalescer of the receive batches.
-    tunio: crate::tunio::TunIo,
-    /// Thins the clients' pure TCP ACKs of each receive batch (`ack-filter`).
-    acks: crate::ackfilter::AckFilter,
-    listeners: Vec<OwnedFd>,
-    server: Server,
-    /// Datagrams received from the listeners.
-    rx: Batch,
+    tun: Arc<OwnedFd>,
+    /// The session table, shared with the data threads (crate::shard).
+    plane: Arc<Mutex<Plane>>,
+    /// This thread's part of the receive side: its listeners, the tun
+    /// buffers (also of the send side, which is this thread's alone).
+    shard: Shard,
+    /// The data threads' wake-ups.
+    wake: UnixDatagram,
+    /// ACKs dropped by every shard's filter.
+    acks_dropped: Arc<AtomicU64>,
     /// Data packets to each listener's clients.
     tx: Vec<crate::train::Train>,
     /// When the timers run and how long poll sleeps (crate::sleep).
     sleep: Sleep,
-    /// Whether a wait leaves the data descriptors out (crate::moderate).
-    moderation: crate::moderate::Moderation,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -70,6 +73,14 @@ fn bad(e: DecodeError) -> io::Error {
 
 /// The engine process: runs until the parent goes away.
 pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
+    // Before the sandbox, which forbids new sockets.
+    let (wake, wake_data) = match crate::shard::wake_pair() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("data threads' wake-up pair: {e}");
+            return 1;
+        }
+    };
     if let Err(e) = vpnsyncd_common::sandbox::pledge("stdio inet unix") {
         log::error!("pledge: {e}");
         return 1;
@@ -107,14 +118,41 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     };
     // The settings hold what they need; the received files are zeroized now.
     st.keys.clear();
-    let listeners = st.take_fds(FdKind::Listener);
+    // One listener per address for each data thread, thread by thread
+    // (parent/src/sockets.rs); this thread's first.
+    let mut listeners = st.take_fds(FdKind::Listener);
+    let (per, threads) = (conf.listen.len(), conf.data_threads as usize);
+    if listeners.len() != per * threads {
+        log::error!("{} listeners from the parent, not {per} for each of {threads} data threads", listeners.len());
+        return 1;
+    }
+    let hold = Duration::from_micros(conf.rx_moderation.into());
+    let acks_dropped = Arc::new(AtomicU64::new(0));
+    let shards: Vec<Shard> = (0..threads)
+        .map(|_| Shard::new(listeners.drain(..per).collect(), vnet, hold, acks_dropped.clone()))
+        .collect();
+    let mut shards = shards.into_iter();
+    let Some(shard) = shards.next() else {
+        log::error!("data-threads is 0");
+        return 1;
+    };
+    let tun = Arc::new(tun);
+    let plane = Plane::new(Server::new(&conf, session, wrap), hold);
+    let wake_data = Arc::new(wake_data);
+    for (n, s) in shards.enumerate() {
+        if let Err(e) = crate::shard::spawn(n + 1, s, plane.clone(), tun.clone(), conf.ack_filter, wake_data.clone()) {
+            log::error!("data thread {}: {e}", n + 1);
+            return 1;
+        }
+    }
     let mgmt = st.take_fds(FdKind::Management).pop().map(crate::mgmt::Mgmt::new);
     let mut e = Engine {
-        server: Server::new(&conf, session, wrap),
-        rx: Batch::new(),
-        tx: listeners.iter().map(|_| crate::train::Train::new()).collect(),
+        tx: (0..per).map(|_| crate::train::Train::new()).collect(),
+        plane,
+        shard,
+        wake,
+        acks_dropped,
         sleep: Sleep::default(),
-        moderation: crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into())),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
@@ -122,9 +160,6 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         control: Control::new(control),
         mgmt,
         tun,
-        tunio: crate::tunio::TunIo::new(vnet),
-        acks: crate::ackfilter::AckFilter::new(),
-        listeners,
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
@@ -133,7 +168,7 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         status_due: Instant::now(),
         synced: false,
     };
-    log::info!("engine ready: {} listener(s), tun {}", e.listeners.len(), e.conf.tun_device);
+    log::info!("engine ready: {per} listener(s), {threads} data thread(s), tun {}", e.conf.tun_device);
     match e.run() {
         Ok(()) => 0,
         Err(err) => {
@@ -152,6 +187,8 @@ enum Slot {
     Conn(usize),
     Tun,
     Link(usize),
+    /// A data thread left work (crate::shard).
+    Wake,
     MgmtListener,
     Mgmt(usize),
 }
@@ -212,17 +249,26 @@ impl Engine {
             }
             // While holding, the data descriptors are not watched (only
             // their errors would wake us) and are read after the wait.
-            let hold = self.moderation.holding();
+            let hold = self.shard.moderation.holding();
             let data = if hold { PollFlags::empty() } else { PollFlags::POLLIN };
             slots.push((Slot::Tun, self.tun.as_fd(), data));
-            for (i, l) in self.listeners.iter().enumerate() {
+            for (i, l) in self.shard.listeners.iter().enumerate() {
                 slots.push((Slot::Link(i), l.as_fd(), data));
             }
+            slots.push((Slot::Wake, self.wake.as_fd(), PollFlags::POLLIN));
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-            // A takeover under way only looks for what arrived meanwhile.
-            let wait = match self.server.promoting() {
-                true => Duration::ZERO,
-                false => self.moderation.timeout(self.sleep.timeout(Instant::now(), &self.deadlines())),
+            let wait = {
+                let mut p = lock(&self.plane);
+                let t = Instant::now();
+                // A takeover under way only looks for what arrived meanwhile.
+                let wait = match p.promoting() {
+                    true => Duration::ZERO,
+                    false => self.shard.moderation.timeout(self.sleep.timeout(t, &self.deadlines(&p, t))),
+                };
+                // Under the lock: a data thread that queues an earlier
+                // timer after this sees when we wake, and wakes us.
+                p.main_wakes = t + wait;
+                wait
             };
             match crate::moderate::wait(&mut pfds, wait) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -268,7 +314,14 @@ impl Engine {
                     Slot::Tun => self.on_tun(),
                     Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
                     Slot::Mgmt(i) => self.on_mgmt(i),
-                    Slot::Link(i) => segments += self.on_link(i),
+                    Slot::Link(i) => {
+                        segments += self.shard.on_link(&self.plane, self.tun.as_fd(), i, self.conf.ack_filter);
+                        self.send_control();
+                    }
+                    Slot::Wake => {
+                        crate::shard::drain_wakes(&self.wake);
+                        self.send_control();
+                    }
                     Slot::Conn(i) => {
                         let res = (|| {
                             if ev.contains(PollFlags::POLLOUT) {
@@ -294,7 +347,7 @@ impl Engine {
                     }
                 }
             }
-            self.moderation.saw(segments);
+            self.shard.moderation.saw(segments);
             for i in dead_conns.into_iter().rev() {
                 self.control.conns.remove(i);
             }
@@ -302,16 +355,16 @@ impl Engine {
                 m.sweep(Instant::now());
             }
             // Between the reads of two turns: the next ghosts of a takeover.
-            if self.server.promoting() {
-                self.server.promote_slice(now());
+            if lock(&self.plane).promoting() {
+                lock(&self.plane).promote_slice(now());
                 self.send_control();
             }
             // After the parent's messages, so a heartbeat that arrived
             // with this wake-up counts.
             self.watch.check(Instant::now())?;
             let t = Instant::now();
-            if self.sleep.due(t, self.server.next_deadline(t)) {
-                self.server.on_timer(now());
+            if self.sleep.due(t, lock(&self.plane).next_deadline(t)) {
+                lock(&self.plane).on_timer(now());
                 self.send_control();
             }
             self.status_tick()?;
@@ -320,53 +373,9 @@ impl Engine {
 
     /// What the loop waits for besides descriptors: the sessions' timers,
     /// the status file, the parent watchdog.
-    fn deadlines(&self) -> [Option<Instant>; 3] {
-        let t = Instant::now();
+    fn deadlines(&self, server: &Server, t: Instant) -> [Option<Instant>; 3] {
         let status = self.conf.status.as_ref().map(|_| self.status_due);
-        [self.server.next_deadline(t), status, Some(t + self.watch.next_check(t))]
-    }
-
-    /// Datagrams from clients: data to the tun device, control through the
-    /// sessions. Returns how many TCP data segments went to the coalescer.
-    fn on_link(&mut self, li: usize) -> usize {
-        let mut segments = 0;
-        for _ in 0..PER_TURN / BATCH {
-            let n = match self.rx.recv(self.listeners[li].as_fd()) {
-                Ok(n) => n,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        log::debug!("listener: {e}");
-                    }
-                    break;
-                }
-            };
-            let t = now();
-            // Where each datagram's decrypted packet lies in its buffer: the
-            // whole batch is decrypted before any of it goes to the tun, so
-            // the ACK filter sees the batch at once.
-            let mut plain = [None; BATCH];
-            for (i, p) in plain.iter_mut().enumerate().take(n) {
-                let (buf, from) = self.rx.get_mut(i);
-                let Some(from) = from else { continue };
-                let start = buf.as_ptr() as usize;
-                if let Some(ip) = self.server.on_datagram(t, li, from, buf) {
-                    *p = (ip.as_ptr() as usize).checked_sub(start).map(|off| (off, ip.len()));
-                }
-            }
-            let mut pkts: [Option<&[u8]>; BATCH] = [None; BATCH];
-            for (i, (p, at)) in pkts.iter_mut().zip(&plain).enumerate().take(n) {
-                *p = at.and_then(|(off, len)| self.rx.get(i).get(off..off + len));
-            }
-            if self.conf.ack_filter {
-                self.acks.filter(&mut pkts[..n]);
-            }
-            segments += self.tunio.write_batch(self.tun.as_fd(), pkts[..n].iter().flatten().copied());
-            self.send_control();
-            if n < BATCH {
-                break;
-            }
-        }
-        segments
+        [server.next_deadline(t), status, Some(t + self.watch.next_check(t))]
     }
 
     /// Packets from the tunnel, encrypted and sent to their clients in
@@ -375,9 +384,13 @@ impl Engine {
     /// the session settles its key and length, the train where it goes.
     fn on_tun(&mut self) {
         let t = now();
-        let Engine { tunio, tun, server, tx, listeners, .. } = self;
+        let Engine { shard, tun, plane, tx, .. } = self;
+        let Shard { tunio, listeners, .. } = shard;
         let mut each = |pkt: &crate::offload::Piece| {
-            let Some(o) = server.on_tun_packet(t, pkt.head(), pkt.size()) else {
+            // Locked per packet: the data threads wait no longer than its
+            // encryption (and, at times, the send of a full train).
+            let mut p = lock(plane);
+            let Some(o) = p.on_tun_packet(t, pkt.head(), pkt.size()) else {
                 return;
             };
             let (li, to) = o.to();
@@ -400,27 +413,28 @@ impl Engine {
         self.send_control();
     }
 
-    /// The control datagrams the sessions queued.
-    /// Session state for the syncer, which sends it to the backups while
-    /// we are master.
-    fn send_sync(&mut self) -> io::Result<()> {
-        for (ty, data) in crate::syncglue::drain(&mut self.server) {
-            self.syncer.compose(ty as u32, 0, None, &data)?;
-        }
-        Ok(())
-    }
-
+    /// What the sessions queued for the syncer, the parent and the
+    /// clients (the control channel's datagrams). The queues are taken
+    /// under the lock and sent after it.
     fn send_control(&mut self) {
-        if let Err(e) = self.send_sync() {
-            log::error!("sync: {e}");
+        let (sync, checks, outbox) = {
+            let mut p = lock(&self.plane);
+            let sync = crate::syncglue::drain(&mut p);
+            (sync, std::mem::take(&mut p.checks.out), std::mem::take(&mut p.outbox))
+        };
+        for (ty, data) in sync {
+            if let Err(e) = self.syncer.compose(ty as u32, 0, None, &data) {
+                log::error!("sync: {e}");
+                break;
+            }
         }
-        for c in self.server.checks.out.drain(..) {
+        for c in checks {
             if let Err(e) = self.parent.compose(ImsgType::AuthCheck as u32, 0, None, &c.encode()) {
                 log::error!("password check: {e}");
             }
         }
-        for (li, to, bytes) in self.server.outbox.drain(..) {
-            let Some(fd) = self.listeners.get(li) else {
+        for (li, to, bytes) in outbox {
+            let Some(fd) = self.shard.listeners.get(li) else {
                 continue;
             };
             let addr: SockaddrStorage = SocketAddr::into(to);
@@ -435,7 +449,7 @@ impl Engine {
             ImsgType::Role => {
                 let role = Role::from_u8(Reader::new(&m.data).u8().map_err(bad)?).map_err(bad)?;
                 log::info!("role {}", role.name());
-                self.server.set_role(now(), role);
+                lock(&self.plane).set_role(now(), role);
                 self.role = role;
                 self.send_control();
             }
@@ -455,7 +469,7 @@ impl Engine {
             ImsgType::CcdDone => {
                 let table = std::mem::take(&mut self.ccd).finish();
                 log::info!("client-config-dir: {} client file(s)", table.len());
-                self.server.set_client_configs(table);
+                lock(&self.plane).set_client_configs(table);
             }
             ImsgType::Reload => {
                 let text = std::str::from_utf8(&m.data).map_err(|_| bad(DecodeError("configuration is not UTF-8")))?;
@@ -464,9 +478,10 @@ impl Engine {
                 let keys = std::mem::take(&mut self.pending_keys);
                 match crate::settings::build(&conf, &keys) {
                     Ok((session, wrap)) => {
-                        self.server.reconfigure(&conf, session, wrap);
-                        self.moderation =
-                            crate::moderate::Moderation::new(Duration::from_micros(conf.rx_moderation.into()));
+                        let mut p = lock(&self.plane);
+                        p.reconfigure(&conf, session, wrap);
+                        p.hold = Duration::from_micros(conf.rx_moderation.into());
+                        drop(p);
                         self.conf = conf;
                         log::info!("configuration reloaded ({} key files)", keys.len());
                     }
@@ -475,7 +490,7 @@ impl Engine {
             }
             ImsgType::AuthVerdict => {
                 let v = vpnsyncd_common::auth::AuthVerdict::decode(&m.data).map_err(bad)?;
-                self.server.on_auth_verdict(now(), &v);
+                lock(&self.plane).on_auth_verdict(now(), &v);
                 self.send_control();
             }
             ImsgType::CtlResult => {
@@ -502,8 +517,9 @@ impl Engine {
             listen: self.conf.listen.first().copied(),
         };
         let Some(m) = &mut self.mgmt else { return };
-        let server = &mut self.server;
-        m.on_ready(i, t.mono, |line| crate::mgmt::answer::answer(&crate::mgmt::command::parse(line), server, &view));
+        let mut p = lock(&self.plane);
+        m.on_ready(i, t.mono, |line| crate::mgmt::answer::answer(&crate::mgmt::command::parse(line), &mut p, &view));
+        drop(p);
         self.send_control();
     }
 
@@ -517,7 +533,7 @@ impl Engine {
         self.status_due = Instant::now() + Duration::from_secs(st.interval.into());
         let t = now();
         let text =
-            crate::status::render(st.version, t.unix, &crate::status::rows(&self.server, t), self.cluster(), "\n");
+            crate::status::render(st.version, t.unix, &crate::status::rows(&lock(&self.plane), t), self.cluster(), "\n");
         for part in text.as_bytes().chunks(crate::status::PART) {
             self.parent.compose(ImsgType::StatusPart as u32, 0, None, part)?;
         }
@@ -539,7 +555,7 @@ impl Engine {
         self.synced |= ty == ImsgType::SyncReady;
         match ty {
             ty @ (ImsgType::SyncUpsert | ImsgType::SyncProgress | ImsgType::SyncDelete | ImsgType::SyncReady) => {
-                crate::syncglue::apply(&mut self.server, now(), ty, &m.data).map_err(bad)?
+                crate::syncglue::apply(&mut lock(&self.plane), now(), ty, &m.data).map_err(bad)?
             }
             ImsgType::CtlSync => {
                 self.control.answered(m.hdr.peerid);
@@ -563,22 +579,23 @@ impl Engine {
                 SyncTransport::Unicast { peers } => format!("unicast to {} peer(s)", peers.len()),
             },
         };
+        let p = lock(&self.plane);
         Summary {
             version: vpnsyncd_common::VERSION.to_string(),
             role: self.role,
             started: self.started,
-            clients: self.server.client_count() as u32,
+            clients: p.client_count() as u32,
             max_clients: self.conf.max_clients,
             tun_device: self.conf.tun_device.clone(),
             server_address: format!("{}/{}", self.conf.server_address(), self.conf.network.prefix),
             listen: self.conf.listen.iter().map(|a| a.to_string()).collect(),
             sync,
-            ghosts: self.server.ghost_count() as u32,
-            refused_packets: self.server.refused_first_packets(),
-            refused_records: self.server.refusals().total(),
-            refused_renegotiations: self.server.refused_renegotiations(),
-            wrong_source: self.server.wrong_source_packets(),
-            acks_filtered: self.acks.dropped(),
+            ghosts: p.ghost_count() as u32,
+            refused_packets: p.refused_first_packets(),
+            refused_records: p.refusals().total(),
+            refused_renegotiations: p.refused_renegotiations(),
+            wrong_source: p.wrong_source_packets(),
+            acks_filtered: self.acks_dropped.load(Ordering::Relaxed),
             watchdog: self.watch.limit_secs(),
             parent_heard: self.watch.heard_ms(),
             heartbeats: self.beats.clone(),
@@ -605,7 +622,8 @@ impl Engine {
                 self.control.reply(id, ImsgType::CtlEnd, &[]);
             }
             ImsgType::CtlShowClients => {
-                for c in self.server.client_infos() {
+                let clients = lock(&self.plane).client_infos();
+                for c in clients {
                     self.control.reply(id, ImsgType::CtlClient, &c.encode());
                 }
                 self.control.reply(id, ImsgType::CtlEnd, &[]);
@@ -626,7 +644,8 @@ impl Engine {
             }
             ImsgType::CtlKillClient => {
                 let name = Reader::new(&m.data).str().map_err(bad)?.to_owned();
-                let res = match self.server.kill_client(now(), &name) {
+                let killed = lock(&self.plane).kill_client(now(), &name);
+                let res = match killed {
                     0 => Err(format!("no client with common name \"{name}\"")),
                     n => Ok(format!("disconnected {n} session(s) of \"{name}\"")),
                 };

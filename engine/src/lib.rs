@@ -33,6 +33,7 @@ pub mod sentkeys;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod shard;
 pub mod sleep;
 pub mod status;
 pub mod syncglue;

@@ -161,6 +161,21 @@ fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
     (p.len() >= 20 && p[0] >> 4 == 4).then(|| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
 }
 
+/// A data packet's session and receive key, from [`Server::receive`]:
+/// what opening the packet needs, and nothing that the server's lock
+/// guards.
+pub struct DataTicket {
+    id: u32,
+    key: crate::data::Opener,
+}
+
+impl DataTicket {
+    /// Authenticates and decrypts the packet in place (crate::data).
+    pub fn open(&self, packet: &mut [u8]) -> Result<crate::data::Opened, crate::data::DataError> {
+        self.key.open(packet)
+    }
+}
+
 impl Server {
     pub fn new(conf: &Config, session: Arc<SessionConfig>, wrap: Wrapper) -> Self {
         let cookie = CookieKey::derive(&wrap);
@@ -347,18 +362,29 @@ impl Server {
         from: SocketAddr,
         packet: &'a mut [u8],
     ) -> Option<&'a [u8]> {
+        let ticket = self.receive(now, listener, from, packet)?;
+        let opened = ticket.open(packet);
+        self.opened(now, from, ticket, opened, packet)
+    }
+
+    /// The first step of [`Server::on_datagram`]: a control packet is
+    /// handled whole; a data packet yields what to open it with, which may
+    /// run without the server (crate::shard), then [`Server::opened`].
+    pub fn receive(&mut self, now: Now, listener: usize, from: SocketAddr, packet: &mut [u8]) -> Option<DataTicket> {
         let (op, _) = wire::split_first_byte(*packet.first()?);
         let opcode = Opcode::from_u8(op)?;
         if !opcode.is_control() {
-            return self.on_data(now, from, opcode, packet);
+            return self.data_ticket(now, from, opcode, packet);
         }
         let known = self.by_addr.get(&from).copied();
         if opcode == Opcode::HardResetClientV2 {
             let template = self.wrap.clone();
-            return self.on_hard_reset(now, listener, from, known, packet, template);
+            self.on_hard_reset(now, listener, from, known, packet, template);
+            return None;
         }
         if opcode == Opcode::HardResetClientV3 {
-            return self.on_hard_reset_v3(now, listener, from, known, packet);
+            self.on_hard_reset_v3(now, listener, from, known, packet);
+            return None;
         }
         // The client's session id in the header picks its new handshake
         // over the established session at the same address.
@@ -420,7 +446,7 @@ impl Server {
         known: Option<u32>,
         packet: &[u8],
         template: Wrapper,
-    ) -> Option<&'static [u8]> {
+    ) -> Option<()> {
         let (first, sid, body, id, time) = match template.verify_only(packet) {
             Ok(v) => v,
             Err(e) => {
@@ -633,7 +659,9 @@ impl Server {
         }
     }
 
-    fn on_data<'a>(&mut self, now: Now, from: SocketAddr, opcode: Opcode, packet: &'a mut [u8]) -> Option<&'a [u8]> {
+    /// A data packet's session and receive key; the client may have
+    /// floated (only P_DATA_V2 names its session by peer-id).
+    fn data_ticket(&mut self, now: Now, from: SocketAddr, opcode: Opcode, packet: &[u8]) -> Option<DataTicket> {
         let id = match (opcode, wire::data_peer_id(packet)) {
             (Opcode::DataV2, Some(p)) if p != wire::NO_PEER_ID => p,
             _ => *self.by_addr.get(&from)?,
@@ -644,9 +672,27 @@ impl Server {
         if floated && opcode != Opcode::DataV2 {
             return None;
         }
+        let key = self.session_mut(id)?.opener(now, packet)?;
+        Some(DataTicket { id, key })
+    }
+
+    /// The last step of [`Server::on_datagram`]: a data packet that the
+    /// ticket's key opened passes the replay window and the source checks;
+    /// returns the IP packet for the tun device. The session may have
+    /// ended or floated meanwhile; its key may have been rotated out, and
+    /// then the packet is dropped.
+    pub fn opened<'a>(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        ticket: DataTicket,
+        opened: Result<crate::data::Opened, crate::data::DataError>,
+        packet: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        let id = ticket.id;
         let s = self.session_mut(id)?;
-        let (vip, vip6) = (s.virtual_ip, s.virtual_ip6);
-        let payload = s.decrypt(now, packet)?;
+        let (vip, vip6, floated) = (s.virtual_ip, s.virtual_ip6, s.peer != from);
+        let payload = s.opened(now, &ticket.key, opened, packet)?;
         if !self.serves(now, id) {
             return None;
         }

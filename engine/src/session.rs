@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection};
 use vpnsyncd_config::{Cipher, Digest};
 
-use crate::data::{DataHeader, DataKey};
+use crate::data::{DataError, DataHeader, DataKey, Opened, Opener};
 use crate::keys::{self, KeyMethod2, KeySource, PeerInfo};
 use crate::push::{self, ClientPush, PushSettings};
 use crate::record::Progress;
@@ -1046,16 +1046,39 @@ impl Session {
     /// compression framing removed. Only authenticated packets count as
     /// signs of life.
     pub fn decrypt<'a>(&mut self, now: Now, packet: &'a mut [u8]) -> Option<&'a [u8]> {
+        let key = self.opener(now, packet)?;
+        let opened = key.open(packet);
+        self.opened(now, &key, opened, packet)
+    }
+
+    /// The receive key of a data packet's key id: the first step of
+    /// [`Session::decrypt`], whose opening may then run elsewhere
+    /// (crate::shard). A key id we do not have yet is the client's next
+    /// key: its key state starts.
+    pub fn opener(&mut self, now: Now, packet: &[u8]) -> Option<Opener> {
         let key_id = packet.first()? & 7;
-        let Some(ks) = self.keys.iter_mut().find(|k| k.key_id == key_id && k.data.is_some()) else {
+        let Some(ks) = self.keys.iter().find(|k| k.key_id == key_id && k.data.is_some()) else {
             if let Some(idx) = self.skip_key_id(next_key_id(key_id), now, true) {
                 self.flush(idx, now);
             }
             return None;
         };
+        ks.data.as_ref().map(DataKey::opener)
+    }
+
+    /// The last step of [`Session::decrypt`]: a packet that `key` opened
+    /// (authenticated) goes through its key's replay window, if the key is
+    /// still installed, and counts as a sign of life.
+    pub fn opened<'a>(
+        &mut self,
+        now: Now,
+        key: &Opener,
+        opened: Result<Opened, DataError>,
+        packet: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        let ks = self.keys.iter_mut().find(|k| k.data.as_ref().is_some_and(|d| d.opens_with(key)))?;
         let data = ks.data.as_mut()?;
-        let len = packet.len() as u64;
-        let payload = match data.decrypt(packet) {
+        let payload = match opened.and_then(|o| data.accept(o, packet)) {
             Ok(p) => p,
             Err(e) => {
                 log::debug!("{}: data packet dropped: {e}", self.label());
@@ -1065,7 +1088,7 @@ impl Session {
         // The client switched to the new key: so may we.
         ks.send_ok = true;
         self.last_recv = now.mono;
-        self.bytes_in += len;
+        self.bytes_in += packet.len() as u64;
         let framing = self.negotiated.as_ref().map_or(Framing::None, |n| n.framing);
         match (framing, payload) {
             (Framing::LzoStub, [0xFA, rest @ ..]) => Some(rest),

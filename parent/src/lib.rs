@@ -163,7 +163,7 @@ fn open_resources(conf: &Config) -> io::Result<Resources> {
         tun6::configure(&conf.tun_device, n6)?;
         log::info!("{}: {}/{} up", conf.tun_device, n6.server(), n6.prefix);
     }
-    let listeners = conf.listen.iter().map(|a| sockets::listener(*a)).collect::<io::Result<Vec<_>>>()?;
+    let listeners = sockets::listeners(&conf.listen, conf.data_threads as usize)?;
     let control = sockets::control(&conf.socket)?;
     let management = conf.management.as_ref().map(sockets::management).transpose()?;
     let (sync, route) = match &conf.sync {
@@ -686,6 +686,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut v = Vec::new();
     if old.listen != new.listen {
         v.push("listen");
+    }
+    if old.data_threads != new.data_threads {
+        v.push("data-threads");
     }
     if old.tun_device != new.tun_device || old.network != new.network {
         v.push("tun device or client network");

@@ -13,10 +13,21 @@ fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> io::Result<T> {
     r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
-/// A bound, non-blocking UDP socket for OpenVPN clients.
-pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
+/// The engine's client sockets: for each of the engine's `threads`
+/// (`data-threads`), one socket per `listen` address, thread by thread
+/// (the engine's order, engine/src/shard.rs). Several threads share each
+/// address with SO_REUSEPORT, with which Linux hands each client's
+/// datagrams (by their addresses' hash) to one of the sockets.
+pub fn listeners(addrs: &[SocketAddr], threads: usize) -> io::Result<Vec<OwnedFd>> {
+    let shared = threads > 1;
+    (0..threads).flat_map(|_| addrs.iter().map(move |a| listener(*a, shared))).collect()
+}
+
+/// A bound, non-blocking UDP socket for OpenVPN clients; `shared`: one of
+/// several on the address.
+fn listener(addr: SocketAddr, shared: bool) -> io::Result<OwnedFd> {
     let what = format!("listen on {addr}");
-    let fd = ctx(&what, bind_any(addr))?;
+    let fd = ctx(&what, bind_any(addr, shared))?;
     let s = UdpSocket::from(fd);
     s.set_nonblocking(true)?;
     let fd = OwnedFd::from(s);
@@ -68,10 +79,13 @@ const BUFFER_MIN: usize = 64 << 10;
 /// A UDP socket bound to `addr` even when this machine does not hold the
 /// address yet: backups listen on the virtual IP before CARP/VRRP gives it
 /// to them (Linux IP_FREEBIND; OpenBSD SO_BINDANY).
-fn bind_any(addr: SocketAddr) -> io::Result<OwnedFd> {
+fn bind_any(addr: SocketAddr, shared: bool) -> io::Result<OwnedFd> {
     use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    if shared {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
     #[cfg(target_os = "linux")]
     setsockopt(&fd, sockopt::IpFreebind, &true)?;
     #[cfg(target_os = "openbsd")]
@@ -313,11 +327,38 @@ mod tests {
 
     #[test]
     fn listener_errors_name_the_address() {
-        let a = listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let port = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&a))
             .unwrap()
             .port();
-        let e = listener(SocketAddr::from(([127, 0, 0, 1], port))).unwrap_err();
+        let e = listeners(&[SocketAddr::from(([127, 0, 0, 1], port))], 1).unwrap_err();
         assert!(e.to_string().starts_with(&format!("listen on 127.0.0.1:{port}: ")), "{e}");
+    }
+
+    /// Several data threads: each gets a socket of every address, in the
+    /// engine's order, all bound to the same port.
+    #[test]
+    fn data_threads_share_each_address() {
+        let probe = listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let port = |fd: &OwnedFd| {
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(fd))
+                .unwrap()
+                .port()
+        };
+        let free = port(&probe);
+        drop(probe);
+        let addrs = [SocketAddr::from(([127, 0, 0, 1], free)), SocketAddr::from(([127, 0, 0, 2], free))];
+        let fds = listeners(&addrs, 3).unwrap();
+        assert_eq!(fds.len(), 6);
+        assert!(fds.iter().all(|f| port(f) == free));
+        let ip = |fd: &OwnedFd| {
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(fd))
+                .unwrap()
+                .ip()
+        };
+        let ips: Vec<_> = fds.iter().map(ip).collect();
+        assert_eq!(ips[0], ips[2]);
+        assert_eq!(ips[1], ips[5]);
+        assert_ne!(ips[0], ips[1]);
     }
 }

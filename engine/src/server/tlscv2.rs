@@ -33,7 +33,7 @@ impl Server {
         from: SocketAddr,
         known: Option<u32>,
         packet: &[u8],
-    ) -> Option<&'static [u8]> {
+    ) -> Option<()> {
         match self.wrap.for_v3_reset(packet) {
             Ok(template) => self.on_hard_reset(now, listener, from, known, packet, template),
             Err(e) => {
