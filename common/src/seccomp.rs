@@ -138,7 +138,16 @@ fn stdio(r: &mut Rules) -> io::Result<()> {
 /// is allowed for threads only: a new process (no CLONE_THREAD) kills.
 fn threads(r: &mut Rules) -> io::Result<()> {
     use libc::*;
-    for nr in [SYS_rt_sigprocmask, SYS_set_robust_list, SYS_rseq, SYS_sched_getaffinity, SYS_gettid, SYS_exit, SYS_sched_yield, SYS_clone3] {
+    for nr in [
+        SYS_rt_sigprocmask,
+        SYS_set_robust_list,
+        SYS_rseq,
+        SYS_sched_getaffinity,
+        SYS_gettid,
+        SYS_exit,
+        SYS_sched_yield,
+        SYS_clone3,
+    ] {
         any(r, nr);
     }
     let thread = CLONE_THREAD as u64;

@@ -128,9 +128,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     }
     let hold = Duration::from_micros(conf.rx_moderation.into());
     let acks_dropped = Arc::new(AtomicU64::new(0));
-    let shards: Vec<Shard> = (0..threads)
-        .map(|_| Shard::new(listeners.drain(..per).collect(), vnet, hold, acks_dropped.clone()))
-        .collect();
+    let shards: Vec<Shard> =
+        (0..threads).map(|_| Shard::new(listeners.drain(..per).collect(), vnet, hold, acks_dropped.clone())).collect();
     let mut shards = shards.into_iter();
     let Some(shard) = shards.next() else {
         log::error!("data-threads is 0");
@@ -532,8 +531,13 @@ impl Engine {
         }
         self.status_due = Instant::now() + Duration::from_secs(st.interval.into());
         let t = now();
-        let text =
-            crate::status::render(st.version, t.unix, &crate::status::rows(&lock(&self.plane), t), self.cluster(), "\n");
+        let text = crate::status::render(
+            st.version,
+            t.unix,
+            &crate::status::rows(&lock(&self.plane), t),
+            self.cluster(),
+            "\n",
+        );
         for part in text.as_bytes().chunks(crate::status::PART) {
             self.parent.compose(ImsgType::StatusPart as u32, 0, None, part)?;
         }

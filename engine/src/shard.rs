@@ -263,8 +263,7 @@ impl Shard {
                     std::process::exit(1);
                 }
             }
-            let ready: Vec<bool> =
-                pfds.iter().map(|p| hold || p.revents().is_some_and(|r| !r.is_empty())).collect();
+            let ready: Vec<bool> = pfds.iter().map(|p| hold || p.revents().is_some_and(|r| !r.is_empty())).collect();
             drop(pfds);
             let mut segments = 0;
             for (li, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
