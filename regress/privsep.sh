@@ -230,8 +230,8 @@ for flag in -E -S -C; do
 	[ -n "$pid" ] && check "child $flag is named ${COMM[$flag]} ($(cat /proc/$pid/comm))" test "$(cat /proc/$pid/comm)" = "${COMM[$flag]}"
 done
 check "the parent holds the inherited descriptors 10 and 251" test -e /proc/$DAEMON/fd/10 -a -e /proc/$DAEMON/fd/251
-check "engine fds: parent channel, tun, listener, control socket, syncer channel" \
-	settled child_fds_are -E unix /dev/net/tun udp "unix:$SOCK" unix
+check "engine fds: parent channel, tun, listener, control socket, syncer channel, the data threads' wake-up pair" \
+	settled child_fds_are -E unix /dev/net/tun udp "unix:$SOCK" unix unix unix
 check "syncer fds: parent channel, engine channel (standalone: no sync socket)" settled child_fds_are -S unix unix
 check "carpwatch fds: parent channel (standalone: no route socket)" settled child_fds_are -C unix
 check "control socket is 0600 root" test "$(stat -c '%a %U' "$SOCK")" = "600 root"
