@@ -27,7 +27,6 @@ use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
 use crate::shard::{lock, Plane, Shard};
-use crate::sleep::Sleep;
 
 /// Everything the engine process holds.
 struct Engine {
@@ -49,8 +48,6 @@ struct Engine {
     acks_dropped: Arc<AtomicU64>,
     /// Data packets to each listener's clients.
     tx: Vec<crate::train::Train>,
-    /// When the timers run and how long poll sleeps (crate::sleep).
-    sleep: Sleep,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -151,7 +148,6 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         shard,
         wake,
         acks_dropped,
-        sleep: Sleep::default(),
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
         parent,
@@ -262,7 +258,7 @@ impl Engine {
                 // A takeover under way only looks for what arrived meanwhile.
                 let wait = match p.promoting() {
                     true => Duration::ZERO,
-                    false => self.shard.moderation.timeout(self.sleep.timeout(t, &self.deadlines(&p, t))),
+                    false => self.shard.moderation.timeout(p.sleep.timeout(t, &self.deadlines(&p, t))),
                 };
                 // Under the lock: a data thread that queues an earlier
                 // timer after this sees when we wake, and wakes us.
@@ -362,8 +358,16 @@ impl Engine {
             // with this wake-up counts.
             self.watch.check(Instant::now())?;
             let t = Instant::now();
-            if self.sleep.due(t, lock(&self.plane).next_deadline(t)) {
-                lock(&self.plane).on_timer(now());
+            let ran = {
+                let mut p = lock(&self.plane);
+                let deadline = p.next_deadline(t);
+                let due = p.sleep.due(t, deadline);
+                if due {
+                    p.on_timer(now());
+                }
+                due
+            };
+            if ran {
                 self.send_control();
             }
             self.status_tick()?;

@@ -39,6 +39,7 @@ use crate::batch::{Batch, BATCH, PER_TURN};
 use crate::moderate::Moderation;
 use crate::server::{DataTicket, Server};
 use crate::session::Now;
+use crate::sleep::Sleep;
 use crate::tunio::TunIo;
 
 /// The session table, shared by the data threads and the main thread.
@@ -47,6 +48,11 @@ pub struct Plane {
     /// When the main thread's wait ends: a data thread that queued an
     /// earlier timer wakes it.
     pub main_wakes: Instant,
+    /// When the main thread runs the timers (crate::sleep). Here, so that
+    /// a data thread that touched a session (due "at once", but run no
+    /// sooner than the floor) wakes the main thread only if that is
+    /// earlier than its wait's end, not after every batch.
+    pub sleep: Sleep,
     /// `rx-moderation`, which a reload may change for every shard.
     pub hold: Duration,
 }
@@ -66,17 +72,17 @@ impl DerefMut for Plane {
 
 impl Plane {
     pub fn new(server: Server, hold: Duration) -> Arc<Mutex<Plane>> {
-        Arc::new(Mutex::new(Plane { server, main_wakes: Instant::now(), hold }))
+        Arc::new(Mutex::new(Plane { server, main_wakes: Instant::now(), sleep: Sleep::default(), hold }))
     }
 
     /// Whether the main thread has work that a data thread left: what only
     /// it sends, or a timer due before it wakes.
-    fn wants_main(&self, now: Instant) -> bool {
+    pub(crate) fn wants_main(&self, now: Instant) -> bool {
         let s = &self.server;
         !s.outbox.is_empty()
             || !s.sync_out.is_empty()
             || !s.checks.out.is_empty()
-            || s.next_deadline(now).is_some_and(|d| d < self.main_wakes)
+            || self.sleep.run_at(s.next_deadline(now)).is_some_and(|d| d < self.main_wakes)
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Sleep {
 impl Sleep {
     /// When the timers must run for `deadline` (the server's earliest),
     /// no sooner than [`MIN_GAP`] after their last run.
-    fn run_at(&self, deadline: Option<Instant>) -> Option<Instant> {
+    pub fn run_at(&self, deadline: Option<Instant>) -> Option<Instant> {
         let floor = self.last_run.map(|t| t + MIN_GAP);
         deadline.map(|d| floor.map_or(d, |f| d.max(f)))
     }

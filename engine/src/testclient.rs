@@ -848,6 +848,46 @@ fn an_idle_session_sleeps_in_the_timer_queue_until_its_ping() {
     assert!(lab.client.pings_received >= pings + 2, "the queue still sends its pings");
 }
 
+/// A data thread's packet touches its session (due at once), but the
+/// main thread runs the timers no sooner than its floor: the thread wakes
+/// it only when that comes before the end of its wait, so a stream of
+/// batches costs the main thread a wake-up per timer run, not per batch.
+#[test]
+fn a_data_thread_wakes_the_main_thread_only_for_an_earlier_timer_run() {
+    use crate::shard::Plane;
+    use crate::sleep::{Sleep, MIN_GAP};
+    let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 53);
+    lab.connect(Duration::from_secs(5));
+    lab.run(Duration::from_secs(1));
+    let me = lab.client.address().unwrap();
+    assert!(lab.client_sends(&ipv4(me, LAN_HOST, 1, 9)));
+    let mut packets = lab.up.arrived(lab.step + 10);
+    assert_eq!(packets.len(), 1);
+    let placeholder = server("", None);
+    let mut plane = Plane {
+        server: std::mem::replace(&mut lab.server, placeholder),
+        main_wakes: lab.now.mono,
+        sleep: Sleep::default(),
+        hold: Duration::ZERO,
+    };
+    let t = lab.now.mono;
+    // The main thread ran the timers at t, sent what they queued, and
+    // sleeps to its floor.
+    assert!(plane.sleep.due(t, Some(t)));
+    plane.server.on_timer(lab.now);
+    plane.server.outbox.clear();
+    plane.server.sync_out.clear();
+    plane.main_wakes = t + MIN_GAP;
+    let later = Now { mono: t + Duration::from_millis(10), ..lab.now };
+    assert!(!plane.wants_main(later.mono), "nothing is touched yet");
+    assert!(plane.server.on_datagram(later, 0, lab.addr, &mut packets[0]).is_some());
+    assert!(plane.server.next_deadline(later.mono).is_some_and(|d| d <= later.mono), "the session is touched");
+    assert!(!plane.wants_main(later.mono), "the main thread runs the timers at its floor anyway");
+    // A main thread asleep past its floor (it found nothing due) is woken.
+    plane.main_wakes = t + Duration::from_secs(1);
+    assert!(plane.wants_main(later.mono), "the touched session would wait for a second");
+}
+
 /// A new client (same address, new session) in place of the old one.
 fn reconnect(lab: &mut Lab) {
     let opts = lab.client.opts.clone();
