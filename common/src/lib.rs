@@ -16,6 +16,7 @@ pub mod sandbox;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
 pub mod secret;
+pub mod steer;
 
 /// The version shown by `vpnsyncctl show summary`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,8 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixDatagram;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,6 @@ use vpnsyncd_common::msg::{FdKind, ImsgType, KeyKind, Role};
 use vpnsyncd_common::secret::Secret;
 use vpnsyncd_config::{Config, SyncTransport};
 
-use crate::batch::PER_TURN;
 use crate::control::Control;
 use crate::server::Server;
 use crate::session::Now;
@@ -36,18 +34,13 @@ struct Engine {
     control: Control,
     /// The management socket (`management`), if configured.
     mgmt: Option<crate::mgmt::Mgmt>,
-    tun: Arc<OwnedFd>,
     /// The session table, shared with the data threads (crate::shard).
     plane: Arc<Mutex<Plane>>,
-    /// This thread's part of the receive side: its listeners, the tun
-    /// buffers (also of the send side, which is this thread's alone).
+    /// This thread's part of the data plane: its listeners, tun queue,
+    /// buffers and trains.
     shard: Shard,
-    /// The data threads' wake-ups.
-    wake: UnixDatagram,
     /// ACKs dropped by every shard's filter.
     acks_dropped: Arc<AtomicU64>,
-    /// Data packets to each listener's clients.
-    tx: Vec<crate::train::Train>,
     role: Role,
     started: u64,
     /// Key files received for a reload, applied with the `Reload` message.
@@ -70,11 +63,14 @@ fn bad(e: DecodeError) -> io::Error {
 
 /// The engine process: runs until the parent goes away.
 pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
-    // Before the sandbox, which forbids new sockets.
-    let (wake, wake_data) = match crate::shard::wake_pair() {
+    // One tun queue per thread; their wake-up pairs before the sandbox,
+    // which forbids new sockets.
+    let vnet = st.fds.iter().any(|(k, _)| *k == FdKind::TunVnet);
+    let tun = st.take_fds(if vnet { FdKind::TunVnet } else { FdKind::Tun });
+    let pairs = match crate::shard::wake_pairs(tun.len()) {
         Ok(p) => p,
         Err(e) => {
-            log::error!("data threads' wake-up pair: {e}");
+            log::error!("the data threads' wake-up pairs: {e}");
             return 1;
         }
     };
@@ -92,12 +88,8 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     let one = |st: &mut Startup, kind: FdKind| {
         st.take_fds(kind).pop().ok_or_else(|| format!("no {kind:?} descriptor from the parent"))
     };
-    let fds = (|| {
-        let vnet = st.fds.iter().any(|(k, _)| *k == FdKind::TunVnet);
-        let tun = one(&mut st, if vnet { FdKind::TunVnet } else { FdKind::Tun })?;
-        Ok::<_, String>(((tun, vnet), one(&mut st, FdKind::Control)?, one(&mut st, FdKind::Peer)?))
-    })();
-    let ((tun, vnet), control, peer) = match fds {
+    let fds = (|| Ok::<_, String>((one(&mut st, FdKind::Control)?, one(&mut st, FdKind::Peer)?)))();
+    let (control, peer) = match fds {
         Ok(f) => f,
         Err(e) => {
             log::error!("{e}");
@@ -115,38 +107,36 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
     };
     // The settings hold what they need; the received files are zeroized now.
     st.keys.clear();
-    // One listener per address for each data thread, thread by thread
-    // (parent/src/sockets.rs); this thread's first.
-    let mut listeners = st.take_fds(FdKind::Listener);
+    // One listener per address and a tun queue for each data thread,
+    // thread by thread (parent/src/sockets.rs); this thread's first.
+    let listeners = st.take_fds(FdKind::Listener);
     let (per, threads) = (conf.listen.len(), conf.data_threads as usize);
-    if listeners.len() != per * threads {
-        log::error!("{} listeners from the parent, not {per} for each of {threads} data threads", listeners.len());
+    if listeners.len() != per * threads || tun.len() != threads {
+        log::error!(
+            "{} listeners and {} tun queues from the parent, not {per} and 1 for each of {threads} data threads",
+            listeners.len(),
+            tun.len()
+        );
         return 1;
     }
     let hold = Duration::from_micros(conf.rx_moderation.into());
     let acks_dropped = Arc::new(AtomicU64::new(0));
-    let shards: Vec<Shard> =
-        (0..threads).map(|_| Shard::new(listeners.drain(..per).collect(), vnet, hold, acks_dropped.clone())).collect();
-    let mut shards = shards.into_iter();
+    let mut shards = Shard::all(listeners, tun, pairs, vnet, hold, &acks_dropped).into_iter();
     let Some(shard) = shards.next() else {
         log::error!("data-threads is 0");
         return 1;
     };
-    let tun = Arc::new(tun);
     let plane = Plane::new(Server::new(&conf, session, wrap), hold);
-    let wake_data = Arc::new(wake_data);
-    for (n, s) in shards.enumerate() {
-        if let Err(e) = crate::shard::spawn(n + 1, s, plane.clone(), tun.clone(), conf.ack_filter, wake_data.clone()) {
-            log::error!("data thread {}: {e}", n + 1);
+    for s in shards {
+        if let Err(e) = crate::shard::spawn(s, plane.clone(), conf.ack_filter) {
+            log::error!("data thread: {e}");
             return 1;
         }
     }
     let mgmt = st.take_fds(FdKind::Management).pop().map(crate::mgmt::Mgmt::new);
     let mut e = Engine {
-        tx: (0..per).map(|_| crate::train::Train::new()).collect(),
         plane,
         shard,
-        wake,
         acks_dropped,
         watch: ParentWatch::new(conf.watchdog, Instant::now()),
         conf,
@@ -154,7 +144,6 @@ pub fn main(parent: ImsgBuf, mut st: Startup) -> i32 {
         syncer,
         control: Control::new(control),
         mgmt,
-        tun,
         role: Role::Init,
         started: vpnsyncd_common::unix_now(),
         pending_keys: Vec::new(),
@@ -246,11 +235,11 @@ impl Engine {
             // their errors would wake us) and are read after the wait.
             let hold = self.shard.moderation.holding();
             let data = if hold { PollFlags::empty() } else { PollFlags::POLLIN };
-            slots.push((Slot::Tun, self.tun.as_fd(), data));
+            slots.push((Slot::Tun, self.shard.tun.as_fd(), data));
             for (i, l) in self.shard.listeners.iter().enumerate() {
                 slots.push((Slot::Link(i), l.as_fd(), data));
             }
-            slots.push((Slot::Wake, self.wake.as_fd(), PollFlags::POLLIN));
+            slots.push((Slot::Wake, self.shard.woken.as_fd(), PollFlags::POLLIN));
             let mut pfds: Vec<PollFd<'_>> = slots.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
             let wait = {
                 let mut p = lock(&self.plane);
@@ -306,15 +295,18 @@ impl Engine {
                         }
                     }
                     Slot::Listener => self.control.accept(Instant::now()),
-                    Slot::Tun => self.on_tun(),
+                    Slot::Tun => {
+                        self.shard.on_tun(&self.plane);
+                        self.send_control();
+                    }
                     Slot::MgmtListener => self.mgmt.iter_mut().for_each(|m| m.accept(Instant::now())),
                     Slot::Mgmt(i) => self.on_mgmt(i),
                     Slot::Link(i) => {
-                        segments += self.shard.on_link(&self.plane, self.tun.as_fd(), i, self.conf.ack_filter);
+                        segments += self.shard.on_link(&self.plane, i, self.conf.ack_filter);
                         self.send_control();
                     }
                     Slot::Wake => {
-                        crate::shard::drain_wakes(&self.wake);
+                        self.shard.drain_wakes();
                         self.send_control();
                     }
                     Slot::Conn(i) => {
@@ -381,45 +373,13 @@ impl Engine {
         [server.next_deadline(t), status, Some(t + self.watch.next_check(t))]
     }
 
-    /// Packets from the tunnel, encrypted and sent to their clients in
-    /// batches. Each packet (a super-packet's segment) is written once,
-    /// straight into the datagram that carries it, and encrypted there:
-    /// the session settles its key and length, the train where it goes.
-    fn on_tun(&mut self) {
-        let t = now();
-        let Engine { shard, tun, plane, tx, .. } = self;
-        let Shard { tunio, listeners, .. } = shard;
-        let mut each = |pkt: &crate::offload::Piece| {
-            // Locked per packet: the data threads wait no longer than its
-            // encryption (and, at times, the send of a full train).
-            let mut p = lock(plane);
-            let Some(o) = p.on_tun_packet(t, pkt.head(), pkt.size()) else {
-                return;
-            };
-            let (li, to) = o.to();
-            let len = o.size();
-            tx[li].push(&mut listeners[li].as_fd(), to, len, |buf| o.seal(t, buf, |p| pkt.write(p)).is_some());
-        };
-        for _ in 0..PER_TURN {
-            match tunio.read(tun.as_fd(), &mut each) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    log::debug!("tun read: {e}");
-                    break;
-                }
-            }
-        }
-        for (tx, l) in tx.iter_mut().zip(listeners.iter()) {
-            tx.flush(&mut l.as_fd());
-        }
-        self.send_control();
-    }
-
     /// What the sessions queued for the syncer, the parent and the
     /// clients (the control channel's datagrams). The queues are taken
     /// under the lock and sent after it.
     fn send_control(&mut self) {
+        // This thread's sessions' pings, the packets handed over to it,
+        // then the data threads' wake-ups for theirs.
+        self.shard.send_queued(&self.plane);
         let (sync, checks, outbox) = {
             let mut p = lock(&self.plane);
             let sync = crate::syncglue::drain(&mut p);

@@ -562,6 +562,7 @@ impl Session {
         // `client_has`): its acknowledgement went with the TLS session.
         allow_newest(&mut self.keys);
         self.outbox.clear();
+        self.data_out.clear();
         self.ghost = true;
         self.gen = Gen::YIELDED;
         self.synced_at = now.mono;

@@ -117,7 +117,16 @@ pub struct Server {
     /// (crate::cookie).
     cookie: Option<CookieKey>,
     cookies: Cookies,
+    /// Control datagrams, sent by the main thread.
     pub outbox: Vec<Outgoing>,
+    /// Data-channel datagrams (the timers' pings) of each data thread's
+    /// sessions (vpnsyncd_common::steer), which only that thread sends:
+    /// they took their packet ids under the session table's lock, and the
+    /// thread takes them under it before it takes any id of its own, so
+    /// it sends every session's packets in packet-id order.
+    pub data_out: Vec<Vec<Outgoing>>,
+    /// `data-threads`.
+    threads: usize,
     pub sync_out: Vec<SyncOut>,
     refusals: Refusals,
     /// First packets refused (bad wrapping, full server): logged quietly.
@@ -197,6 +206,8 @@ impl Server {
             cookie,
             cookies: Cookies::default(),
             outbox: Vec::new(),
+            data_out: vec![Vec::new(); conf.data_threads.max(1) as usize],
+            threads: conf.data_threads.max(1) as usize,
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
@@ -765,21 +776,10 @@ impl Server {
         self.by_addr.insert(to, id);
     }
 
-    /// A packet from the tun device for the client that owns its
-    /// destination: `head` is the packet's start (its IP header, which is
-    /// all the routing reads) and `len` its length. The returned packet is
-    /// built where the caller places it ([`DataOut::seal`]).
-    pub fn on_tun_packet(&mut self, now: Now, head: &[u8], len: usize) -> Option<DataOut<'_>> {
-        let id = match crate::ip6::dst(head) {
-            Some(d) => *self.by_vip6.get(&d)?,
-            None => {
-                let dst = ipv4_dst(head)?;
-                match self.by_vip.get(&dst) {
-                    Some(&id) => id,
-                    None => *self.by_cn.get(self.ccd.route(dst)?)?,
-                }
-            }
-        };
+    /// A packet of `len` bytes from the tun device for session `id` (its
+    /// [`Server::tun_destination`]). The returned packet is built where
+    /// the caller places it ([`DataOut::seal`]).
+    pub fn on_tun_packet(&mut self, now: Now, id: u32, len: usize) -> Option<DataOut<'_>> {
         // A ghost never sends, and tunnel traffic proves nothing: every
         // member routes the pool to its own tun device. Only a ghost that
         // the role change made ours, still queued, is promoted by it.
@@ -792,11 +792,42 @@ impl Server {
         self.session_mut(id)?.outgoing(len)
     }
 
+    /// The peer-id of the session a packet from the tun device goes to, by
+    /// its destination (a tunnel address or an iroute): `head` is the
+    /// packet's start (its IP header, which is all the routing reads).
+    pub fn tun_destination(&self, head: &[u8]) -> Option<u32> {
+        match crate::ip6::dst(head) {
+            Some(d) => self.by_vip6.get(&d).copied(),
+            None => {
+                let dst = ipv4_dst(head)?;
+                match self.by_vip.get(&dst) {
+                    Some(&id) => Some(id),
+                    None => self.by_cn.get(self.ccd.route(dst)?).copied(),
+                }
+            }
+        }
+    }
+
+    /// The data thread that sends peer-id `id`'s packets.
+    pub fn shard_of(&self, id: u32) -> usize {
+        vpnsyncd_common::steer::shard_of(id, self.threads)
+    }
+
+    /// Tests: everything queued to send, as the threads would send it:
+    /// the control datagrams, then every thread's pings.
+    #[cfg(test)]
+    pub fn take_sends(&mut self) -> Vec<Outgoing> {
+        let mut out = std::mem::take(&mut self.outbox);
+        out.extend(self.data_out.iter_mut().flat_map(std::mem::take));
+        out
+    }
+
     /// Tests: [`Server::on_tun_packet`] of a whole packet, copied into
     /// `out`. Returns (listener, client, length).
     #[cfg(test)]
     pub fn seal_tun_packet(&mut self, now: Now, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
-        let o = self.on_tun_packet(now, packet, packet.len())?;
+        let id = self.tun_destination(packet)?;
+        let o = self.on_tun_packet(now, id, packet.len())?;
         let (li, to) = o.to();
         let n = o.seal(now, out, |p| p.copy_from_slice(packet))?;
         Some((li, to, n))
@@ -886,6 +917,8 @@ impl Server {
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
         }
+        let shard = vpnsyncd_common::steer::shard_of(id, self.threads);
+        self.data_out[shard].extend(s.data_out.drain(..).map(|p| (listener, peer, p)));
         if let Some(why) = s.closed().map(str::to_string) {
             self.remove(id, &why);
         }
@@ -913,6 +946,8 @@ impl Server {
         for p in s.outbox {
             self.outbox.push((listener, peer, p));
         }
+        let shard = vpnsyncd_common::steer::shard_of(id, self.threads);
+        self.data_out[shard].extend(s.data_out.into_iter().map(|p| (listener, peer, p)));
         if self.by_addr.get(&s.peer) == Some(&id) {
             self.by_addr.remove(&s.peer);
         }

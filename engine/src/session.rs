@@ -221,6 +221,10 @@ pub struct Session {
     push_sent: bool,
     /// Control datagrams to send to `peer`.
     pub outbox: Vec<Vec<u8>>,
+    /// Data-channel datagrams built by the timers (pings): they took a
+    /// packet id, so they leave from the thread that sends the session's
+    /// tunnel packets (crate::shard), in packet-id order with them.
+    pub data_out: Vec<Vec<u8>>,
     conf: Arc<SessionConfig>,
     /// A copy of a session served by another member (a backup's view):
     /// it sends nothing until promoted.
@@ -321,6 +325,7 @@ impl Session {
             last_send: now.mono,
             push_sent: false,
             outbox: Vec::new(),
+            data_out: Vec::new(),
             conf,
             ghost: false,
             gen: Gen::new(1, conf_member, 0),
@@ -1038,7 +1043,7 @@ impl Session {
     fn send_ping(&mut self, now: Now) {
         let mut out = [0u8; 128];
         if let Some(n) = self.encrypt(now, &crate::data::PING, &mut out) {
-            self.outbox.push(out[..n].to_vec());
+            self.data_out.push(out[..n].to_vec());
         }
     }
 

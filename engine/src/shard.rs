@@ -1,32 +1,35 @@
-//! The receive side of the data plane, on one thread or several
-//! (`data-threads`). Each thread owns a shard: its socket of every listen
-//! address (the parent bound them with SO_REUSEPORT, so Linux hands each
-//! client's datagrams, by the hash of their addresses, always to the same
-//! socket), its batch buffers, its tun writer and ACK filter. The session
-//! table stays one: a [`Server`] under a mutex, the [`Plane`].
+//! The data plane, on one thread or several (`data-threads`). Each thread
+//! owns a shard: its socket of every listen address, its queue of the tun
+//! device, its batch buffers, trains, tun writer and ACK filter. The
+//! session table stays one: a [`Server`] under a mutex, the [`Plane`].
 //!
-//! What runs where (docs/DATAPATH.md, "The data threads"):
-//! - under the lock, per receive batch: the control packets, whole; for a
-//!   data packet only the lookup of its session and receive key
-//!   ([`Server::receive`]), then, after the opening, its replay check and
-//!   source checks ([`Server::opened`]);
-//! - outside it: recvmmsg, the authentication and decryption of the data
-//!   packets ([`crate::server::DataTicket::open`], which changes nothing),
-//!   the ACK filter and the tun writes, where the kernel's own receive path
-//!   of the inner packets runs.
-//!
-//! The packet-id of every packet sent is still allocated in one place
-//! under the lock (crate::data), and tun -> UDP stays on the main thread,
-//! so a session's packets leave in packet-id order (the client's replay
-//! window would count a reordering beyond 64 packets as replays). The
-//! main thread keeps the control socket, the timers and the sync: a data
-//! thread whose batch left it work (a datagram to send, a record for the
-//! syncer, a password check, a timer earlier than its next wake-up) wakes
-//! it through a socket pair.
+//! Who does what (docs/DATAPATH.md, "The data threads"):
+//! - A session belongs to the thread its peer-id names
+//!   (vpnsyncd_common::steer). Only that thread takes packet ids of the
+//!   session and sends its data packets, so they leave in packet-id order
+//!   by construction (the client's replay window would count a reordering
+//!   beyond 64 packets as replays). The timers' pings, built on the main
+//!   thread, wait in the plane for it ([`Server::data_out`]), and it takes
+//!   them, under the lock, before any id of its own.
+//! - The parent's steering program hands a thread the datagrams of its
+//!   sessions, and the tun device (multi-queue) the packets of the flows
+//!   whose packets that thread wrote: so most of a session's traffic meets
+//!   its thread. A tunnel packet read by another thread is handed over
+//!   (copied into the owner's queue in the plane, which is bounded).
+//! - Receiving a batch takes the lock twice: once for the control packets
+//!   (whole) and the lookup of each data packet's session and receive key
+//!   ([`Server::receive`]), once after the opening for its replay check
+//!   and source checks ([`Server::opened`]). recvmmsg, the authentication
+//!   and decryption ([`crate::server::DataTicket::open`], which changes
+//!   nothing), the ACK filter and the tun writes run outside it.
+//! - The main thread keeps the control socket, the timers and the sync. A
+//!   thread whose batch left another work (a control datagram to send, a
+//!   record for the syncer, a password check, a timer earlier than its
+//!   wake-up, a handed-over packet) wakes it through its socket pair.
 
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,10 +40,17 @@ use nix::poll::{PollFd, PollFlags};
 use crate::ackfilter::AckFilter;
 use crate::batch::{Batch, BATCH, PER_TURN};
 use crate::moderate::Moderation;
+use crate::offload::Piece;
 use crate::server::{DataTicket, Server};
 use crate::session::Now;
 use crate::sleep::Sleep;
+use crate::train::Train;
 use crate::tunio::TunIo;
+
+/// Tunnel packets waiting for the thread of their session, per thread:
+/// beyond this the newest is dropped (and counted), as a full tun queue
+/// would. About 3 MB of 1,500-byte packets.
+pub const HANDOFF_MAX: usize = 2048;
 
 /// The session table, shared by the data threads and the main thread.
 pub struct Plane {
@@ -55,6 +65,11 @@ pub struct Plane {
     pub sleep: Sleep,
     /// `rx-moderation`, which a reload may change for every shard.
     pub hold: Duration,
+    /// Tunnel packets read by one thread for another's session, per
+    /// thread, at most [`HANDOFF_MAX`] each.
+    handoff: Vec<Vec<Vec<u8>>>,
+    /// Hand-overs dropped because the queue was full.
+    handoff_full: crate::quiet::Quiet,
 }
 
 impl Deref for Plane {
@@ -72,7 +87,66 @@ impl DerefMut for Plane {
 
 impl Plane {
     pub fn new(server: Server, hold: Duration) -> Arc<Mutex<Plane>> {
-        Arc::new(Mutex::new(Plane { server, main_wakes: Instant::now(), sleep: Sleep::default(), hold }))
+        let handoff = vec![Vec::new(); server.data_out.len()];
+        let (main_wakes, sleep, handoff_full) = (Instant::now(), Sleep::default(), Default::default());
+        Arc::new(Mutex::new(Plane { server, main_wakes, sleep, hold, handoff, handoff_full }))
+    }
+
+    /// Queues tunnel packet `pkt` for thread `to`; false when its queue
+    /// is full (the packet is dropped, counted and logged quietly).
+    fn hand_off(&mut self, to: usize, pkt: &Piece, now: Instant) -> bool {
+        let q = &mut self.handoff[to];
+        if q.len() >= HANDOFF_MAX {
+            if let Some(n) = self.handoff_full.event(now) {
+                log::warn!(
+                    "data thread {to}: {HANDOFF_MAX} tunnel packets wait for it already: one dropped{}",
+                    crate::quiet::more(n)
+                );
+            }
+            return false;
+        }
+        let mut copy = vec![0; pkt.size()];
+        pkt.write(&mut copy);
+        q.push(copy);
+        true
+    }
+
+    /// Under the lock: encrypts session `id`'s packet `pkt` into this
+    /// thread's train to its client.
+    fn seal(&mut self, t: Now, id: u32, pkt: &Piece, tx: &mut [Train], listeners: &[OwnedFd]) {
+        let Some(o) = self.on_tun_packet(t, id, pkt.size()) else {
+            return;
+        };
+        let (li, to) = o.to();
+        let len = o.size();
+        tx[li].push(&mut listeners[li].as_fd(), to, len, |buf| o.seal(t, buf, |p| pkt.write(p)).is_some());
+    }
+
+    /// Under the lock: what waits for thread `me`, ahead of any packet id
+    /// it takes in this hold: the pings of its sessions (ids taken), then
+    /// the tunnel packets other threads handed over (none taken yet).
+    fn take_queued(&mut self, me: usize, t: Now, tx: &mut [Train], listeners: &[OwnedFd]) {
+        for (li, to, bytes) in std::mem::take(&mut self.server.data_out[me]) {
+            if let (Some(train), Some(l)) = (tx.get_mut(li), listeners.get(li)) {
+                train.push(&mut l.as_fd(), to, bytes.len(), |buf| {
+                    buf.copy_from_slice(&bytes);
+                    true
+                });
+            }
+        }
+        for pkt in std::mem::take(&mut self.handoff[me]) {
+            if let Some(id) = self.tun_destination(&pkt) {
+                self.seal(t, id, &Piece::whole(&pkt), tx, listeners);
+            }
+        }
+    }
+
+    /// The data threads (not the main one) with work waiting in the
+    /// plane, one bit each (`data-threads` is at most 64).
+    fn waiting(&self) -> u64 {
+        (1..self.handoff.len())
+            .filter(|&i| !self.handoff[i].is_empty() || !self.server.data_out[i].is_empty())
+            .fold(0, |m, i| m | 1 << i)
     }
 
     /// Whether the main thread has work that a data thread left: what only
@@ -97,12 +171,18 @@ fn now() -> Now {
     Now { mono: Instant::now(), unix: vpnsyncd_common::unix_now() }
 }
 
-/// One thread's part of the receive side.
+/// One thread's part of the data plane.
 pub struct Shard {
+    /// Which thread: 0 is the main thread.
+    index: usize,
     /// One socket per listen address, in the configuration's order.
     pub listeners: Vec<OwnedFd>,
+    /// This thread's queue of the tun device.
+    pub tun: OwnedFd,
     /// Buffers of the tun side, and the coalescer of the receive batches.
     pub tunio: TunIo,
+    /// Data packets to each listener's clients.
+    tx: Vec<Train>,
     /// Thins the clients' pure TCP ACKs of each receive batch (`ack-filter`).
     acks: AckFilter,
     /// ACKs dropped by the filters of all shards, for `show summary`.
@@ -112,30 +192,51 @@ pub struct Shard {
     /// and the `rx-moderation` it was made for.
     pub moderation: Moderation,
     hold: Duration,
-    /// A data thread's end of the main thread's wake-up pair (one for
-    /// all: duplicating it would take fcntl F_DUPFD, which the sandbox
-    /// forbids).
-    wake: Option<Arc<UnixDatagram>>,
+    /// This thread's end of its wake-up pair.
+    pub woken: UnixDatagram,
+    /// Every thread's other end, to wake it (one for all: duplicating
+    /// them would take fcntl F_DUPFD, which the sandbox forbids).
+    wakes: Arc<Vec<UnixDatagram>>,
 }
 
 impl Shard {
-    pub fn new(listeners: Vec<OwnedFd>, vnet: bool, hold: Duration, acks_dropped: Arc<AtomicU64>) -> Shard {
-        Shard {
-            listeners,
-            tunio: TunIo::new(vnet),
-            acks: AckFilter::new(),
-            acks_dropped,
-            rx: Batch::new(),
-            moderation: Moderation::new(hold),
-            hold,
-            wake: None,
-        }
+    /// The shards of the threads: `listeners` thread by thread, one tun
+    /// queue each, and their wake-up pairs ([`wake_pairs`]).
+    pub fn all(
+        mut listeners: Vec<OwnedFd>,
+        tun: Vec<OwnedFd>,
+        pairs: Vec<(UnixDatagram, UnixDatagram)>,
+        vnet: bool,
+        hold: Duration,
+        acks_dropped: &Arc<AtomicU64>,
+    ) -> Vec<Shard> {
+        let per = listeners.len() / tun.len().max(1);
+        let (woken, wakes): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let wakes = Arc::new(wakes);
+        tun.into_iter()
+            .zip(woken)
+            .enumerate()
+            .map(|(index, (tun, woken))| Shard {
+                index,
+                listeners: listeners.drain(..per).collect(),
+                tun,
+                tunio: TunIo::new(vnet),
+                tx: (0..per).map(|_| Train::new()).collect(),
+                acks: AckFilter::new(),
+                acks_dropped: acks_dropped.clone(),
+                rx: Batch::new(),
+                moderation: Moderation::new(hold),
+                hold,
+                woken,
+                wakes: wakes.clone(),
+            })
+            .collect()
     }
 
     /// Datagrams from clients on listener `li`: data to the tun device,
     /// control through the sessions. Returns how many TCP data segments
     /// went to the coalescer.
-    pub fn on_link(&mut self, plane: &Mutex<Plane>, tun: BorrowedFd<'_>, li: usize, ack_filter: bool) -> usize {
+    pub fn on_link(&mut self, plane: &Mutex<Plane>, li: usize, ack_filter: bool) -> usize {
         let mut segments = 0;
         for _ in 0..PER_TURN / BATCH {
             let n = match self.rx.recv(self.listeners[li].as_fd()) {
@@ -181,10 +282,10 @@ impl Shard {
                 if p.hold != self.hold {
                     (self.hold, self.moderation) = (p.hold, Moderation::new(p.hold));
                 }
-                self.wake.is_some() && p.wants_main(t.mono)
+                self.index != 0 && p.wants_main(t.mono)
             };
             if wake {
-                self.wake_main();
+                self.wake(0);
             }
             let mut pkts: [Option<&[u8]>; BATCH] = [None; BATCH];
             for (i, (p, at)) in pkts.iter_mut().zip(&plain).enumerate().take(n) {
@@ -196,7 +297,7 @@ impl Shard {
                     self.acks_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                 }
             }
-            segments += self.tunio.write_batch(tun, pkts[..n].iter().flatten().copied());
+            segments += self.tunio.write_batch(self.tun.as_fd(), pkts[..n].iter().flatten().copied());
             if n < BATCH {
                 break;
             }
@@ -204,47 +305,116 @@ impl Shard {
         segments
     }
 
-    /// A byte to the main thread; a full pair means it has some to read
+    /// Packets from this thread's tun queue: its sessions' encrypted into
+    /// their trains, the others' handed over to their threads.
+    pub fn on_tun(&mut self, plane: &Mutex<Plane>) {
+        let t = now();
+        let me = self.index;
+        let mut handed = 0u64;
+        let Shard { tunio, listeners, tx, tun, .. } = self;
+        let mut each = |pkt: &Piece| {
+            // Locked per packet: the other threads wait no longer than its
+            // encryption (and, at times, the send of a full train).
+            let mut p = lock(plane);
+            let Some(id) = p.tun_destination(pkt.head()) else {
+                return;
+            };
+            let owner = p.shard_of(id);
+            if owner != me {
+                if p.hand_off(owner, pkt, t.mono) {
+                    handed |= 1 << owner;
+                }
+                return;
+            }
+            p.take_queued(me, t, tx, listeners);
+            p.seal(t, id, pkt, tx, listeners);
+        };
+        for _ in 0..PER_TURN {
+            match tunio.read(tun.as_fd(), &mut each) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    log::debug!("tun read: {e}");
+                    break;
+                }
+            }
+        }
+        self.flush();
+        // Sealing touched the sessions (their timers).
+        if me != 0 && lock(plane).wants_main(t.mono) {
+            handed |= 1;
+        }
+        for i in (0..self.wakes.len()).filter(|i| handed & 1 << i != 0) {
+            self.wake(i);
+        }
+    }
+
+    /// Sends what waits for this thread in the plane (its sessions' pings,
+    /// packets handed over). The main thread then wakes the data threads
+    /// with work waiting for them there (the pings its timers built).
+    pub fn send_queued(&mut self, plane: &Mutex<Plane>) {
+        let t = now();
+        let wake = {
+            let mut p = lock(plane);
+            p.take_queued(self.index, t, &mut self.tx, &self.listeners);
+            // The data threads' pings, or (sealing touched the sessions)
+            // the main thread's timers.
+            if self.index == 0 {
+                p.waiting()
+            } else {
+                u64::from(p.wants_main(t.mono))
+            }
+        };
+        self.flush();
+        for i in (0..self.wakes.len()).filter(|&i| i != self.index && wake & 1 << i != 0) {
+            self.wake(i);
+        }
+    }
+
+    /// Reads this thread's wake-ups.
+    pub fn drain_wakes(&self) {
+        let mut buf = [0u8; 64];
+        while self.woken.recv(&mut buf).is_ok() {}
+    }
+
+    fn flush(&mut self) {
+        for (tx, l) in self.tx.iter_mut().zip(self.listeners.iter()) {
+            tx.flush(&mut l.as_fd());
+        }
+    }
+
+    /// A byte to thread `i`; a full pair means it has some to read
     /// already.
-    fn wake_main(&self) {
-        if let Some(w) = &self.wake {
+    fn wake(&self, i: usize) {
+        if let Some(w) = self.wakes.get(i) {
             if let Err(e) = w.send(&[0]) {
                 if e.kind() != io::ErrorKind::WouldBlock {
-                    log::debug!("data thread: waking the main thread: {e}");
+                    log::debug!("data thread {}: waking thread {i}: {e}", self.index);
                 }
             }
         }
     }
 }
 
-/// The main thread's end of the wake-up pair, and the data threads' end.
-/// Made before the sandbox, which forbids new sockets.
-pub fn wake_pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
-    let (a, b) = UnixDatagram::pair()?;
-    a.set_nonblocking(true)?;
-    b.set_nonblocking(true)?;
-    Ok((a, b))
-}
-
-/// Reads the main thread's wake-ups.
-pub fn drain_wakes(main: &UnixDatagram) {
-    let mut buf = [0u8; 64];
-    while main.recv(&mut buf).is_ok() {}
+/// Each of `n` threads' end of its wake-up pair, and the end the others
+/// write to. Made before the sandbox, which forbids new sockets.
+pub fn wake_pairs(n: usize) -> io::Result<Vec<(UnixDatagram, UnixDatagram)>> {
+    (0..n)
+        .map(|_| {
+            let (a, b) = UnixDatagram::pair()?;
+            a.set_nonblocking(true)?;
+            b.set_nonblocking(true)?;
+            Ok((a, b))
+        })
+        .collect()
 }
 
 /// Starts a data thread on `shard`. It runs as long as the process; a
 /// panic in it ends the process, as it would the single-threaded engine.
-pub fn spawn(
-    n: usize,
-    mut shard: Shard,
-    plane: Arc<Mutex<Plane>>,
-    tun: Arc<OwnedFd>,
-    ack_filter: bool,
-    wake: Arc<UnixDatagram>,
-) -> io::Result<()> {
-    shard.wake = Some(wake);
+pub fn spawn(mut shard: Shard, plane: Arc<Mutex<Plane>>, ack_filter: bool) -> io::Result<()> {
+    let n = shard.index;
     std::thread::Builder::new().name(format!("data{n}")).spawn(move || {
-        let run = std::panic::AssertUnwindSafe(|| shard.run(&plane, tun.as_fd(), ack_filter));
+        let run = std::panic::AssertUnwindSafe(|| shard.run(&plane, ack_filter));
         if std::panic::catch_unwind(run).is_err() {
             log::error!("data thread {n} panicked: the engine exits");
             std::process::exit(1);
@@ -254,14 +424,17 @@ pub fn spawn(
 }
 
 impl Shard {
-    /// A data thread's loop: wait for its sockets, read them.
-    fn run(&mut self, plane: &Mutex<Plane>, tun: BorrowedFd<'_>, ack_filter: bool) {
-        /// The wait when nothing flows: only datagrams end it.
+    /// A data thread's loop: wait for its sockets, its tun queue and its
+    /// wake-ups, serve them.
+    fn run(&mut self, plane: &Mutex<Plane>, ack_filter: bool) {
+        /// The wait when nothing flows: only packets end it.
         const IDLE: Duration = Duration::from_secs(3600);
         loop {
             let hold = self.moderation.holding();
             let ev = if hold { PollFlags::empty() } else { PollFlags::POLLIN };
             let mut pfds: Vec<PollFd<'_>> = self.listeners.iter().map(|l| PollFd::new(l.as_fd(), ev)).collect();
+            pfds.push(PollFd::new(self.tun.as_fd(), ev));
+            pfds.push(PollFd::new(self.woken.as_fd(), PollFlags::POLLIN));
             match crate::moderate::wait(&mut pfds, self.moderation.timeout(IDLE)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -269,11 +442,19 @@ impl Shard {
                     std::process::exit(1);
                 }
             }
-            let ready: Vec<bool> = pfds.iter().map(|p| hold || p.revents().is_some_and(|r| !r.is_empty())).collect();
+            let ready: Vec<bool> = pfds.iter().map(|p| p.revents().is_some_and(|r| !r.is_empty())).collect();
             drop(pfds);
+            let links = self.listeners.len();
+            if ready[links + 1] {
+                self.drain_wakes();
+                self.send_queued(plane);
+            }
+            if hold || ready[links] {
+                self.on_tun(plane);
+            }
             let mut segments = 0;
-            for (li, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
-                segments += self.on_link(plane, tun, li, ack_filter);
+            for li in (0..links).filter(|&li| hold || ready[li]) {
+                segments += self.on_link(plane, li, ack_filter);
             }
             self.moderation.saw(segments);
         }

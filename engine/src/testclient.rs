@@ -248,7 +248,7 @@ impl Lab {
     }
 
     fn server_to_link(&mut self) {
-        for (listener, to, p) in self.server.outbox.drain(..) {
+        for (listener, to, p) in self.server.take_sends() {
             assert_eq!((listener, to), (0, self.addr), "answer to the client");
             self.down.send(self.step, p);
         }
@@ -426,6 +426,9 @@ mod reneg;
 /// Clients with valid certificates abusing the control channel or the tunnel.
 mod abuse;
 
+/// The data threads' send order (crate::shard).
+mod threads;
+
 // ---------------------------------------------------------------------------
 // The tests.
 
@@ -457,7 +460,8 @@ fn a_super_packet_from_the_tun_reaches_the_client_as_its_segments() {
     let (mut train, mut sock, now) = (Train::new(), Fake::default(), lab.now);
     let server = &mut lab.server;
     segment(&hdr, &mut sup, 2048, &mut |p| {
-        let o = server.on_tun_packet(now, p.head(), p.size()).expect("routed to the client");
+        let id = server.tun_destination(p.head()).expect("routed to the client");
+        let o = server.on_tun_packet(now, id, p.size()).expect("a key to send with");
         let ((_, to), len) = (o.to(), o.size());
         assert!(train.push(&mut sock, to, len, |b| o.seal(now, b, |x| p.write(x)).is_some()));
     })
@@ -855,7 +859,7 @@ fn an_idle_session_sleeps_in_the_timer_queue_until_its_ping() {
 #[test]
 fn a_data_thread_wakes_the_main_thread_only_for_an_earlier_timer_run() {
     use crate::shard::Plane;
-    use crate::sleep::{Sleep, MIN_GAP};
+    use crate::sleep::MIN_GAP;
     let mut lab = Lab::tls_auth("", CLEAN, CLEAN, 53);
     lab.connect(Duration::from_secs(5));
     lab.run(Duration::from_secs(1));
@@ -864,12 +868,8 @@ fn a_data_thread_wakes_the_main_thread_only_for_an_earlier_timer_run() {
     let mut packets = lab.up.arrived(lab.step + 10);
     assert_eq!(packets.len(), 1);
     let placeholder = server("", None);
-    let mut plane = Plane {
-        server: std::mem::replace(&mut lab.server, placeholder),
-        main_wakes: lab.now.mono,
-        sleep: Sleep::default(),
-        hold: Duration::ZERO,
-    };
+    let plane = Plane::new(std::mem::replace(&mut lab.server, placeholder), Duration::ZERO);
+    let mut plane = crate::shard::lock(&plane);
     let t = lab.now.mono;
     // The main thread ran the timers at t, sent what they queued, and
     // sleeps to its floor.

@@ -28,7 +28,7 @@ impl Session {
     /// (`now` itself: at the next tick).
     pub fn next_wake(&self, now: Now) -> Instant {
         let soon = now.mono;
-        if self.closed.is_some() || !self.outbox.is_empty() {
+        if self.closed.is_some() || !self.outbox.is_empty() || !self.data_out.is_empty() {
             return soon;
         }
         let expiries = self.keys.iter().filter_map(|k| k.expires);

@@ -146,8 +146,9 @@ pub fn configtest(opts: &Options) -> i32 {
 
 /// The descriptors the parent created for the children.
 struct Resources {
-    /// The tun device and how it was opened (`FdKind::Tun` or `TunVnet`).
-    tun: (FdKind, OwnedFd),
+    /// The tun device's queues, one per data thread, and how they were
+    /// opened (`FdKind::Tun` or `TunVnet`).
+    tun: (FdKind, Vec<OwnedFd>),
     listeners: Vec<OwnedFd>,
     control: OwnedFd,
     sync: Option<OwnedFd>,
@@ -156,14 +157,15 @@ struct Resources {
 }
 
 fn open_resources(conf: &Config) -> io::Result<Resources> {
-    let (tun, vnet) = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix)?;
+    let threads = conf.data_threads as usize;
+    let (tun, vnet) = tun::open(&conf.tun_device, conf.server_address(), conf.network.prefix, threads)?;
     let tun = (if vnet { FdKind::TunVnet } else { FdKind::Tun }, tun);
     log::info!("{}: {}/{} up", conf.tun_device, conf.server_address(), conf.network.prefix);
     if let Some(n6) = conf.network6 {
         tun6::configure(&conf.tun_device, n6)?;
         log::info!("{}: {}/{} up", conf.tun_device, n6.server(), n6.prefix);
     }
-    let listeners = sockets::listeners(&conf.listen, conf.data_threads as usize)?;
+    let listeners = sockets::listeners(&conf.listen, threads)?;
     let control = sockets::control(&conf.socket)?;
     let management = conf.management.as_ref().map(sockets::management).transpose()?;
     let (sync, route) = match &conf.sync {
@@ -337,12 +339,13 @@ impl Parent {
                 send_key(child, *kind, bytes)?;
             }
         }
-        let mut fds: Vec<(ChildKind, FdKind, OwnedFd)> = vec![
-            (ChildKind::Engine, tun.0, tun.1),
+        let mut fds: Vec<(ChildKind, FdKind, OwnedFd)> =
+            tun.1.into_iter().map(|q| (ChildKind::Engine, tun.0, q)).collect();
+        fds.extend([
             (ChildKind::Engine, FdKind::Control, control),
             (ChildKind::Engine, FdKind::Peer, engine_peer),
             (ChildKind::Syncer, FdKind::Peer, syncer_peer),
-        ];
+        ]);
         fds.extend(listeners.into_iter().map(|l| (ChildKind::Engine, FdKind::Listener, l)));
         fds.extend(sync.map(|s| (ChildKind::Syncer, FdKind::Sync, s)));
         fds.extend(route.map(|r| (ChildKind::Carpwatch, FdKind::Route, r)));

@@ -20,7 +20,35 @@ fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> io::Result<T> {
 /// datagrams (by their addresses' hash) to one of the sockets.
 pub fn listeners(addrs: &[SocketAddr], threads: usize) -> io::Result<Vec<OwnedFd>> {
     let shared = threads > 1;
-    (0..threads).flat_map(|_| addrs.iter().map(move |a| listener(*a, shared))).collect()
+    let all: Vec<OwnedFd> =
+        (0..threads).flat_map(|_| addrs.iter().map(move |a| listener(*a, shared))).collect::<io::Result<_>>()?;
+    if shared {
+        for (fd, a) in all.iter().zip(addrs.iter().cycle()) {
+            ctx(format!("listen on {a}: SO_ATTACH_REUSEPORT_CBPF"), steer(fd, threads))?;
+        }
+    }
+    Ok(all)
+}
+
+/// Hands each address's datagrams to the socket of the thread that serves
+/// their session (vpnsyncd_common::steer), instead of by the hash of the
+/// client's addresses. Sockets join their address's group in bind order,
+/// thread by thread, so the program's answer is the thread.
+#[cfg(target_os = "linux")]
+fn steer(fd: &OwnedFd, threads: usize) -> io::Result<()> {
+    let mut prog: Vec<libc::sock_filter> = vpnsyncd_common::steer::reuseport_program(threads)
+        .into_iter()
+        .map(|(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+        .collect();
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    setsockopt(fd, sockopt::AttachReusePortCbpf, &fprog)?;
+    Ok(())
+}
+
+/// `data-threads` above 1 is refused off Linux (vpnsyncd.conf(5)).
+#[cfg(not(target_os = "linux"))]
+fn steer(_: &OwnedFd, _: usize) -> io::Result<()> {
+    Ok(())
 }
 
 /// A bound, non-blocking UDP socket for OpenVPN clients; `shared`: one of
@@ -360,5 +388,42 @@ mod tests {
         assert_eq!(ips[0], ips[2]);
         assert_eq!(ips[1], ips[5]);
         assert_ne!(ips[0], ips[1]);
+    }
+
+    /// The kernel runs the steering program: each P_DATA_V2 datagram
+    /// reaches the socket of its peer-id's thread, from whatever source
+    /// port, and the control channel reaches the main thread's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn datagrams_reach_the_thread_of_their_peer_id() {
+        use vpnsyncd_common::steer::{shard_of, DATA_V2};
+        let probe = listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr: SocketAddr = UdpSocket::from(probe).local_addr().unwrap();
+        let threads = 3;
+        let socks: Vec<UdpSocket> = listeners(&[addr], threads).unwrap().into_iter().map(UdpSocket::from).collect();
+        let senders: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let mut sent = Vec::new();
+        for peer_id in 0..48u32 {
+            let mut p = vec![DATA_V2 << 3 | 1];
+            p.extend_from_slice(&peer_id.to_be_bytes()[1..]);
+            p.extend_from_slice(b"payload");
+            senders[peer_id as usize % senders.len()].send_to(&p, addr).unwrap();
+            sent.push((p, shard_of(peer_id, threads)));
+        }
+        let control = [7u8 << 3, 1, 2, 3, 4, 5, 6, 7, 8];
+        senders[1].send_to(&control, addr).unwrap();
+        sent.push((control.to_vec(), 0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok(n) = s.recv(&mut buf) {
+                got.push((buf[..n].to_vec(), i));
+            }
+        }
+        sent.sort();
+        got.sort();
+        assert_eq!(got, sent);
+        assert!((0..threads).all(|t| got.iter().any(|(_, i)| *i == t)), "every thread gets some");
     }
 }

@@ -14,11 +14,15 @@ pub const TUN_MTU: i32 = 1500;
 /// `addr/prefix`, sets the MTU and brings it up. The flag says whether
 /// every read and write carries a virtio_net_hdr (Linux `IFF_VNET_HDR`,
 /// with the offloads of [`sys::create`]): the engine then moves 64 KB
-/// super-packets (engine/src/offload.rs).
-pub fn open(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<(OwnedFd, bool)> {
-    let (fd, vnet) = sys::create(name)?;
+/// super-packets (engine/src/offload.rs). `queues` descriptors, one per
+/// data thread: more than one is a Linux multi-queue device
+/// (`IFF_MULTI_QUEUE`), which hands each flow's packets to the queue that
+/// last wrote one of the flow (the kernel's flow table), so a session's
+/// traffic is read by the thread that serves it (engine/src/shard.rs).
+pub fn open(name: &str, addr: Ipv4Addr, prefix: u8, queues: usize) -> io::Result<(Vec<OwnedFd>, bool)> {
+    let (fds, vnet) = sys::create(name, queues)?;
     sys::configure(name, addr, prefix).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
-    Ok((fd, vnet))
+    Ok((fds, vnet))
 }
 
 /// The netmask of a prefix length.
@@ -98,9 +102,43 @@ mod sys {
     const TUN_F_USO4: libc::c_ulong = 0x20;
     const TUN_F_USO6: libc::c_ulong = 0x40;
 
+    /// `IFF_MULTI_QUEUE` from <linux/if_tun.h>.
+    const IFF_MULTI_QUEUE: libc::c_int = 0x0100;
+
     /// Opens the device with a virtio_net_hdr on every packet, falling
-    /// back to plain packets if the kernel refuses `IFF_VNET_HDR`.
-    pub fn create(name: &str) -> io::Result<(OwnedFd, bool)> {
+    /// back to plain packets if the kernel refuses `IFF_VNET_HDR`; with
+    /// `queues` > 1, as that many queues of one multi-queue device.
+    pub fn create(name: &str, queues: usize) -> io::Result<(Vec<OwnedFd>, bool)> {
+        let multi = if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
+        let plain = libc::IFF_TUN | libc::IFF_NO_PI | multi;
+        let first = open_queue(name, plain | IFF_VNET_HDR);
+        let (first, vnet) = match first {
+            Ok(fd) => (fd, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::info!("{name}: no IFF_VNET_HDR ({e}): one packet per tun read and write");
+                (open_queue(name, plain).map_err(|e| busy(name, e))?, false)
+            }
+            Err(e) => return Err(busy(name, e)),
+        };
+        let flags = if vnet { plain | IFF_VNET_HDR } else { plain };
+        let mut fds = vec![first];
+        for _ in 1..queues {
+            fds.push(open_queue(name, flags).map_err(|e| {
+                io::Error::new(e.kind(), format!("{name}: queue {} of {queues} (data-threads): {e}", fds.len() + 1))
+            })?);
+        }
+        if vnet {
+            offload(&fds[0], name);
+        }
+        Ok((fds, vnet))
+    }
+
+    fn busy(name: &str, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{name}: TUNSETIFF: {e} (is {name} in use by another program?)"))
+    }
+
+    /// One descriptor of the device, attached with `flags`.
+    fn open_queue(name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
         // SAFETY: open(2) with a static path.
         let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd == -1 {
@@ -109,31 +147,13 @@ mod sys {
         }
         // SAFETY: fresh descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let set = |flags: libc::c_int| {
-            let mut ifr = ifreq(name)?;
-            ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
-            // SAFETY: TUNSETIFF takes an ifreq.
-            if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) } == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        let plain = libc::IFF_TUN | libc::IFF_NO_PI;
-        let vnet = match set(plain | IFF_VNET_HDR) {
-            Ok(()) => true,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                log::info!("{name}: no IFF_VNET_HDR ({e}): one packet per tun read and write");
-                false
-            }
-            Err(e) => return Err(e),
-        };
-        if !vnet { set(plain) } else { Ok(()) }.map_err(|e| {
-            io::Error::new(e.kind(), format!("{name}: TUNSETIFF: {e} (is {name} in use by another program?)"))
-        })?;
-        if vnet {
-            offload(&fd, name);
+        let mut ifr = ifreq(name)?;
+        ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+        // SAFETY: TUNSETIFF takes an ifreq.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) } == -1 {
+            return Err(io::Error::last_os_error());
         }
-        Ok((fd, vnet))
+        Ok(fd)
     }
 
     /// Lets the kernel hand over unfinished checksums and TCP (and, where
@@ -177,7 +197,8 @@ mod sys {
     use super::*;
     use std::os::fd::FromRawFd;
 
-    pub fn create(name: &str) -> io::Result<(OwnedFd, bool)> {
+    /// One queue only: `data-threads` above 1 is refused off Linux.
+    pub fn create(name: &str, _queues: usize) -> io::Result<(Vec<OwnedFd>, bool)> {
         let path = std::ffi::CString::new(format!("/dev/{name}")).map_err(|_| io::Error::other("NUL in name"))?;
         // SAFETY: open(2) on a valid C string.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -185,7 +206,7 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fresh descriptor.
-        Ok((unsafe { OwnedFd::from_raw_fd(fd) }, false))
+        Ok((vec![unsafe { OwnedFd::from_raw_fd(fd) }], false))
     }
 
     pub fn configure(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {

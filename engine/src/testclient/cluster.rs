@@ -506,7 +506,7 @@ impl Cluster {
         let now = self.now();
         let r = f(&mut self.members[i].server, now);
         self.sent_by(i);
-        let out: Vec<_> = self.members[i].server.outbox.drain(..).collect();
+        let out = self.members[i].server.take_sends();
         for (_, to, bytes) in out {
             self.send_to_client(i, to, bytes);
         }

@@ -18,7 +18,7 @@ pub(super) fn addr(i: usize) -> SocketAddr {
 /// What the server handed to which client; returns how many datagrams.
 pub(super) fn deliver(server: &mut Server, clients: &mut [TestClient], now: Now) -> u64 {
     let mut n = 0;
-    for (_, to, mut p) in server.outbox.drain(..) {
+    for (_, to, mut p) in server.take_sends() {
         let i = clients.iter().enumerate().position(|(i, _)| addr(i) == to).expect("a datagram to one of ours");
         clients[i].on_datagram(now, &mut p);
         n += 1;
