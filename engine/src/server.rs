@@ -27,6 +27,14 @@ mod tlscv2;
 /// A control datagram to send: (listener index, destination, bytes).
 pub type Outgoing = (usize, SocketAddr, Vec<u8>);
 
+/// [`Server::shard_of`] session `s` (peer-id `id`) of `threads`.
+fn shard_for(s: Option<&Session>, id: u32, threads: usize) -> usize {
+    match s.and_then(|s| s.negotiated.as_ref()) {
+        Some(n) if !n.data_v2 => 0,
+        _ => vpnsyncd_common::steer::shard_of(id, threads),
+    }
+}
+
 /// Session state for the syncer (keyed by our session id), each with the
 /// generation it belongs to (crate::replication::Gen).
 #[derive(Debug, PartialEq, Eq)]
@@ -808,9 +816,13 @@ impl Server {
         }
     }
 
-    /// The data thread that sends peer-id `id`'s packets.
+    /// The data thread that sends peer-id `id`'s packets: the one its
+    /// peer-id names, or the main thread for a client without P_DATA_V2,
+    /// whose datagrams the parent's steering program hands the main
+    /// thread (and with them, through the tun's flow table, its flows).
+    /// Fixed from the first key exchange on, before any data packet.
     pub fn shard_of(&self, id: u32) -> usize {
-        vpnsyncd_common::steer::shard_of(id, self.threads)
+        shard_for(self.sessions.get(id as usize).and_then(Option::as_deref), id, self.threads)
     }
 
     /// Tests: everything queued to send, as the threads would send it:
@@ -917,7 +929,7 @@ impl Server {
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
         }
-        let shard = vpnsyncd_common::steer::shard_of(id, self.threads);
+        let shard = shard_for(Some(s), id, self.threads);
         self.data_out[shard].extend(s.data_out.drain(..).map(|p| (listener, peer, p)));
         if let Some(why) = s.closed().map(str::to_string) {
             self.remove(id, &why);
@@ -943,10 +955,10 @@ impl Server {
             self.by_sid.remove(&s.local_sid);
         }
         let (listener, peer) = (s.listener, s.peer);
+        let shard = shard_for(Some(&s), id, self.threads);
         for p in s.outbox {
             self.outbox.push((listener, peer, p));
         }
-        let shard = vpnsyncd_common::steer::shard_of(id, self.threads);
         self.data_out[shard].extend(s.data_out.into_iter().map(|p| (listener, peer, p)));
         if self.by_addr.get(&s.peer) == Some(&id) {
             self.by_addr.remove(&s.peer);

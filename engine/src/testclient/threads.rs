@@ -19,13 +19,36 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_nonblocking(true).unwrap();
     let mut lab = Lab::tls_auth("data-threads 2\nkeepalive 1 10\n", CLEAN, CLEAN, seed);
+    // Every third seed a client without P_DATA_V2 (no IV_PROTO bit 1).
+    let v1 = seed % 3 == 0;
+    if v1 {
+        let mut opts = lab.client.opts.clone();
+        opts.peer_info = opts.peer_info.replace("IV_PROTO=990", "IV_PROTO=988");
+        lab.up.queue.clear();
+        lab.client = TestClient::new(opts, lab.now);
+        lab.client_to_link();
+    }
     lab.addr = client.local_addr().unwrap();
     lab.connect(Duration::from_secs(5));
+    // Every other seed the client connects again, and its new session
+    // takes peer-id 8 beside the old one: the data thread's.
+    if seed % 2 == 0 {
+        lab.client = TestClient::new(lab.client.opts.clone(), lab.now);
+        lab.client_to_link();
+        lab.run_until(Duration::from_secs(5), |l| l.client.connected() && l.server.client_count() == 1);
+    }
     let me = lab.client.address().unwrap();
     let placeholder = server("", None);
     let plane = Plane::new(std::mem::replace(&mut lab.server, placeholder), Duration::ZERO);
     let id = lock(&plane).tun_destination(&ipv4(LAN_HOST, me, 0, 0)).unwrap();
     let owner = lock(&plane).shard_of(id);
+    let expected = if seed % 2 == 0 { 8 } else { 0 };
+    assert_eq!(id, expected, "seed {seed}: peer-id");
+    assert_eq!(
+        owner,
+        if v1 { 0 } else { id as usize / 8 },
+        "seed {seed}: a client without peer-id is the main thread's"
+    );
     let listeners: Vec<OwnedFd> =
         (0..2).map(|_| OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())).collect();
     let (tun, writers): (Vec<OwnedFd>, Vec<UnixDatagram>) = (0..2)
@@ -74,15 +97,17 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
     let (mut last, mut data, mut pings) = (None, 0, 0);
     let mut buf = [0u8; 2048];
     while let Ok(n) = client.recv(&mut buf) {
-        if buf[0] >> 3 != DATA_V2 {
-            continue;
-        }
-        // AES-GCM: the packet id follows the opcode and peer-id.
-        let pid = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        // AES-GCM: the packet id follows the opcode (and peer-id).
+        let at = match buf[0] >> 3 {
+            DATA_V2 if !v1 => 4,
+            6 if v1 => 1,
+            _ => continue,
+        };
+        let pid = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         assert!(last.is_none_or(|l| pid > l), "seed {seed}: packet id {pid} after {last:?}");
         last = Some(pid);
         // A ping: header, packet id, tag and the 16-byte magic.
-        if n == 4 + 4 + 16 + crate::data::PING.len() {
+        if n == at + 4 + 16 + crate::data::PING.len() {
             pings += 1;
         } else {
             data += 1;
@@ -93,9 +118,11 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
 
 #[test]
 fn each_session_s_packets_leave_in_packet_id_order_from_any_schedule() {
+    // Seeds of each kind: peer-id 0 or 8, with P_DATA_V2 or without.
     let (mut data, mut pings, mut handed) = (0, 0, 0);
     for seed in 1..=60 {
         let (d, p, h) = schedule(seed);
+        assert!(d > 0, "seed {seed}: no data packet reached the client");
         (data, pings, handed) = (data + d, pings + p, handed + h);
     }
     assert!(data > 10_000, "{data} data packets");
