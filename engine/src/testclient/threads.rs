@@ -20,7 +20,7 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
     client.set_nonblocking(true).unwrap();
     let mut lab = Lab::tls_auth("data-threads 2\nkeepalive 1 10\n", CLEAN, CLEAN, seed);
     // Every third seed a client without P_DATA_V2 (no IV_PROTO bit 1).
-    let v1 = seed % 3 == 0;
+    let v1 = seed.is_multiple_of(3);
     if v1 {
         let mut opts = lab.client.opts.clone();
         opts.peer_info = opts.peer_info.replace("IV_PROTO=990", "IV_PROTO=988");
@@ -32,7 +32,7 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
     lab.connect(Duration::from_secs(5));
     // Every other seed the client connects again, and its new session
     // takes peer-id 8 beside the old one: the data thread's.
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         lab.client = TestClient::new(lab.client.opts.clone(), lab.now);
         lab.client_to_link();
         lab.run_until(Duration::from_secs(5), |l| l.client.connected() && l.server.client_count() == 1);
@@ -42,7 +42,7 @@ fn schedule(seed: u64) -> (usize, usize, usize) {
     let plane = Plane::new(std::mem::replace(&mut lab.server, placeholder), Duration::ZERO);
     let id = lock(&plane).tun_destination(&ipv4(LAN_HOST, me, 0, 0)).unwrap();
     let owner = lock(&plane).shard_of(id);
-    let expected = if seed % 2 == 0 { 8 } else { 0 };
+    let expected = if seed.is_multiple_of(2) { 8 } else { 0 };
     assert_eq!(id, expected, "seed {seed}: peer-id");
     assert_eq!(
         owner,
