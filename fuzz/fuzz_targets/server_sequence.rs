@@ -4,10 +4,11 @@
 //! into the reliability layer, TLS and the session table), packets from the
 //! tun device, timer runs and steps of a virtual clock. Nothing may panic.
 //!
-//! Only the server's public constructor, `on_datagram`, `on_tun_packet` and
-//! `on_timer` are used, so the target follows the engine as it changes (the
-//! session table and its limits are being reworked). What the server sends
-//! collects in its outbox for the length of one input, which bounds it.
+//! Only the server's public constructor, `on_datagram`, `tun_destination`,
+//! `on_tun_packet` and `on_timer` are used, so the target follows the engine
+//! as it changes (the session table and its limits are being reworked). What
+//! the server sends collects in its outbox and its threads' queues of pings
+//! for the length of one input, which bounds it.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -100,7 +101,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             // A packet from the tun device.
             4 => {
                 let Some(p) = input.bytes(2048) else { break };
-                if let Some(o) = server.on_tun_packet(now, p, p.len()) {
+                let id = server.tun_destination(p);
+                if let Some(o) = id.and_then(|id| server.on_tun_packet(now, id, p.len())) {
                     let _ = o.seal(now, &mut out, |b| b.copy_from_slice(p));
                 }
             }
