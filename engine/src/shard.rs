@@ -312,25 +312,30 @@ impl Shard {
         let me = self.index;
         let mut handed = 0u64;
         let Shard { tunio, listeners, tx, tun, .. } = self;
-        let mut each = |pkt: &Piece| {
-            // Locked per packet: the other threads wait no longer than its
-            // encryption (and, at times, the send of a full train).
-            let mut p = lock(plane);
-            let Some(id) = p.tun_destination(pkt.head()) else {
-                return;
-            };
-            let owner = p.shard_of(id);
-            if owner != me {
-                if p.hand_off(owner, pkt, t.mono) {
-                    handed |= 1 << owner;
-                }
-                return;
-            }
-            p.take_queued(me, t, tx, listeners);
-            p.seal(t, id, pkt, tx, listeners);
-        };
         for _ in 0..PER_TURN {
-            match tunio.read(tun.as_fd(), &mut each) {
+            // Locked per read, from its first packet on: the read itself
+            // runs unlocked, the other threads wait no longer than one
+            // super-packet's encryption (and, at times, the send of a
+            // full train), and a 64 KB read takes the lock once, not once
+            // per packet.
+            let mut held: Option<MutexGuard<'_, Plane>> = None;
+            let read = tunio.read(tun.as_fd(), &mut |pkt: &Piece| {
+                let p = held.get_or_insert_with(|| lock(plane));
+                let Some(id) = p.tun_destination(pkt.head()) else {
+                    return;
+                };
+                let owner = p.shard_of(id);
+                if owner != me {
+                    if p.hand_off(owner, pkt, t.mono) {
+                        handed |= 1 << owner;
+                    }
+                    return;
+                }
+                p.take_queued(me, t, tx, listeners);
+                p.seal(t, id, pkt, tx, listeners);
+            });
+            drop(held);
+            match read {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
