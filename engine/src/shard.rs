@@ -320,7 +320,16 @@ impl Shard {
             // per packet.
             let mut held: Option<MutexGuard<'_, Plane>> = None;
             let read = tunio.read(tun.as_fd(), &mut |pkt: &Piece| {
-                let p = held.get_or_insert_with(|| lock(plane));
+                let p = match &mut held {
+                    Some(p) => p,
+                    None => {
+                        // What waits for us goes before the ids we take
+                        // in this hold; nothing can join it while we hold.
+                        let mut p = lock(plane);
+                        p.take_queued(me, t, tx, listeners);
+                        held.insert(p)
+                    }
+                };
                 let Some(id) = p.tun_destination(pkt.head()) else {
                     return;
                 };
@@ -331,7 +340,6 @@ impl Shard {
                     }
                     return;
                 }
-                p.take_queued(me, t, tx, listeners);
                 p.seal(t, id, pkt, tx, listeners);
             });
             drop(held);
