@@ -377,14 +377,15 @@ impl Engine {
     /// clients (the control channel's datagrams). The queues are taken
     /// under the lock and sent after it.
     fn send_control(&mut self) {
-        // This thread's sessions' pings, the packets handed over to it,
-        // then the data threads' wake-ups for theirs.
-        self.shard.send_queued(&self.plane);
-        let (sync, checks, outbox) = {
+        let (sync, checks, outbox, wake) = {
             let mut p = lock(&self.plane);
+            // This thread's sessions' pings and the packets handed over to
+            // it, sent first, then the data threads' wake-ups for theirs.
+            let wake = self.shard.take_queued(&mut p);
             let sync = crate::syncglue::drain(&mut p);
-            (sync, std::mem::take(&mut p.checks.out), std::mem::take(&mut p.outbox))
+            (sync, std::mem::take(&mut p.checks.out), std::mem::take(&mut p.outbox), wake)
         };
+        self.shard.send_and_wake(wake);
         for (ty, data) in sync {
             if let Err(e) = self.syncer.compose(ty as u32, 0, None, &data) {
                 log::error!("sync: {e}");

@@ -128,13 +128,12 @@ pub struct Server {
     /// Control datagrams, sent by the main thread.
     pub outbox: Vec<Outgoing>,
     /// Data-channel datagrams (the timers' pings) of each data thread's
-    /// sessions (vpnsyncd_common::steer), which only that thread sends:
+    /// sessions (vpnsyncd_common::steer; one queue per `data-threads`, so
+    /// its length is their number), which only that thread sends:
     /// they took their packet ids under the session table's lock, and the
     /// thread takes them under it before it takes any id of its own, so
     /// it sends every session's packets in packet-id order.
     pub data_out: Vec<Vec<Outgoing>>,
-    /// `data-threads`.
-    threads: usize,
     pub sync_out: Vec<SyncOut>,
     refusals: Refusals,
     /// First packets refused (bad wrapping, full server): logged quietly.
@@ -215,7 +214,6 @@ impl Server {
             cookies: Cookies::default(),
             outbox: Vec::new(),
             data_out: vec![Vec::new(); conf.data_threads.max(1) as usize],
-            threads: conf.data_threads.max(1) as usize,
             sync_out: Vec::new(),
             refusals: Refusals::default(),
             refused: crate::quiet::Quiet::default(),
@@ -822,7 +820,7 @@ impl Server {
     /// thread (and with them, through the tun's flow table, its flows).
     /// Fixed from the first key exchange on, before any data packet.
     pub fn shard_of(&self, id: u32) -> usize {
-        shard_for(self.sessions.get(id as usize).and_then(Option::as_deref), id, self.threads)
+        shard_for(self.sessions.get(id as usize).and_then(Option::as_deref), id, self.data_out.len())
     }
 
     /// Tests: everything queued to send, as the threads would send it:
@@ -929,7 +927,7 @@ impl Server {
         for p in s.outbox.drain(..) {
             self.outbox.push((listener, peer, p));
         }
-        let shard = shard_for(Some(s), id, self.threads);
+        let shard = shard_for(Some(s), id, self.data_out.len());
         self.data_out[shard].extend(s.data_out.drain(..).map(|p| (listener, peer, p)));
         if let Some(why) = s.closed().map(str::to_string) {
             self.remove(id, &why);
@@ -955,7 +953,7 @@ impl Server {
             self.by_sid.remove(&s.local_sid);
         }
         let (listener, peer) = (s.listener, s.peer);
-        let shard = shard_for(Some(&s), id, self.threads);
+        let shard = shard_for(Some(&s), id, self.data_out.len());
         for p in s.outbox {
             self.outbox.push((listener, peer, p));
         }

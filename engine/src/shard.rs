@@ -363,21 +363,29 @@ impl Shard {
     }
 
     /// Sends what waits for this thread in the plane (its sessions' pings,
-    /// packets handed over). The main thread then wakes the data threads
-    /// with work waiting for them there (the pings its timers built).
+    /// packets handed over), after a wake-up that said so.
     pub fn send_queued(&mut self, plane: &Mutex<Plane>) {
+        let wake = self.take_queued(&mut lock(plane));
+        self.send_and_wake(wake);
+    }
+
+    /// Under the lock: puts what waits for this thread into its trains.
+    /// Returns the threads to wake once they are sent: from the main
+    /// thread, the data threads with work waiting (the pings its timers
+    /// built); from a data thread, the main one if sealing touched a
+    /// session's timers earlier than its wake-up.
+    pub fn take_queued(&mut self, p: &mut Plane) -> u64 {
         let t = now();
-        let wake = {
-            let mut p = lock(plane);
-            p.take_queued(self.index, t, &mut self.tx, &self.listeners);
-            // The data threads' pings, or (sealing touched the sessions)
-            // the main thread's timers.
-            if self.index == 0 {
-                p.waiting()
-            } else {
-                u64::from(p.wants_main(t.mono))
-            }
-        };
+        p.take_queued(self.index, t, &mut self.tx, &self.listeners);
+        if self.index == 0 {
+            p.waiting()
+        } else {
+            u64::from(p.wants_main(t.mono))
+        }
+    }
+
+    /// Sends the trains, then wakes the threads of `wake` (one bit each).
+    pub fn send_and_wake(&mut self, wake: u64) {
         self.flush();
         for i in (0..self.wakes.len()).filter(|&i| i != self.index && wake & 1 << i != 0) {
             self.wake(i);
