@@ -342,6 +342,11 @@ impl Shard {
                 }
                 p.seal(t, id, pkt, tx, listeners);
             });
+            // Sealing touched the sessions' timers: whether the main
+            // thread must look again is known before the lock goes.
+            if me != 0 && held.as_ref().is_some_and(|p| p.wants_main(t.mono)) {
+                handed |= 1;
+            }
             drop(held);
             match read {
                 Ok(true) => {}
@@ -353,10 +358,6 @@ impl Shard {
             }
         }
         self.flush();
-        // Sealing touched the sessions (their timers).
-        if me != 0 && lock(plane).wants_main(t.mono) {
-            handed |= 1;
-        }
         for i in (0..self.wakes.len()).filter(|i| handed & 1 << i != 0) {
             self.wake(i);
         }
