@@ -260,19 +260,43 @@ lab_topology() {
 # the context of the process that sent it (a server's engine too): a cost of
 # the lab, not of any host in it, which Debian's default kernel (no
 # br_netfilter loaded) does not have. And the senders' TCP congestion
-# control is CC whatever this host's default: in a download the inside
+# control must be CC whatever this host's default (this checks that the
+# kernel has it; the caller's senders set it): in a download the inside
 # host's TCP runs in the context of the server that writes the client's ACKs
 # to its tun, so a paced one (bbr arms a timer per burst) is charged there.
+#
+# And the wire (BENCH_WIRE, 1): a veth hands a frame to its peer's receive
+# path in the sender's context, so without it a server's engine pays for the
+# switch, the other host's whole network stack (a client's UDP receive, the
+# inside host's TCP answering an ACK) and the way back into its own tun. A
+# real NIC ends the server's part at the transmit. The switch's ends of the
+# servers' links run their receive in a NAPI kernel thread of their own
+# (ethtool -K gro on gives a veth NAPI; /sys/class/net/DEV/threaded), whose
+# CPU the benchmark prints as wire@napi; the server still pays for all of its
+# own stack up to its transmit. BENCH_WIRE=0 keeps the old accounting.
 lab_bench_net() {
-	local nf ns
+	local nf ns dev peer
+	if [ "${BENCH_WIRE:-1}" != 0 ]; then
+		command -v ethtool >/dev/null || { say "lab_bench_net: ethtool is missing (regress/install-deps)"; return 1; }
+		for ns in "${LAB_NETNS[@]}"; do
+			case $ns in "$LAB"-s[0-9]*) ;; *) continue ;; esac
+			for dev in eth0 eth1; do
+				peer=${ns#"$LAB-"}-$dev
+				ip -n "$LAB-sw" link show "$peer" >/dev/null 2>&1 || continue
+				ip netns exec "$ns" ethtool -K "$dev" tso off >/dev/null &&
+					ip netns exec "$LAB-sw" ethtool -K "$peer" gro on >/dev/null &&
+					ip netns exec "$LAB-sw" sh -c "echo 1 >/sys/class/net/$peer/threaded" ||
+					{ say "lab_bench_net: cannot give $peer a threaded NAPI"; return 1; }
+			done
+		done
+	fi
 	for nf in iptables ip6tables arptables; do
 		[ "${BENCH_BRNF:-0}" = 0 ] && [ -e /proc/sys/net/bridge/bridge-nf-call-$nf ] || continue
 			ip netns exec "$LAB-sw" sysctl -qw "net.bridge.bridge-nf-call-$nf=0"
 	done
-	for ns in "$LAB-in" "${LAB_NETNS[@]}"; do
-		case $ns in "$LAB-in" | "$LAB"-c*) ;; *) continue ;; esac
-		ip netns exec "$ns" sysctl -qw "net.ipv4.tcp_congestion_control=$1" || return 1
-	done
+	# The senders set CC on their own sockets (iperf3 -C): a namespace's
+	# default may only be one of the host's tcp_allowed_congestion_control.
+	grep -qw -- "$1" /proc/sys/net/ipv4/tcp_available_congestion_control
 }
 
 # server_base_conf SOCKET: what every lab server's vpnsyncd.conf holds: the
