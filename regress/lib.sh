@@ -272,8 +272,11 @@ lab_topology() {
 # real NIC ends the server's part at the transmit. The switch's ends of the
 # servers' links run their receive in a NAPI kernel thread of their own
 # (ethtool -K gro on gives a veth NAPI; /sys/class/net/DEV/threaded), whose
-# CPU the benchmark prints as wire@napi; the server still pays for all of its
-# own stack up to its transmit. BENCH_WIRE=0 keeps the old accounting.
+# CPU the benchmark prints (napi/...@host); the server still pays for all of
+# its own stack up to its transmit. The server's links run with tso off for
+# it: a veth hands a TSO device's frames to its peer's NAPI only when they
+# come from a local socket, so the server segments forwarded TCP
+# super-packets in software. BENCH_WIRE=0 keeps the old accounting.
 lab_bench_net() {
 	local nf ns dev peer
 	if [ "${BENCH_WIRE:-1}" != 0 ]; then
