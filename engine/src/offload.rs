@@ -330,9 +330,14 @@ struct Seg {
     flags: u8,
 }
 
-/// A pure ACK or ACK+PSH segment with data, no IP options, and a valid TCP
-/// checksum (the kernel trusts a super-packet's data: a corrupt segment
-/// must stay alone, to be dropped by the receiver).
+/// A pure ACK or ACK+PSH segment with data and no IP options. Its TCP
+/// checksum is not read: the packet was just decrypted and authenticated
+/// (every data-channel cipher is an AEAD or encrypt-then-MAC), so it is
+/// byte for byte what the peer's tun gave its OpenVPN, and the kernel
+/// computes the super-packet's checksum itself (`F_NEEDS_CSUM`). Summing
+/// every payload byte again was 4 % of the engine's CPU on the upload path;
+/// Linux's WireGuard trusts its decrypted packets the same way
+/// (CHECKSUM_UNNECESSARY).
 fn candidate(pkt: &[u8]) -> Option<Seg> {
     let l3 = ip(pkt).ok()?;
     if l3.proto != PROTO_TCP || (!l3.v6 && l3.hlen != 20) {
@@ -345,9 +350,6 @@ fn candidate(pkt: &[u8]) -> Option<Seg> {
     }
     let flags = pkt[l4 + 13];
     if flags & !TCP_PSH != TCP_ACK {
-        return None;
-    }
-    if fold(sum(&pkt[l4..], l3.pseudo(pkt, pkt.len() - l4))) != 0xffff {
         return None;
     }
     let seq = u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]);
