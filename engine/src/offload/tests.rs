@@ -201,6 +201,19 @@ fn what_breaks_a_flow() {
 }
 
 #[test]
+fn a_segment_that_cannot_join_stays_alone_and_in_order() {
+    let mut pkts = flow4(3, 1000);
+    let last = pkts.len() - 1;
+    pkts[1][20 + 13] |= TCP_FIN; // not ACK or ACK+PSH: no candidate
+    let out = coalesced(&pkts);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].1, pkts[0], "the flow before it is flushed first");
+    assert_eq!(out[1], (VnetHdr::default(), pkts[1].clone()));
+    assert_eq!(out[2].1.len(), 52 + 1000 + 100, "segments 2 and 3 join after it");
+    assert_eq!(split(&out[2].0, &out[2].1).unwrap(), pkts[2..=last].to_vec());
+}
+
+#[test]
 fn a_segment_checksum_is_not_read_but_rewritten() {
     // Decrypted data is authenticated: a wrong TCP checksum (which a peer
     // can only put there on purpose) does not keep a segment out, and the
