@@ -82,10 +82,12 @@ pub const DEFAULT_WATCHDOG: u32 = 3;
 pub const DEFAULT_STATUS_INTERVAL: u32 = 10;
 const MAX_STATUS_INTERVAL: u32 = 3600;
 /// The receive moderation's hold (engine/src/moderate.rs), in
-/// microseconds. 100 µs is within what NICs use for interrupt
-/// coalescing; it halved the engine's wake-ups and cost per GB from a
-/// client in the lab (docs/DATAPATH.md).
-pub const DEFAULT_RX_MODERATION: u32 = 100;
+/// microseconds: about the longest of the kernel's adaptive interrupt
+/// moderation (net_dim's 256 µs for bulk receive). Against 100 µs it took
+/// a sixth off the engine's cost per GB of a client's upload in the lab,
+/// for 0.3 ms more round trip of another client's packets meanwhile
+/// (docs/DATAPATH.md "Receive moderation").
+pub const DEFAULT_RX_MODERATION: u32 = 250;
 /// `ack-filter` unless set (docs/DATAPATH.md has the measurements).
 pub const DEFAULT_ACK_FILTER: bool = false;
 /// A millisecond at most: beyond it the added delay would show in the

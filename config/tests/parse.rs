@@ -45,7 +45,7 @@ fn defaults() {
     assert_eq!(c.auth, Digest::Sha1);
     assert_eq!(c.keepalive, (10, 60));
     assert_eq!(c.reneg_sec, 3600);
-    assert_eq!(c.rx_moderation, 100);
+    assert_eq!(c.rx_moderation, 250);
     assert_eq!(c.data_threads, 1);
     assert_eq!(c.ack_filter, vpnsyncd_config::DEFAULT_ACK_FILTER);
     assert_eq!(c.watchdog, 3);
