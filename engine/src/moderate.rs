@@ -15,7 +15,12 @@
 //! then sent smaller bursts: more CPU per GB, not less. A wake-up with
 //! fewer than [`BURST`] segments ends the holding, so the first packet
 //! after a quiet moment, keepalives, and interactive traffic are served at
-//! once.
+//! once. Nor does it hold while a source still has packets waiting (a
+//! turn used up its share, crate::batch::PER_TURN): the hold is for
+//! letting a batch fill, and that one is full already. Holding then made
+//! the engine a rate limiter of its own, a turn's share per hold, and the
+//! senders' TCP kept a standing queue in the listener's socket while the
+//! engine sat at a third of a core (docs/BENCHMARKS.md).
 //!
 //! Only on Linux, whose ppoll(2) sleeps with microsecond precision; a
 //! kernel that rounds short sleeps up to its clock tick (OpenBSD's 10 ms)
@@ -33,13 +38,15 @@ const BURST: usize = 2;
 pub struct Moderation {
     hold: Duration,
     busy: bool,
+    /// A source was left with packets waiting in this wake-up.
+    backlog: bool,
 }
 
 impl Moderation {
     /// `hold` zero turns moderation off.
     pub fn new(hold: Duration) -> Self {
         let hold = if cfg!(target_os = "linux") { hold } else { Duration::ZERO };
-        Moderation { hold, busy: false }
+        Moderation { hold, busy: false, backlog: false }
     }
 
     /// True when the next wait leaves the data descriptors out and they
@@ -58,10 +65,18 @@ impl Moderation {
         }
     }
 
+    /// A source (a listener, the tun) still had packets waiting when
+    /// this wake-up's share of it was used up: the next wait must not hold.
+    pub fn backlog(&mut self) {
+        self.backlog = true;
+    }
+
     /// The TCP data segments this wake-up gave the coalescer: a burst
-    /// starts or keeps the holding, less ends it.
+    /// starts or keeps the holding, less ends it, and so does a backlog
+    /// (then the next wait watches the descriptors, which are ready).
     pub fn saw(&mut self, segments: usize) {
-        self.busy = segments >= BURST;
+        self.busy = segments >= BURST && !self.backlog;
+        self.backlog = false;
     }
 }
 
@@ -104,6 +119,20 @@ mod tests {
         assert_eq!(m.holding(), cfg!(target_os = "linux"));
         m.saw(0);
         assert!(!m.holding(), "a wait that found nothing ends the holding");
+    }
+
+    #[test]
+    fn a_backlog_ends_the_holding_for_one_wait() {
+        let mut m = Moderation::new(US(100));
+        m.backlog();
+        m.saw(30);
+        assert!(!m.holding(), "packets already wait: nothing to hold for");
+        m.saw(30);
+        assert_eq!(m.holding(), cfg!(target_os = "linux"), "the backlog was of the last wake-up only");
+        m.backlog();
+        m.saw(0);
+        m.saw(5);
+        assert_eq!(m.holding(), cfg!(target_os = "linux"), "a backlog is forgotten once seen");
     }
 
     #[test]

@@ -299,9 +299,11 @@ impl Shard {
             }
             segments += self.tunio.write_batch(self.tun.as_fd(), pkts[..n].iter().flatten().copied());
             if n < BATCH {
-                break;
+                return segments;
             }
         }
+        // The turn's share ended with the socket maybe not empty.
+        self.moderation.backlog();
         segments
     }
 
@@ -312,7 +314,7 @@ impl Shard {
         let me = self.index;
         let mut handed = 0u64;
         let Shard { tunio, listeners, tx, tun, .. } = self;
-        for _ in 0..PER_TURN {
+        for i in 0..PER_TURN {
             // Locked per read, from its first packet on: the read itself
             // runs unlocked, the other threads wait no longer than one
             // super-packet's encryption (and, at times, the send of a
@@ -355,6 +357,10 @@ impl Shard {
                     log::debug!("tun read: {e}");
                     break;
                 }
+            }
+            if i + 1 == PER_TURN {
+                // The turn's share ended with the queue maybe not empty.
+                self.moderation.backlog();
             }
         }
         self.flush();
