@@ -245,7 +245,7 @@ impl Shard {
                     if e.kind() != io::ErrorKind::WouldBlock {
                         log::debug!("listener: {e}");
                     }
-                    break;
+                    return segments;
                 }
             };
             let t = now();
@@ -302,7 +302,8 @@ impl Shard {
                 return segments;
             }
         }
-        // The turn's share ended with the socket maybe not empty.
+        // Only full batches: the turn's share ended with the socket maybe
+        // not empty.
         self.moderation.backlog();
         segments
     }
